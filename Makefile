@@ -1,0 +1,41 @@
+# stuckless — common tasks. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+export DATABASE_URL
+
+# Simulator knobs: `make sim SEED=42` replays one seed verbosely.
+SEEDS ?= 200
+SEED ?=
+SIM_ARGS ?=
+
+.PHONY: help test lint fmt sim sim-long bench chaos pg-start pg-status build
+
+help: ## List targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+build: ## Build everything (debug)
+	$(CARGO) build --workspace --all-targets
+
+test: ## Run every test (needs Postgres: see README "Tests and Postgres")
+	$(CARGO) test --workspace --no-fail-fast
+
+lint: ## rustfmt check and clippy with warnings denied
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+sim: ## Randomized simulation batch (SEEDS=n), or replay one seed (SEED=n)
+	$(CARGO) run --release -p stuckless-sim --bin stuckless-sim -- $(if $(SEED),--seed $(SEED) --verbose,--seeds $(SEEDS)) $(SIM_ARGS)
+
+sim-long: ## A long randomized batch (10,000 seeds)
+	$(CARGO) run --release -p stuckless-sim --bin stuckless-sim -- --seeds 10000 $(SIM_ARGS)
+
+pg-start: ## Start the machine's Postgres if it is not running
+	@pg_isready -h 127.0.0.1 -p 5432 -q || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@pg_isready -h 127.0.0.1 -p 5432
+
+pg-status: ## Is Postgres reachable at DATABASE_URL?
+	@psql "$(DATABASE_URL)" -Atc 'select version()'

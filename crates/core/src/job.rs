@@ -1,0 +1,522 @@
+//! The job model and its state machine.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ValidationError;
+use crate::time::Timestamp;
+
+/// A job's identity: assigned by the storage, increasing in insertion order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim().parse().map(JobId)
+    }
+}
+
+/// The fencing token of a lease: bumped by every claim of the job.
+///
+/// Every write after a claim presents the epoch it was claimed at; the storage
+/// rejects a write whose epoch is not the job's current one, so a worker that
+/// was paused or partitioned away can never overwrite its successor's work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Epoch(pub i64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a job is in its life.
+///
+/// ```text
+/// queued ──claim──▶ running ──complete──▶ succeeded
+///   ▲                 │  │ └──fail (attempts left)/reap/release──▶ queued
+///   │                 │  └──fail permanent / attempts used up──▶ dead
+///   └── requeue ◀── dead          cancel (queued|running) ──▶ cancelled
+/// ```
+///
+/// `succeeded`, `dead` and `cancelled` are terminal: the queue never moves a
+/// job out of them. The one exception is an operator's explicit
+/// [`job_requeue`](crate::Storage::job_requeue) of a dead job, which is
+/// recorded in the job's events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for `run_at` and a free worker.
+    Queued,
+    /// Leased to a worker.
+    Running,
+    /// Completed successfully. Terminal.
+    Succeeded,
+    /// Failed permanently or ran out of attempts. Terminal.
+    Dead,
+    /// Cancelled by a caller. Terminal.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Dead,
+        JobStatus::Cancelled,
+    ];
+
+    /// Whether the queue will never change this job again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled
+        )
+    }
+
+    /// The lowercase name used in SQL and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Dead => "dead",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the state machine allows `self → to` by the queue's own operations
+    /// (operator requeue of a dead job excepted).
+    pub fn may_become(self, to: JobStatus) -> bool {
+        use JobStatus::*;
+        matches!(
+            (self, to),
+            (Queued, Running)
+                | (Queued, Cancelled)
+                | (Running, Succeeded)
+                | (Running, Queued)
+                | (Running, Dead)
+                | (Running, Cancelled)
+        )
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| ValidationError::new("status", format!("unknown status {s:?}")))
+    }
+}
+
+/// A job as stored: the row, including its latest attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Identity, increasing in insertion order.
+    pub id: JobId,
+    /// The queue workers claim from.
+    pub queue: String,
+    /// Selects the handler.
+    pub kind: String,
+    /// Handler input.
+    pub payload: Value,
+    /// Higher runs first among due jobs.
+    pub priority: i16,
+    /// Not claimable before this time (storage clock).
+    pub run_at: Timestamp,
+    /// Lifecycle state.
+    pub status: JobStatus,
+    /// Claims so far that counted (a graceful release gives its attempt back).
+    pub attempt: i32,
+    /// Attempts allowed before the job is dead.
+    pub max_attempts: i32,
+    /// Fencing token of the latest claim; 0 before the first claim.
+    pub epoch: Epoch,
+    /// Worker holding or last holding the lease.
+    pub lease_owner: Option<String>,
+    /// When the current lease runs out (storage clock); set only while running.
+    pub lease_expires_at: Option<Timestamp>,
+    /// When the latest attempt was claimed.
+    pub claimed_at: Option<Timestamp>,
+    /// Latest successful heartbeat of the latest attempt.
+    pub heartbeat_at: Option<Timestamp>,
+    /// Latest progress the handler reported.
+    pub progress: Option<Value>,
+    /// Error of the latest failed attempt.
+    pub last_error: Option<String>,
+    /// Deduplicates enqueues: one job per key.
+    pub idempotency_key: Option<String>,
+    /// Insertion time.
+    pub created_at: Timestamp,
+    /// Time of the latest change.
+    pub updated_at: Timestamp,
+    /// When the job became terminal.
+    pub finished_at: Option<Timestamp>,
+}
+
+/// Limits every storage enforces on input, so bad input is refused the same
+/// way everywhere and before anything is written.
+pub mod limits {
+    /// Longest queue or kind name, in bytes.
+    pub const MAX_NAME_BYTES: usize = 128;
+    /// Longest idempotency key, in bytes.
+    pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+    /// Largest payload, as compact JSON, in bytes (1 MiB).
+    pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+    /// Largest progress value, as compact JSON, in bytes (64 KiB).
+    pub const MAX_PROGRESS_BYTES: usize = 64 * 1024;
+    /// Longest stored error message, in bytes; longer ones are truncated.
+    pub const MAX_ERROR_BYTES: usize = 4096;
+    /// Default attempts before a job is dead.
+    pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+    /// Most attempts a job may allow.
+    pub const MAX_MAX_ATTEMPTS: i32 = 1000;
+}
+
+/// A job to enqueue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    /// Queue name: 1 to 128 bytes of ASCII letters, digits, `_ - . :`.
+    pub queue: String,
+    /// Kind name: same rules as the queue.
+    pub kind: String,
+    /// Handler input; at most 1 MiB as JSON; strings may not contain NUL.
+    pub payload: Value,
+    /// Higher runs first. Default 0.
+    pub priority: i16,
+    /// Earliest run time; `None` means now (storage clock).
+    pub run_at: Option<Timestamp>,
+    /// Attempts before dead, 1 to 1000. Default 5.
+    pub max_attempts: i32,
+    /// One job per key: enqueueing a key again returns the existing job.
+    pub idempotency_key: Option<String>,
+}
+
+impl NewJob {
+    /// A job of `kind` on `queue` with `payload` and every other field default.
+    pub fn new(queue: impl Into<String>, kind: impl Into<String>, payload: Value) -> Self {
+        NewJob {
+            queue: queue.into(),
+            kind: kind.into(),
+            payload,
+            priority: 0,
+            run_at: None,
+            max_attempts: limits::DEFAULT_MAX_ATTEMPTS,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the earliest run time.
+    pub fn run_at(mut self, at: Timestamp) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Sets the attempts allowed.
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Checks every field against [`limits`]; every storage calls this first.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_name("queue", &self.queue)?;
+        validate_name("kind", &self.kind)?;
+        validate_json("payload", &self.payload, limits::MAX_PAYLOAD_BYTES)?;
+        if !(1..=limits::MAX_MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(ValidationError::new(
+                "max_attempts",
+                format!(
+                    "must be between 1 and {}, got {}",
+                    limits::MAX_MAX_ATTEMPTS,
+                    self.max_attempts
+                ),
+            ));
+        }
+        if let Some(key) = &self.idempotency_key {
+            if key.is_empty() || key.len() > limits::MAX_IDEMPOTENCY_KEY_BYTES {
+                return Err(ValidationError::new(
+                    "idempotency_key",
+                    format!(
+                        "must be 1 to {} bytes, got {}",
+                        limits::MAX_IDEMPOTENCY_KEY_BYTES,
+                        key.len()
+                    ),
+                ));
+            }
+            if key.contains('\0') {
+                return Err(ValidationError::new(
+                    "idempotency_key",
+                    "contains a NUL character",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a queue or kind name: 1 to 128 bytes of `[A-Za-z0-9_.:-]`.
+pub fn validate_name(field: &'static str, name: &str) -> Result<(), ValidationError> {
+    if name.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if name.len() > limits::MAX_NAME_BYTES {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "must be at most {} bytes, got {}",
+                limits::MAX_NAME_BYTES,
+                name.len()
+            ),
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!("may hold only ASCII letters, digits and _ - . : (found {bad:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a JSON value's size and that no string in it holds NUL, which
+/// Postgres `jsonb` cannot store.
+pub fn validate_json(field: &'static str, value: &Value, max_bytes: usize) -> Result<(), ValidationError> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if has_nul(value) {
+        return Err(ValidationError::new(field, "contains a NUL character (\\u0000)"));
+    }
+    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > max_bytes {
+        return Err(ValidationError::new(
+            field,
+            format!("is {size} bytes as JSON; the limit is {max_bytes}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Shortens an error message to [`limits::MAX_ERROR_BYTES`] on a char boundary
+/// and strips NUL, so any storage can keep it.
+pub fn clamp_error(message: &str) -> String {
+    let cleaned: String = message.chars().filter(|c| *c != '\0').collect();
+    if cleaned.len() <= limits::MAX_ERROR_BYTES {
+        return cleaned;
+    }
+    let mut end = limits::MAX_ERROR_BYTES;
+    while !cleaned.is_char_boundary(end) {
+        end -= 1;
+    }
+    cleaned[..end].to_string()
+}
+
+/// What happened to a job, appended to its timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobEventKind {
+    /// Inserted (recorded only when happy-path events are on).
+    Inserted,
+    /// Claimed by a worker (happy path).
+    Claimed,
+    /// Completed (happy path).
+    Completed,
+    /// An attempt failed and the job will run again.
+    Retried,
+    /// The job became dead.
+    Dead,
+    /// The lease expired and the reaper took the job back.
+    Reaped,
+    /// A worker gave the job back unfinished (graceful shutdown).
+    Released,
+    /// Cancelled.
+    Cancelled,
+    /// An operator requeued the job.
+    Requeued,
+}
+
+impl JobEventKind {
+    /// The lowercase name used in SQL and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobEventKind::Inserted => "inserted",
+            JobEventKind::Claimed => "claimed",
+            JobEventKind::Completed => "completed",
+            JobEventKind::Retried => "retried",
+            JobEventKind::Dead => "dead",
+            JobEventKind::Reaped => "reaped",
+            JobEventKind::Released => "released",
+            JobEventKind::Cancelled => "cancelled",
+            JobEventKind::Requeued => "requeued",
+        }
+    }
+
+    /// Whether this event is recorded only when happy-path logging is on.
+    pub fn is_happy_path(self) -> bool {
+        matches!(
+            self,
+            JobEventKind::Inserted | JobEventKind::Claimed | JobEventKind::Completed
+        )
+    }
+}
+
+impl fmt::Display for JobEventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobEventKind {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use JobEventKind::*;
+        [
+            Inserted, Claimed, Completed, Retried, Dead, Reaped, Released, Cancelled, Requeued,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| ValidationError::new("event kind", format!("unknown event kind {s:?}")))
+    }
+}
+
+/// One entry of a job's timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// The job.
+    pub job_id: JobId,
+    /// When (storage clock).
+    pub at: Timestamp,
+    /// What happened.
+    pub kind: JobEventKind,
+    /// The job's epoch when it happened.
+    pub epoch: Epoch,
+    /// The job's attempt count after it happened.
+    pub attempt: i32,
+    /// The worker involved, if any.
+    pub worker_id: Option<String>,
+    /// An error message or a reason.
+    pub detail: Option<String>,
+}
+
+/// A job handed to a worker by a claim.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClaimedJob {
+    /// The job as it stands after the claim.
+    pub job: Job,
+}
+
+impl ClaimedJob {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.job.id
+    }
+
+    /// The epoch this claim holds.
+    pub fn epoch(&self) -> Epoch {
+        self.job.epoch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn terminal_states_have_no_exit() {
+        for from in JobStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in JobStatus::ALL {
+                assert!(!from.may_become(to), "{from} -> {to} must be impossible");
+            }
+        }
+        assert!(JobStatus::Queued.may_become(JobStatus::Running));
+        assert!(!JobStatus::Queued.may_become(JobStatus::Succeeded));
+    }
+
+    #[test]
+    fn status_round_trips_through_text() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
+        }
+        assert!("RUNNING".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn validation_rejects_hostile_input_with_the_field_named() {
+        let ok = NewJob::new("default", "report", json!({"x": 1}));
+        assert!(ok.validate().is_ok());
+        let cases = [
+            (NewJob::new("", "k", json!(null)), "queue"),
+            (NewJob::new("q".repeat(129), "k", json!(null)), "queue"),
+            (NewJob::new("q'; drop table jobs;--", "k", json!(null)), "queue"),
+            (NewJob::new("q", "kïnd", json!(null)), "kind"),
+            (NewJob::new("q", "k\0", json!(null)), "kind"),
+            (NewJob::new("q", "k", json!({"a": "x\u{0}y"})), "payload"),
+            (
+                NewJob::new("q", "k", json!("x".repeat(limits::MAX_PAYLOAD_BYTES))),
+                "payload",
+            ),
+            (NewJob::new("q", "k", json!(1)).max_attempts(0), "max_attempts"),
+            (
+                NewJob::new("q", "k", json!(1)).idempotency_key(""),
+                "idempotency_key",
+            ),
+        ];
+        for (job, field) in cases {
+            let err = job.validate().expect_err("must be rejected");
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn clamp_error_keeps_char_boundaries() {
+        let long = "é".repeat(limits::MAX_ERROR_BYTES);
+        let clamped = clamp_error(&long);
+        assert!(clamped.len() <= limits::MAX_ERROR_BYTES);
+        assert!(clamped.chars().all(|c| c == 'é'));
+        assert_eq!(clamp_error("a\0b"), "ab");
+    }
+}

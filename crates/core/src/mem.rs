@@ -1,0 +1,604 @@
+//! `MemStore`: the in-memory [`Storage`], and the model Postgres must match.
+//!
+//! Deterministic by construction: ordered maps, sequential ids, no random
+//! state, and time only from the [`Clock`] it is given. Every operation runs
+//! under one lock, so each is atomic, as one SQL statement is.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::clock::Clock;
+use crate::error::StorageError;
+use crate::job::{
+    clamp_error, limits, validate_json, validate_name, ClaimedJob, Epoch, Job, JobEvent, JobEventKind, JobId,
+    JobStatus, NewJob,
+};
+use crate::storage::{
+    is_reapable, ClaimRequest, CompleteOutcome, FailOutcome, FailRequest, InsertOutcome, QueueStats,
+    ReapOutcome, Storage, StorageResult, WorkerRecord, WorkerRegistration,
+};
+use crate::time::Timestamp;
+
+/// The in-memory storage.
+pub struct MemStore {
+    clock: Arc<dyn Clock>,
+    happy_path_events: bool,
+    state: Mutex<State>,
+}
+
+#[derive(Clone, Default)]
+struct State {
+    next_id: i64,
+    jobs: BTreeMap<JobId, Job>,
+    idempotency_keys: BTreeMap<String, JobId>,
+    events: BTreeMap<JobId, Vec<JobEvent>>,
+    workers: BTreeMap<String, WorkerRecord>,
+}
+
+impl MemStore {
+    /// An empty store judging time by `clock`, logging abnormal events only.
+    pub fn new(clock: impl Clock) -> Self {
+        Self::with_clock(Arc::new(clock))
+    }
+
+    /// An empty store judging time by a shared clock.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemStore {
+            clock,
+            happy_path_events: false,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Also log inserted, claimed and completed events (off by default).
+    pub fn with_happy_path_events(mut self, on: bool) -> Self {
+        self.happy_path_events = on;
+        self
+    }
+
+    /// Every job, ascending id: a consistent snapshot for checkers.
+    pub fn jobs(&self) -> Vec<Job> {
+        self.lock().jobs.values().cloned().collect()
+    }
+
+    /// Number of jobs stored.
+    pub fn job_count(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves no half-applied operation:
+        // every operation validates before it mutates.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn event(
+        &mut self,
+        happy: bool,
+        job: &Job,
+        kind: JobEventKind,
+        now: Timestamp,
+        worker: Option<&str>,
+        detail: Option<String>,
+    ) {
+        if kind.is_happy_path() && !happy {
+            return;
+        }
+        self.events.entry(job.id).or_default().push(JobEvent {
+            job_id: job.id,
+            at: now,
+            kind,
+            epoch: job.epoch,
+            attempt: job.attempt,
+            worker_id: worker.map(str::to_owned),
+            detail,
+        });
+    }
+
+    /// The fencing check shared by every write after a claim.
+    fn fenced(&mut self, id: JobId, epoch: Epoch, operation: &'static str) -> StorageResult<&mut Job> {
+        let job = self.jobs.get_mut(&id).ok_or(StorageError::NotFound(id))?;
+        if job.epoch != epoch {
+            return Err(StorageError::StaleEpoch {
+                id,
+                presented: epoch,
+                current: job.epoch,
+            });
+        }
+        if job.status != JobStatus::Running {
+            return Err(StorageError::WrongStatus {
+                id,
+                status: job.status,
+                operation,
+                expected: "running",
+            });
+        }
+        Ok(job)
+    }
+
+    fn insert(&mut self, happy: bool, new: NewJob, now: Timestamp) -> InsertOutcome {
+        if let Some(existing) = new
+            .idempotency_key
+            .as_ref()
+            .and_then(|key| self.idempotency_keys.get(key))
+        {
+            return InsertOutcome {
+                job: self.jobs[existing].clone(),
+                inserted: false,
+            };
+        }
+        self.next_id += 1;
+        let job = Job {
+            id: JobId(self.next_id),
+            queue: new.queue,
+            kind: new.kind,
+            payload: new.payload,
+            priority: new.priority,
+            run_at: new.run_at.unwrap_or(now),
+            status: JobStatus::Queued,
+            attempt: 0,
+            max_attempts: new.max_attempts,
+            epoch: Epoch(0),
+            lease_owner: None,
+            lease_expires_at: None,
+            claimed_at: None,
+            heartbeat_at: None,
+            progress: None,
+            last_error: None,
+            idempotency_key: new.idempotency_key,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        if let Some(key) = &job.idempotency_key {
+            self.idempotency_keys.insert(key.clone(), job.id);
+        }
+        self.event(happy, &job, JobEventKind::Inserted, now, None, None);
+        self.jobs.insert(job.id, job.clone());
+        InsertOutcome { job, inserted: true }
+    }
+
+    fn complete(
+        &mut self,
+        happy: bool,
+        id: JobId,
+        epoch: Epoch,
+        now: Timestamp,
+    ) -> StorageResult<CompleteOutcome> {
+        if let Some(job) = self.jobs.get(&id) {
+            if job.epoch == epoch && job.status == JobStatus::Succeeded {
+                return Ok(CompleteOutcome::AlreadyCompleted);
+            }
+        }
+        let job = self.fenced(id, epoch, "complete")?;
+        job.status = JobStatus::Succeeded;
+        job.lease_expires_at = None;
+        job.updated_at = now;
+        job.finished_at = Some(now);
+        let job = job.clone();
+        self.event(
+            happy,
+            &job,
+            JobEventKind::Completed,
+            now,
+            job.lease_owner.as_deref(),
+            None,
+        );
+        Ok(CompleteOutcome::Completed)
+    }
+}
+
+fn to_queued(job: &mut Job, run_at: Timestamp, now: Timestamp) {
+    job.status = JobStatus::Queued;
+    job.run_at = run_at;
+    job.lease_expires_at = None;
+    job.updated_at = now;
+}
+
+fn to_dead(job: &mut Job, now: Timestamp) {
+    job.status = JobStatus::Dead;
+    job.lease_expires_at = None;
+    job.updated_at = now;
+    job.finished_at = Some(now);
+}
+
+#[async_trait]
+impl Storage for MemStore {
+    async fn job_insert(&self, job: NewJob) -> StorageResult<InsertOutcome> {
+        job.validate()?;
+        let now = self.clock.now();
+        Ok(self.lock().insert(self.happy_path_events, job, now))
+    }
+
+    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StorageResult<Vec<InsertOutcome>> {
+        for job in &jobs {
+            job.validate()?;
+        }
+        let now = self.clock.now();
+        let mut state = self.lock();
+        Ok(jobs
+            .into_iter()
+            .map(|job| state.insert(self.happy_path_events, job, now))
+            .collect())
+    }
+
+    async fn job_claim(&self, request: ClaimRequest) -> StorageResult<Vec<ClaimedJob>> {
+        validate_name("worker_id", &request.worker_id)?;
+        for queue in &request.queues {
+            validate_name("queue", queue)?;
+        }
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let mut due: Vec<&Job> = state
+            .jobs
+            .values()
+            .filter(|j| j.status == JobStatus::Queued && j.run_at <= now && request.queues.contains(&j.queue))
+            .collect();
+        due.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.id));
+        let ids: Vec<JobId> = due.iter().take(request.limit as usize).map(|j| j.id).collect();
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let job = state.jobs.get_mut(&id).expect("id from this map");
+            job.status = JobStatus::Running;
+            job.attempt += 1;
+            job.epoch = Epoch(job.epoch.0 + 1);
+            job.lease_owner = Some(request.worker_id.clone());
+            job.lease_expires_at = Some(now + request.lease);
+            job.claimed_at = Some(now);
+            job.heartbeat_at = Some(now);
+            job.progress = None;
+            job.updated_at = now;
+            let job = job.clone();
+            state.event(
+                self.happy_path_events,
+                &job,
+                JobEventKind::Claimed,
+                now,
+                Some(&request.worker_id),
+                None,
+            );
+            claimed.push(ClaimedJob { job });
+        }
+        Ok(claimed)
+    }
+
+    async fn job_heartbeat(
+        &self,
+        id: JobId,
+        epoch: Epoch,
+        lease: Duration,
+        progress: Option<Value>,
+    ) -> StorageResult<Timestamp> {
+        if let Some(progress) = &progress {
+            validate_json("progress", progress, limits::MAX_PROGRESS_BYTES)?;
+        }
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let job = state.fenced(id, epoch, "heartbeat")?;
+        let expires = now + lease;
+        job.lease_expires_at = Some(expires);
+        job.heartbeat_at = Some(now);
+        if progress.is_some() {
+            job.progress = progress;
+        }
+        job.updated_at = now;
+        Ok(expires)
+    }
+
+    async fn job_complete(&self, id: JobId, epoch: Epoch) -> StorageResult<CompleteOutcome> {
+        let now = self.clock.now();
+        self.lock().complete(self.happy_path_events, id, epoch, now)
+    }
+
+    async fn job_complete_many(
+        &self,
+        jobs: Vec<(JobId, Epoch)>,
+    ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        Ok(jobs
+            .into_iter()
+            .map(|(id, epoch)| state.complete(self.happy_path_events, id, epoch, now))
+            .collect())
+    }
+
+    async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let job = state.fenced(id, epoch, "fail")?;
+        job.last_error = Some(clamp_error(&request.error));
+        let outcome = match request.retry_after {
+            Some(delay) if job.attempt < job.max_attempts => {
+                let run_at = now + delay;
+                to_queued(job, run_at, now);
+                FailOutcome::Retried { run_at }
+            }
+            _ => {
+                to_dead(job, now);
+                FailOutcome::Dead
+            }
+        };
+        let job = job.clone();
+        let kind = match outcome {
+            FailOutcome::Retried { .. } => JobEventKind::Retried,
+            FailOutcome::Dead => JobEventKind::Dead,
+        };
+        state.event(
+            true,
+            &job,
+            kind,
+            now,
+            job.lease_owner.as_deref(),
+            job.last_error.clone(),
+        );
+        Ok(outcome)
+    }
+
+    async fn job_release(&self, id: JobId, epoch: Epoch) -> StorageResult<()> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let job = state.fenced(id, epoch, "release")?;
+        job.attempt -= 1;
+        to_queued(job, now, now);
+        let job = job.clone();
+        state.event(
+            true,
+            &job,
+            JobEventKind::Released,
+            now,
+            job.lease_owner.as_deref(),
+            None,
+        );
+        Ok(())
+    }
+
+    async fn job_reap_expired(&self, limit: u32) -> StorageResult<ReapOutcome> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let expired: Vec<JobId> = state
+            .jobs
+            .values()
+            .filter(|j| is_reapable(j, now))
+            .map(|j| j.id)
+            .take(limit as usize)
+            .collect();
+        let mut outcome = ReapOutcome::default();
+        for id in expired {
+            let job = state.jobs.get_mut(&id).expect("id from this map");
+            let detail = format!(
+                "lease expired at {} (owner {})",
+                job.lease_expires_at.expect("running job has a lease"),
+                job.lease_owner.as_deref().unwrap_or("?")
+            );
+            let kind = if job.attempt >= job.max_attempts {
+                job.last_error = Some(detail.clone());
+                to_dead(job, now);
+                outcome.dead.push(id);
+                JobEventKind::Dead
+            } else {
+                to_queued(job, now, now);
+                outcome.requeued.push(id);
+                JobEventKind::Reaped
+            };
+            let job = job.clone();
+            state.event(true, &job, kind, now, job.lease_owner.as_deref(), Some(detail));
+        }
+        Ok(outcome)
+    }
+
+    async fn job_cancel(&self, id: JobId) -> StorageResult<Job> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let job = state.jobs.get_mut(&id).ok_or(StorageError::NotFound(id))?;
+        match job.status {
+            JobStatus::Cancelled => return Ok(job.clone()),
+            JobStatus::Succeeded | JobStatus::Dead => {
+                return Err(StorageError::WrongStatus {
+                    id,
+                    status: job.status,
+                    operation: "cancel",
+                    expected: "queued or running",
+                })
+            }
+            JobStatus::Queued | JobStatus::Running => {}
+        }
+        job.status = JobStatus::Cancelled;
+        job.lease_expires_at = None;
+        job.updated_at = now;
+        job.finished_at = Some(now);
+        let job = job.clone();
+        state.event(true, &job, JobEventKind::Cancelled, now, None, None);
+        Ok(job)
+    }
+
+    async fn job_requeue(&self, id: JobId, force: bool) -> StorageResult<Job> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let job = state.jobs.get_mut(&id).ok_or(StorageError::NotFound(id))?;
+        let detail = match job.status {
+            JobStatus::Dead => {
+                job.attempt = 0;
+                job.finished_at = None;
+                "dead job requeued by operator"
+            }
+            JobStatus::Running if is_reapable(job, now) => "expired lease requeued by operator",
+            JobStatus::Running if force => "live lease revoked by operator (--force)",
+            status => {
+                return Err(StorageError::WrongStatus {
+                    id,
+                    status,
+                    operation: "requeue",
+                    expected: if status == JobStatus::Running {
+                        "dead, or running with an expired lease (or force)"
+                    } else {
+                        "dead, or running with an expired lease"
+                    },
+                })
+            }
+        };
+        to_queued(job, now, now);
+        let job = job.clone();
+        state.event(
+            true,
+            &job,
+            JobEventKind::Requeued,
+            now,
+            None,
+            Some(detail.to_string()),
+        );
+        Ok(job)
+    }
+
+    async fn job_get(&self, id: JobId) -> StorageResult<Option<Job>> {
+        Ok(self.lock().jobs.get(&id).cloned())
+    }
+
+    async fn job_events(&self, id: JobId) -> StorageResult<Vec<JobEvent>> {
+        Ok(self.lock().events.get(&id).cloned().unwrap_or_default())
+    }
+
+    async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
+        validate_name("worker_id", &worker.id)?;
+        let now = self.clock.now();
+        self.lock().workers.insert(
+            worker.id.clone(),
+            WorkerRecord {
+                id: worker.id,
+                queues: worker.queues,
+                concurrency: worker.concurrency,
+                metadata: worker.metadata,
+                started_at: now,
+                last_heartbeat_at: now,
+                in_flight: 0,
+            },
+        );
+        Ok(())
+    }
+
+    async fn worker_heartbeat(&self, id: &str, in_flight: u32) -> StorageResult<()> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let worker = state
+            .workers
+            .get_mut(id)
+            .ok_or_else(|| StorageError::WorkerNotFound(id.to_owned()))?;
+        worker.last_heartbeat_at = now;
+        worker.in_flight = in_flight;
+        Ok(())
+    }
+
+    async fn worker_deregister(&self, id: &str) -> StorageResult<()> {
+        self.lock().workers.remove(id);
+        Ok(())
+    }
+
+    async fn worker_list(&self) -> StorageResult<Vec<WorkerRecord>> {
+        Ok(self.lock().workers.values().cloned().collect())
+    }
+
+    async fn queue_stats(&self) -> StorageResult<Vec<QueueStats>> {
+        let now = self.clock.now();
+        let state = self.lock();
+        let mut stats: BTreeMap<&str, QueueStats> = BTreeMap::new();
+        for job in state.jobs.values() {
+            let entry = stats.entry(&job.queue).or_insert_with(|| QueueStats {
+                queue: job.queue.clone(),
+                ..QueueStats::default()
+            });
+            match job.status {
+                JobStatus::Queued if job.run_at <= now => {
+                    entry.due += 1;
+                    let age = now.saturating_since(job.run_at);
+                    entry.oldest_due_age = Some(entry.oldest_due_age.map_or(age, |a| a.max(age)));
+                }
+                JobStatus::Queued => entry.scheduled += 1,
+                JobStatus::Running if is_reapable(job, now) => entry.running_expired += 1,
+                JobStatus::Running => entry.running += 1,
+                JobStatus::Succeeded => entry.succeeded += 1,
+                JobStatus::Dead => entry.dead += 1,
+                JobStatus::Cancelled => entry.cancelled += 1,
+            }
+        }
+        Ok(stats.into_values().collect())
+    }
+
+    async fn storage_now(&self) -> StorageResult<Timestamp> {
+        Ok(self.clock.now())
+    }
+}
+
+#[async_trait]
+impl<S: Storage + ?Sized> Storage for Arc<S> {
+    async fn job_insert(&self, job: NewJob) -> StorageResult<InsertOutcome> {
+        (**self).job_insert(job).await
+    }
+    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StorageResult<Vec<InsertOutcome>> {
+        (**self).job_insert_many(jobs).await
+    }
+    async fn job_claim(&self, request: ClaimRequest) -> StorageResult<Vec<ClaimedJob>> {
+        (**self).job_claim(request).await
+    }
+    async fn job_heartbeat(
+        &self,
+        id: JobId,
+        epoch: Epoch,
+        lease: Duration,
+        progress: Option<Value>,
+    ) -> StorageResult<Timestamp> {
+        (**self).job_heartbeat(id, epoch, lease, progress).await
+    }
+    async fn job_complete(&self, id: JobId, epoch: Epoch) -> StorageResult<CompleteOutcome> {
+        (**self).job_complete(id, epoch).await
+    }
+    async fn job_complete_many(
+        &self,
+        jobs: Vec<(JobId, Epoch)>,
+    ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
+        (**self).job_complete_many(jobs).await
+    }
+    async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
+        (**self).job_fail(id, epoch, request).await
+    }
+    async fn job_release(&self, id: JobId, epoch: Epoch) -> StorageResult<()> {
+        (**self).job_release(id, epoch).await
+    }
+    async fn job_reap_expired(&self, limit: u32) -> StorageResult<ReapOutcome> {
+        (**self).job_reap_expired(limit).await
+    }
+    async fn job_cancel(&self, id: JobId) -> StorageResult<Job> {
+        (**self).job_cancel(id).await
+    }
+    async fn job_requeue(&self, id: JobId, force: bool) -> StorageResult<Job> {
+        (**self).job_requeue(id, force).await
+    }
+    async fn job_get(&self, id: JobId) -> StorageResult<Option<Job>> {
+        (**self).job_get(id).await
+    }
+    async fn job_events(&self, id: JobId) -> StorageResult<Vec<JobEvent>> {
+        (**self).job_events(id).await
+    }
+    async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
+        (**self).worker_register(worker).await
+    }
+    async fn worker_heartbeat(&self, id: &str, in_flight: u32) -> StorageResult<()> {
+        (**self).worker_heartbeat(id, in_flight).await
+    }
+    async fn worker_deregister(&self, id: &str) -> StorageResult<()> {
+        (**self).worker_deregister(id).await
+    }
+    async fn worker_list(&self) -> StorageResult<Vec<WorkerRecord>> {
+        (**self).worker_list().await
+    }
+    async fn queue_stats(&self) -> StorageResult<Vec<QueueStats>> {
+        (**self).queue_stats().await
+    }
+    async fn storage_now(&self) -> StorageResult<Timestamp> {
+        (**self).storage_now().await
+    }
+}

@@ -1,0 +1,112 @@
+//! What a worker reports about itself, for metrics, logs and simulations.
+
+use std::time::Duration;
+
+use crate::handler::CancelReason;
+use crate::job::{Epoch, JobId};
+use crate::storage::ReapOutcome;
+
+/// Identifies one attempt in a [`WorkerEvent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptRef {
+    /// The job.
+    pub job_id: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// Its kind.
+    pub kind: String,
+    /// The epoch the worker holds.
+    pub epoch: Epoch,
+    /// The attempt number.
+    pub attempt: i32,
+}
+
+/// Something a worker did or saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerEvent {
+    /// A job was claimed; `pickup_latency` is claim time minus `run_at`
+    /// (storage clock).
+    Claimed {
+        /// The attempt.
+        attempt: AttemptRef,
+        /// How long the job waited while due.
+        pickup_latency: Duration,
+    },
+    /// The storage accepted the completion.
+    Completed {
+        /// The attempt.
+        attempt: AttemptRef,
+        /// Handler run time on the worker's clock.
+        run_time: Duration,
+    },
+    /// The attempt failed and the job will be retried.
+    Retried {
+        /// The attempt.
+        attempt: AttemptRef,
+        /// The handler's error.
+        error: String,
+    },
+    /// The attempt failed and the job is dead.
+    Dead {
+        /// The attempt.
+        attempt: AttemptRef,
+        /// The handler's error.
+        error: String,
+    },
+    /// The job was given back at shutdown.
+    Released {
+        /// The attempt.
+        attempt: AttemptRef,
+    },
+    /// The handler was cancelled and its result will not be written.
+    LeaseLost {
+        /// The attempt.
+        attempt: AttemptRef,
+        /// Why.
+        reason: CancelReason,
+    },
+    /// The storage refused a write as stale (epoch or status).
+    StaleWriteRejected {
+        /// The attempt.
+        attempt: AttemptRef,
+        /// The refused operation.
+        operation: &'static str,
+    },
+    /// A reap pass took jobs back.
+    Reaped {
+        /// What it took.
+        outcome: ReapOutcome,
+    },
+    /// The handler panicked.
+    Panicked {
+        /// The attempt.
+        attempt: AttemptRef,
+    },
+    /// A storage call failed transiently.
+    StorageUnavailable {
+        /// The operation.
+        operation: &'static str,
+        /// The error.
+        error: String,
+    },
+}
+
+/// Receives a worker's events; must not block.
+pub trait Observer: Send + Sync + 'static {
+    /// Called once per event, from the worker's tasks.
+    fn on_event(&self, event: &WorkerEvent);
+}
+
+/// An observer that ignores everything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn on_event(&self, _event: &WorkerEvent) {}
+}
+
+impl<F: Fn(&WorkerEvent) + Send + Sync + 'static> Observer for F {
+    fn on_event(&self, event: &WorkerEvent) {
+        (self)(event)
+    }
+}

@@ -1,0 +1,128 @@
+//! Points in time as the queue sees them.
+//!
+//! A [`Timestamp`] is a count of microseconds since the Unix epoch. Microseconds
+//! are Postgres's `timestamptz` resolution, so a time computed by the in-memory
+//! model and the same time computed by Postgres compare equal: the conformance
+//! suite depends on that.
+
+use std::fmt;
+use std::ops::{Add, Sub};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Microseconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The Unix epoch.
+    pub const UNIX_EPOCH: Timestamp = Timestamp(0);
+
+    /// A timestamp from microseconds since the Unix epoch.
+    pub const fn from_micros(micros: i64) -> Self {
+        Timestamp(micros)
+    }
+
+    /// A timestamp from whole seconds since the Unix epoch.
+    pub const fn from_secs(secs: i64) -> Self {
+        Timestamp(secs * 1_000_000)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub const fn as_micros(self) -> i64 {
+        self.0
+    }
+
+    /// The time elapsed from `earlier` to `self`, or zero if `earlier` is later.
+    pub fn saturating_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_micros(self.0.saturating_sub(earlier.0).max(0) as u64)
+    }
+
+    /// The signed distance `self - other` in microseconds.
+    pub fn micros_since(self, other: Timestamp) -> i64 {
+        self.0.saturating_sub(other.0)
+    }
+}
+
+/// Converts a duration to whole microseconds, saturating at `i64::MAX`.
+pub fn duration_micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Add<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn add(self, rhs: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(duration_micros(rhs)))
+    }
+}
+
+impl Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn sub(self, rhs: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(duration_micros(rhs)))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with microseconds, e.g. `2026-11-29T02:44:00.000000Z`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.rem_euclid(1_000_000);
+        let secs = self.0.div_euclid(1_000_000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            rem / 3600,
+            (rem % 3600) / 60,
+            rem % 60
+        )
+    }
+}
+
+/// Days since the epoch to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's algorithm), so formatting needs no date crate.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(Timestamp::UNIX_EPOCH.to_string(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp::from_micros(1_795_920_240_123_456).to_string(),
+            "2026-11-29T02:44:00.123456Z"
+        );
+        assert_eq!(
+            Timestamp::from_secs(-1).to_string(),
+            "1969-12-31T23:59:59.000000Z"
+        );
+    }
+
+    #[test]
+    fn arithmetic_saturates_and_keeps_micros() {
+        let t = Timestamp::from_secs(10);
+        assert_eq!((t + Duration::from_micros(1)).as_micros(), 10_000_001);
+        assert_eq!(t.saturating_since(t + Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(
+            (t + Duration::from_secs(2)).saturating_since(t),
+            Duration::from_secs(2)
+        );
+    }
+}

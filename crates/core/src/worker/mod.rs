@@ -1,0 +1,355 @@
+//! The worker runtime: claims jobs, runs handlers, keeps leases, reaps, and
+//! shuts down without leaving anything running.
+
+mod attempt;
+mod runtime;
+mod shutdown;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::clock::Clock;
+use crate::error::WorkerError;
+use crate::handler::Handler;
+use crate::job::validate_name;
+use crate::observer::{NoObserver, Observer};
+use crate::retry::RetryPolicy;
+use crate::storage::Storage;
+use crate::waker::{PollOnly, Waker};
+
+pub use runtime::RunReport;
+pub use shutdown::ShutdownHandle;
+
+/// A worker's settings. Every default is listed here and on the builder.
+///
+/// | setting | default | why |
+/// |---|---|---|
+/// | `queues` | `["default"]` | |
+/// | `concurrency` | 10 | jobs run at once; claims never exceed free slots |
+/// | `lease` | 30 s | a dead worker's jobs come back after at most lease + reap interval |
+/// | `heartbeat_interval` | 10 s | a third of the lease: two heartbeats may be lost before it runs out |
+/// | `reap_interval` | 15 s | with the poll and registry heartbeat, under one idle query per 10 s |
+/// | `reap_batch` | 1000 | jobs taken back per reap statement |
+/// | `poll_interval` | 30 s | safety net for lost wake-ups only |
+/// | `registry_heartbeat_interval` | 30 s | how often the worker says it is alive |
+/// | `shutdown_grace` | 8 s | fits Cloud Run's 10 s between SIGTERM and SIGKILL, leaving time to release |
+/// | `cancel_grace` | 2 s | how long a cancelled handler may take to return before it is aborted |
+/// | `storage_timeout` | 10 s | a storage call that takes longer counts as unavailable |
+/// | `retry` | [`RetryPolicy::default`] | 1 s doubling to 5 min, equal jitter |
+/// | `kind_timeouts` | none | per-kind limit on one attempt |
+/// | `default_timeout` | none | limit for kinds without their own |
+/// | `complete_batch` | 256 | most completions sent in one storage call |
+/// | `rng_seed` | a hash of the worker id | seeds retry jitter |
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub worker_id: String,
+    pub queues: Vec<String>,
+    pub concurrency: u32,
+    pub lease: Duration,
+    pub heartbeat_interval: Duration,
+    pub reap_interval: Duration,
+    pub reap_batch: u32,
+    pub poll_interval: Duration,
+    pub registry_heartbeat_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub cancel_grace: Duration,
+    pub storage_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub kind_timeouts: BTreeMap<String, Duration>,
+    pub default_timeout: Option<Duration>,
+    pub complete_batch: usize,
+    pub rng_seed: u64,
+    pub metadata: Value,
+}
+
+impl Config {
+    fn new(worker_id: String) -> Self {
+        let rng_seed = fnv1a(worker_id.as_bytes());
+        Config {
+            worker_id,
+            queues: vec!["default".to_owned()],
+            concurrency: 10,
+            lease: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            reap_interval: Duration::from_secs(15),
+            reap_batch: 1000,
+            poll_interval: Duration::from_secs(30),
+            registry_heartbeat_interval: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(8),
+            cancel_grace: Duration::from_secs(2),
+            storage_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            kind_timeouts: BTreeMap::new(),
+            default_timeout: None,
+            complete_batch: 256,
+            rng_seed,
+            metadata: Value::Null,
+        }
+    }
+
+    fn validate(&self) -> Result<(), WorkerError> {
+        let bad = |msg: String| Err(WorkerError::Config(msg));
+        validate_name("worker_id", &self.worker_id).map_err(|e| WorkerError::Config(e.to_string()))?;
+        if self.queues.is_empty() {
+            return bad("at least one queue is needed".into());
+        }
+        for queue in &self.queues {
+            validate_name("queue", queue).map_err(|e| WorkerError::Config(e.to_string()))?;
+        }
+        if self.concurrency == 0 {
+            return bad("concurrency must be at least 1".into());
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.lease {
+            return bad(format!(
+                "heartbeat interval ({:?}) must be non-zero and shorter than the lease ({:?})",
+                self.heartbeat_interval, self.lease
+            ));
+        }
+        for (name, d) in [
+            ("reap interval", self.reap_interval),
+            ("poll interval", self.poll_interval),
+            ("registry heartbeat interval", self.registry_heartbeat_interval),
+            ("storage timeout", self.storage_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(format!("{name} must be non-zero"));
+            }
+        }
+        if self.reap_batch == 0 || self.complete_batch == 0 {
+            return bad("reap and complete batch sizes must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn timeout_for(&self, kind: &str) -> Option<Duration> {
+        self.kind_timeouts.get(kind).copied().or(self.default_timeout)
+    }
+}
+
+/// FNV-1a: a fixed, dependency-free hash so default seeds are stable.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Builds a [`Worker`]. See [`Config`]'s table for every default.
+pub struct WorkerBuilder {
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    config: Config,
+    handlers: BTreeMap<String, Arc<dyn Handler>>,
+    waker: Arc<dyn Waker>,
+    observer: Arc<dyn Observer>,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$name = value;
+            self
+        }
+    };
+}
+
+impl WorkerBuilder {
+    setter!(
+        /// Jobs run at once. Default 10.
+        concurrency: u32
+    );
+    setter!(
+        /// Lease length; the storage expires a lease this long after the latest heartbeat. Default 30 s.
+        lease: Duration
+    );
+    setter!(
+        /// Time between heartbeats of each running job. Default 10 s.
+        heartbeat_interval: Duration
+    );
+    setter!(
+        /// Time between reap passes. Default 15 s.
+        reap_interval: Duration
+    );
+    setter!(
+        /// Most jobs one reap pass takes back. Default 1000.
+        reap_batch: u32
+    );
+    setter!(
+        /// Time between claims when no wake-up comes. Default 30 s.
+        poll_interval: Duration
+    );
+    setter!(
+        /// Time between registry heartbeats. Default 30 s.
+        registry_heartbeat_interval: Duration
+    );
+    setter!(
+        /// How long in-flight jobs may finish after shutdown starts. Default 8 s.
+        shutdown_grace: Duration
+    );
+    setter!(
+        /// How long a cancelled handler may take to return. Default 2 s.
+        cancel_grace: Duration
+    );
+    setter!(
+        /// Limit on one storage call. Default 10 s.
+        storage_timeout: Duration
+    );
+    setter!(
+        /// Backoff between attempts. Default [`RetryPolicy::default`].
+        retry: RetryPolicy
+    );
+    setter!(
+        /// Limit on one attempt of kinds without their own. Default none.
+        default_timeout: Option<Duration>
+    );
+    setter!(
+        /// Most completions per storage call. Default 256.
+        complete_batch: usize
+    );
+    setter!(
+        /// Seed of the retry jitter. Default: a hash of the worker id.
+        rng_seed: u64
+    );
+    setter!(
+        /// Facts stored in the registry (host, pid, version). Default null.
+        metadata: Value
+    );
+
+    /// Queues to claim from. Default `["default"]`.
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Registers the handler for jobs of `kind`.
+    pub fn handler(mut self, kind: impl Into<String>, handler: impl Handler) -> Self {
+        self.handlers.insert(kind.into(), Arc::new(handler));
+        self
+    }
+
+    /// Registers a shared handler for jobs of `kind`.
+    pub fn handler_arc(mut self, kind: impl Into<String>, handler: Arc<dyn Handler>) -> Self {
+        self.handlers.insert(kind.into(), handler);
+        self
+    }
+
+    /// Limits one attempt of `kind` to `timeout`.
+    pub fn kind_timeout(mut self, kind: impl Into<String>, timeout: Duration) -> Self {
+        self.config.kind_timeouts.insert(kind.into(), timeout);
+        self
+    }
+
+    /// Wake-up source (a NOTIFY listener, `/wake`). Default: poll only.
+    pub fn waker(mut self, waker: Arc<dyn Waker>) -> Self {
+        self.waker = waker;
+        self
+    }
+
+    /// Receives the worker's events. Default: none.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Checks the configuration and builds the worker.
+    pub fn build(self) -> Result<Worker, WorkerError> {
+        self.config.validate()?;
+        if self.handlers.is_empty() {
+            return Err(WorkerError::Config("register at least one handler".into()));
+        }
+        for kind in self.handlers.keys() {
+            validate_name("kind", kind).map_err(|e| WorkerError::Config(e.to_string()))?;
+        }
+        Ok(Worker {
+            storage: self.storage,
+            clock: self.clock,
+            config: Arc::new(self.config),
+            handlers: Arc::new(self.handlers),
+            waker: self.waker,
+            observer: self.observer,
+            shutdown: ShutdownHandle::new(),
+        })
+    }
+}
+
+/// A worker: run it with [`Worker::run`], stop it with its [`ShutdownHandle`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use stuckless_core::{JobContext, JobError, MemStore, NewJob, Storage, TokioClock, Timestamp, Worker};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let clock = Arc::new(TokioClock::starting_at(Timestamp::from_secs(1_700_000_000)));
+/// let store = Arc::new(MemStore::with_clock(clock.clone()));
+/// store.job_insert(NewJob::new("default", "greet", serde_json::json!({"name": "ada"}))).await.unwrap();
+///
+/// let worker = Worker::builder("worker-1", store.clone(), clock)
+///     .poll_interval(Duration::from_millis(100))
+///     .handler("greet", |ctx: JobContext| async move {
+///         let name = ctx.payload()["name"].as_str().unwrap_or("?").to_owned();
+///         assert_eq!(name, "ada");
+///         Ok::<(), JobError>(())
+///     })
+///     .build()
+///     .unwrap();
+/// let shutdown = worker.shutdown_handle();
+/// let running = tokio::spawn(worker.run());
+/// tokio::time::sleep(Duration::from_secs(1)).await;
+/// shutdown.graceful();
+/// let report = running.await.unwrap().unwrap();
+/// assert_eq!(report.completed, 1);
+/// # }
+/// ```
+pub struct Worker {
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    config: Arc<Config>,
+    handlers: Arc<BTreeMap<String, Arc<dyn Handler>>>,
+    waker: Arc<dyn Waker>,
+    observer: Arc<dyn Observer>,
+    shutdown: ShutdownHandle,
+}
+
+impl Worker {
+    /// A builder for a worker with a unique `worker_id` (1 to 128 bytes of
+    /// `[A-Za-z0-9_.:-]`) over `storage`, timing itself by `clock`.
+    pub fn builder(
+        worker_id: impl Into<String>,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+    ) -> WorkerBuilder {
+        WorkerBuilder {
+            storage,
+            clock,
+            config: Config::new(worker_id.into()),
+            handlers: BTreeMap::new(),
+            waker: Arc::new(PollOnly),
+            observer: Arc::new(NoObserver),
+        }
+    }
+
+    /// A handle that stops this worker, gracefully or at once.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// The worker's id.
+    pub fn id(&self) -> &str {
+        &self.config.worker_id
+    }
+
+    /// Runs until shut down. Dropping the future aborts every task it started,
+    /// as a crash would: the jobs it held come back through the reaper.
+    pub async fn run(self) -> Result<RunReport, WorkerError> {
+        runtime::run(self).await
+    }
+}

@@ -1,0 +1,430 @@
+//! The worker's main loop and its background tasks.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::attempt;
+use super::shutdown::Phase;
+use super::{Config, Worker};
+use crate::clock::Clock;
+use crate::error::{StorageError, WorkerError};
+use crate::handler::Handler;
+use crate::job::{Epoch, JobId};
+use crate::observer::{Observer, WorkerEvent};
+use crate::storage::{ClaimRequest, CompleteOutcome, Storage, StorageResult, WorkerRegistration};
+use crate::time::Timestamp;
+
+/// What a worker did over one run, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunReport {
+    /// Jobs claimed.
+    pub claimed: u64,
+    /// Completions the storage accepted.
+    pub completed: u64,
+    /// Attempts failed and retried.
+    pub retried: u64,
+    /// Attempts failed into dead.
+    pub dead: u64,
+    /// Jobs released at shutdown.
+    pub released: u64,
+    /// Handlers cancelled because the lease was lost or presumed lost.
+    pub lease_lost: u64,
+    /// Writes the storage refused as stale.
+    pub stale_writes: u64,
+    /// Handlers that panicked.
+    pub panics: u64,
+    /// Jobs this worker's reaper took back.
+    pub reaped: u64,
+}
+
+impl RunReport {
+    fn count(&mut self, event: &WorkerEvent) {
+        match event {
+            WorkerEvent::Claimed { .. } => self.claimed += 1,
+            WorkerEvent::Completed { .. } => self.completed += 1,
+            WorkerEvent::Retried { .. } => self.retried += 1,
+            WorkerEvent::Dead { .. } => self.dead += 1,
+            WorkerEvent::Released { .. } => self.released += 1,
+            WorkerEvent::LeaseLost { .. } => self.lease_lost += 1,
+            WorkerEvent::StaleWriteRejected { .. } => self.stale_writes += 1,
+            WorkerEvent::Panicked { .. } => self.panics += 1,
+            WorkerEvent::Reaped { outcome } => self.reaped += outcome.len() as u64,
+            WorkerEvent::StorageUnavailable { .. } => {}
+        }
+    }
+}
+
+/// A completion waiting for the batcher.
+pub(crate) type CompletionSlot = (JobId, Epoch, oneshot::Sender<StorageResult<CompleteOutcome>>);
+
+/// State shared by the main loop and every attempt.
+pub(crate) struct Shared {
+    pub storage: Arc<dyn Storage>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<Config>,
+    pub handlers: Arc<BTreeMap<String, Arc<dyn Handler>>>,
+    observer: Arc<dyn Observer>,
+    report: Mutex<RunReport>,
+    rng: Mutex<ChaCha8Rng>,
+    /// Fired when the shutdown grace is over: attempts release their jobs.
+    pub release_now: CancellationToken,
+    /// Wakes the main loop from inside (e.g. the reaper requeued jobs).
+    kick: Notify,
+    pub completions: mpsc::Sender<CompletionSlot>,
+    in_flight: AtomicU32,
+}
+
+impl Shared {
+    /// Counts an event and hands it to the observer.
+    pub fn emit(&self, event: WorkerEvent) {
+        self.report.lock().expect("report lock").count(&event);
+        self.observer.on_event(&event);
+    }
+
+    /// A jittered retry delay for a failed `attempt`.
+    pub fn retry_delay(&self, attempt: i32) -> Duration {
+        let mut rng = self.rng.lock().expect("rng lock");
+        self.config.retry.delay(attempt, &mut *rng)
+    }
+
+    /// Runs a storage call, turning a call slower than `limit` into
+    /// [`StorageError::Unavailable`].
+    pub async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        limit: Duration,
+        call: impl Future<Output = StorageResult<T>>,
+    ) -> StorageResult<T> {
+        let result = tokio::select! {
+            biased;
+            result = call => result,
+            _ = self.clock.sleep(limit) => Err(StorageError::Unavailable(format!("{operation} timed out after {limit:?}"))),
+        };
+        if let Err(error) = &result {
+            if error.is_transient() {
+                self.emit(WorkerEvent::StorageUnavailable {
+                    operation,
+                    error: error.to_string(),
+                });
+            }
+        }
+        result
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
+    let Worker {
+        storage,
+        clock,
+        config,
+        handlers,
+        waker,
+        observer,
+        shutdown,
+    } = worker;
+    let span = tracing::info_span!("worker", worker_id = %config.worker_id);
+    let (completion_tx, completion_rx) =
+        mpsc::channel(config.complete_batch.max(config.concurrency as usize) * 2);
+    let shared = Arc::new(Shared {
+        storage,
+        clock,
+        handlers,
+        observer,
+        report: Mutex::new(RunReport::default()),
+        rng: Mutex::new(ChaCha8Rng::seed_from_u64(config.rng_seed)),
+        release_now: CancellationToken::new(),
+        kick: Notify::new(),
+        completions: completion_tx,
+        in_flight: AtomicU32::new(0),
+        config,
+    });
+    async move {
+        let mut phase = shutdown.subscribe();
+        if !register(&shared, &mut phase).await? {
+            return Ok(take_report(&shared));
+        }
+        info!(queues = ?shared.config.queues, concurrency = shared.config.concurrency, "worker started");
+
+        let stop_background = CancellationToken::new();
+        let mut background = JoinSet::new();
+        background.spawn(reaper(shared.clone(), stop_background.clone()).in_current_span());
+        background.spawn(registry_heartbeat(shared.clone(), stop_background.clone()).in_current_span());
+        let mut completer = JoinSet::new();
+        completer.spawn(complete_batches(shared.clone(), completion_rx).in_current_span());
+
+        let mut attempts: JoinSet<()> = JoinSet::new();
+        claim_loop(&shared, &mut phase, &mut attempts, waker.as_ref()).await;
+
+        drain(&shared, &mut phase, &mut attempts).await;
+        stop_background.cancel();
+        while background.join_next().await.is_some() {}
+        completer.abort_all();
+        let deregistered = shared
+            .bounded(
+                "worker_deregister",
+                shared.config.storage_timeout,
+                shared.storage.worker_deregister(&shared.config.worker_id),
+            )
+            .await;
+        if let Err(error) = deregistered {
+            warn!(%error, "could not deregister; the registry entry will go stale");
+        }
+        let report = take_report(&shared);
+        info!(?report, "worker stopped");
+        Ok(report)
+    }
+    .instrument(span)
+    .await
+}
+
+fn take_report(shared: &Shared) -> RunReport {
+    shared.report.lock().expect("report lock").clone()
+}
+
+fn registration(shared: &Shared) -> WorkerRegistration {
+    WorkerRegistration {
+        id: shared.config.worker_id.clone(),
+        queues: shared.config.queues.clone(),
+        concurrency: shared.config.concurrency,
+        metadata: shared.config.metadata.clone(),
+    }
+}
+
+/// Registers, retrying while the storage is unavailable. Returns false if a
+/// shutdown came first.
+async fn register(
+    shared: &Shared,
+    phase: &mut tokio::sync::watch::Receiver<Phase>,
+) -> Result<bool, WorkerError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        if *phase.borrow() != Phase::Running {
+            return Ok(false);
+        }
+        let call = shared.storage.worker_register(registration(shared));
+        match shared
+            .bounded("worker_register", shared.config.storage_timeout, call)
+            .await
+        {
+            Ok(()) => return Ok(true),
+            Err(error) if error.is_transient() => {
+                warn!(%error, retry_in = ?delay, "storage unavailable at start; retrying");
+                tokio::select! {
+                    biased;
+                    _ = phase.changed() => {}
+                    _ = shared.clock.sleep(delay) => {}
+                }
+                delay = (delay * 2).min(shared.config.poll_interval);
+            }
+            Err(error) => return Err(WorkerError::Register(error)),
+        }
+    }
+}
+
+/// Claims while there is capacity and work, until a shutdown starts.
+async fn claim_loop(
+    shared: &Arc<Shared>,
+    phase: &mut tokio::sync::watch::Receiver<Phase>,
+    attempts: &mut JoinSet<()>,
+    waker: &dyn crate::waker::Waker,
+) {
+    let config = &shared.config;
+    let mut want_claim = true;
+    let mut next_poll = shared.now() + config.poll_interval;
+    loop {
+        if *phase.borrow() != Phase::Running {
+            return;
+        }
+        let free = config.concurrency.saturating_sub(attempts.len() as u32);
+        if want_claim && free > 0 {
+            let request = ClaimRequest {
+                worker_id: config.worker_id.clone(),
+                queues: config.queues.clone(),
+                limit: free,
+                lease: config.lease,
+            };
+            let sent_at = shared.now();
+            next_poll = sent_at + config.poll_interval;
+            match shared
+                .bounded(
+                    "job_claim",
+                    config.storage_timeout,
+                    shared.storage.job_claim(request),
+                )
+                .await
+            {
+                Ok(claimed) => {
+                    // A full batch hints that more is waiting.
+                    want_claim = claimed.len() as u32 == free;
+                    for job in claimed {
+                        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                        let shared = shared.clone();
+                        attempts.spawn(async move {
+                            attempt::run(&shared, job, sent_at).await;
+                            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
+                }
+                Err(error) => {
+                    debug!(%error, "claim failed; waiting for the next poll or wake-up");
+                    want_claim = false;
+                }
+            }
+            continue;
+        }
+        let until_poll = next_poll.saturating_since(shared.now());
+        tokio::select! {
+            biased;
+            _ = phase.changed() => {}
+            Some(_) = attempts.join_next(), if !attempts.is_empty() => want_claim = true,
+            _ = shared.kick.notified() => want_claim = true,
+            _ = waker.wait(), if free > 0 => want_claim = true,
+            _ = shared.clock.sleep(until_poll) => want_claim = true,
+        }
+    }
+}
+
+/// Lets in-flight attempts finish within the grace period, then has the rest
+/// release their jobs, and waits for all of them.
+async fn drain(shared: &Shared, phase: &mut tokio::sync::watch::Receiver<Phase>, attempts: &mut JoinSet<()>) {
+    if !attempts.is_empty() {
+        info!(in_flight = attempts.len(), grace = ?shared.config.shutdown_grace, "draining");
+    }
+    let grace_end = shared.now() + shared.config.shutdown_grace;
+    while !attempts.is_empty() && *phase.borrow() == Phase::Graceful {
+        let left = grace_end.saturating_since(shared.now());
+        if left.is_zero() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = phase.changed() => {}
+            _ = attempts.join_next() => {}
+            _ = shared.clock.sleep(left) => {}
+        }
+    }
+    shared.release_now.cancel();
+    while attempts.join_next().await.is_some() {}
+}
+
+/// Takes back expired leases every reap interval, from a random offset so
+/// many workers do not reap in lockstep.
+async fn reaper(shared: Arc<Shared>, stop: CancellationToken) {
+    let interval = shared.config.reap_interval;
+    let first = {
+        let mut rng = shared.rng.lock().expect("rng lock");
+        Duration::from_micros(rng.random_range(0..=interval.as_micros() as u64))
+    };
+    let mut wait = first;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = shared.clock.sleep(wait) => {}
+        }
+        wait = interval;
+        let call = shared.storage.job_reap_expired(shared.config.reap_batch);
+        if let Ok(outcome) = shared
+            .bounded("job_reap_expired", shared.config.storage_timeout, call)
+            .await
+        {
+            if !outcome.is_empty() {
+                info!(requeued = ?outcome.requeued, dead = ?outcome.dead, "reaped expired leases");
+                if outcome.len() as u32 >= shared.config.reap_batch {
+                    wait = Duration::ZERO;
+                }
+                if !outcome.requeued.is_empty() {
+                    shared.kick.notify_one();
+                }
+                shared.emit(WorkerEvent::Reaped { outcome });
+            }
+        }
+    }
+}
+
+/// Tells the registry this worker is alive; re-registers if it was forgotten.
+async fn registry_heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
+    let config = &shared.config;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = shared.clock.sleep(config.registry_heartbeat_interval) => {}
+        }
+        let in_flight = shared.in_flight.load(Ordering::SeqCst);
+        let call = shared.storage.worker_heartbeat(&config.worker_id, in_flight);
+        match shared
+            .bounded("worker_heartbeat", config.storage_timeout, call)
+            .await
+        {
+            Err(StorageError::WorkerNotFound(_)) => {
+                let call = shared.storage.worker_register(registration(&shared));
+                if let Err(error) = shared
+                    .bounded("worker_register", config.storage_timeout, call)
+                    .await
+                {
+                    warn!(%error, "could not re-register");
+                }
+            }
+            Err(error) if !error.is_transient() => warn!(%error, "registry heartbeat failed"),
+            _ => {}
+        }
+    }
+}
+
+/// Sends completions in batches: whatever has queued up while the previous
+/// batch was in flight goes in the next call.
+async fn complete_batches(shared: Arc<Shared>, mut rx: mpsc::Receiver<CompletionSlot>) {
+    let max = shared.config.complete_batch;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(slot) => batch.push(slot),
+                Err(_) => break,
+            }
+        }
+        let pairs: Vec<(JobId, Epoch)> = batch.iter().map(|(id, epoch, _)| (*id, *epoch)).collect();
+        let call = shared.storage.job_complete_many(pairs);
+        match shared
+            .bounded("job_complete_many", shared.config.storage_timeout, call)
+            .await
+        {
+            Ok(results) if results.len() == batch.len() => {
+                for ((_, _, reply), result) in batch.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Ok(results) => {
+                let error = StorageError::Other(format!(
+                    "complete_many answered {} results for {} jobs",
+                    results.len(),
+                    batch.len()
+                ));
+                for (_, _, reply) in batch {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            Err(error) => {
+                for (_, _, reply) in batch {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}

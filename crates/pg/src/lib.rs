@@ -1,0 +1,1 @@
+//! Postgres storage for stuckless (in progress).
