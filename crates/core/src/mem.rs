@@ -70,6 +70,22 @@ impl MemStore {
         self.lock().jobs.len()
     }
 
+    /// Applies `f` to a job with no validation, fencing or event logging.
+    ///
+    /// Exists only so a simulator can build the deliberately broken variants
+    /// its oracle must catch (a reaper that ignores a racing completion, a
+    /// claim split into read and write). Production code never calls it.
+    #[doc(hidden)]
+    pub fn unchecked_update(&self, id: JobId, f: impl FnOnce(&mut Job)) -> bool {
+        match self.lock().jobs.get_mut(&id) {
+            Some(job) => {
+                f(job);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves no half-applied operation:
         // every operation validates before it mutates.
