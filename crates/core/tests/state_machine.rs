@@ -16,8 +16,8 @@ use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 use serde_json::json;
 use stuckless_core::{
-    ClaimRequest, Clock, CompleteOutcome, Epoch, FailRequest, Job, JobId, JobStatus, ManualClock, MemStore, NewJob,
-    Storage, StorageError, Timestamp,
+    ClaimRequest, Clock, CompleteOutcome, Epoch, FailRequest, Job, JobId, JobStatus, ManualClock, MemStore,
+    NewJob, Storage, StorageError, Timestamp,
 };
 
 const WORKERS: usize = 3;
@@ -25,15 +25,39 @@ const LEASE: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 enum Op {
-    Insert { max_attempts: i32, delay_secs: u8, key: Option<u8> },
-    Claim { worker: usize, limit: u32 },
-    Heartbeat { worker: usize, lease: usize },
-    Complete { worker: usize, lease: usize },
-    Fail { worker: usize, lease: usize, permanent: bool },
-    Release { worker: usize, lease: usize },
+    Insert {
+        max_attempts: i32,
+        delay_secs: u8,
+        key: Option<u8>,
+    },
+    Claim {
+        worker: usize,
+        limit: u32,
+    },
+    Heartbeat {
+        worker: usize,
+        lease: usize,
+    },
+    Complete {
+        worker: usize,
+        lease: usize,
+    },
+    Fail {
+        worker: usize,
+        lease: usize,
+        permanent: bool,
+    },
+    Release {
+        worker: usize,
+        lease: usize,
+    },
     Reap,
-    Cancel { job: usize },
-    Advance { secs: u16 },
+    Cancel {
+        job: usize,
+    },
+    Advance {
+        secs: u16,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -52,8 +76,16 @@ impl ReferenceStateMachine for Reference {
     fn transitions(state: &Self::State) -> BoxedStrategy<Self::Transition> {
         let worker = 0..WORKERS;
         let lease = 0..8usize;
-        let insert = (1..4i32, prop_oneof![3 => Just(0u8), 1 => 1..60u8], proptest::option::of(0..4u8))
-            .prop_map(|(max_attempts, delay_secs, key)| Op::Insert { max_attempts, delay_secs, key });
+        let insert = (
+            1..4i32,
+            prop_oneof![3 => Just(0u8), 1 => 1..60u8],
+            proptest::option::of(0..4u8),
+        )
+            .prop_map(|(max_attempts, delay_secs, key)| Op::Insert {
+                max_attempts,
+                delay_secs,
+                key,
+            });
         if state.inserted == 0 {
             return insert.boxed();
         }
@@ -107,12 +139,20 @@ impl Sut {
     }
 
     /// A fenced write must be refused exactly when the lease is not current.
-    fn check_fenced<T: std::fmt::Debug>(&self, op: &str, (id, epoch): (JobId, Epoch), result: &Result<T, StorageError>) {
+    fn check_fenced<T: std::fmt::Debug>(
+        &self,
+        op: &str,
+        (id, epoch): (JobId, Epoch),
+        result: &Result<T, StorageError>,
+    ) {
         let job = &self.before[&id];
         let current = job.epoch == epoch && job.status == JobStatus::Running;
         let already_done = op == "complete" && job.epoch == epoch && job.status == JobStatus::Succeeded;
         match result {
-            Ok(_) => assert!(current || already_done, "{op} with stale lease {epoch} accepted on {job:?}"),
+            Ok(_) => assert!(
+                current || already_done,
+                "{op} with stale lease {epoch} accepted on {job:?}"
+            ),
             Err(StorageError::StaleEpoch { current, .. }) => {
                 assert_ne!(job.epoch, epoch, "{op}: StaleEpoch for the current epoch");
                 assert_eq!(*current, job.epoch);
@@ -148,7 +188,11 @@ impl StateMachineTest for QueueTest {
         sut.before = sut.snapshot();
         let store = &sut.store;
         match op {
-            Op::Insert { max_attempts, delay_secs, key } => {
+            Op::Insert {
+                max_attempts,
+                delay_secs,
+                key,
+            } => {
                 let now = block_on(store.storage_now()).unwrap();
                 let mut job = NewJob::new("default", "work", json!({"n": sut.ids.len()}))
                     .max_attempts(max_attempts)
@@ -174,9 +218,17 @@ impl StateMachineTest for QueueTest {
                 let now = sut.clock.now();
                 for c in claimed {
                     let before = &sut.before[&c.id()];
-                    assert_eq!(before.status, JobStatus::Queued, "claimed a job that was not queued");
+                    assert_eq!(
+                        before.status,
+                        JobStatus::Queued,
+                        "claimed a job that was not queued"
+                    );
                     assert!(before.run_at <= now, "claimed a job before its run_at");
-                    assert_eq!(c.epoch().0, before.epoch.0 + 1, "claim must bump the epoch by one");
+                    assert_eq!(
+                        c.epoch().0,
+                        before.epoch.0 + 1,
+                        "claim must bump the epoch by one"
+                    );
                     let seen = sut.handed_out.entry((c.id(), c.epoch())).or_default();
                     *seen += 1;
                     assert_eq!(*seen, 1, "lease ({}, {}) handed out twice", c.id(), c.epoch());
@@ -198,7 +250,11 @@ impl StateMachineTest for QueueTest {
                     }
                 }
             }
-            Op::Fail { worker, lease, permanent } => {
+            Op::Fail {
+                worker,
+                lease,
+                permanent,
+            } => {
                 if let Some(l) = sut.lease(worker, lease) {
                     let request = FailRequest {
                         error: "boom".into(),
@@ -214,7 +270,11 @@ impl StateMachineTest for QueueTest {
                     sut.check_fenced("release", l, &result);
                     if result.is_ok() {
                         let after = block_on(store.job_get(l.0)).unwrap().unwrap();
-                        assert_eq!(after.attempt, sut.before[&l.0].attempt - 1, "release must give the attempt back");
+                        assert_eq!(
+                            after.attempt,
+                            sut.before[&l.0].attempt - 1,
+                            "release must give the attempt back"
+                        );
                     }
                 }
             }
@@ -239,7 +299,10 @@ impl StateMachineTest for QueueTest {
                 let before = sut.before[&id].status;
                 match result {
                     Ok(job) => {
-                        assert!(matches!(before, JobStatus::Queued | JobStatus::Running | JobStatus::Cancelled));
+                        assert!(matches!(
+                            before,
+                            JobStatus::Queued | JobStatus::Running | JobStatus::Cancelled
+                        ));
                         assert_eq!(job.status, JobStatus::Cancelled);
                     }
                     Err(StorageError::WrongStatus { .. }) => {
@@ -261,11 +324,21 @@ impl StateMachineTest for QueueTest {
         }
         for (id, job) in &after {
             // No job completed twice.
-            assert!(sut.completions.get(id).copied().unwrap_or(0) <= 1, "job {id} completed twice");
+            assert!(
+                sut.completions.get(id).copied().unwrap_or(0) <= 1,
+                "job {id} completed twice"
+            );
             // Attempts within bounds.
-            assert!(job.attempt >= 0 && job.attempt <= job.max_attempts, "attempts out of bounds: {job:?}");
+            assert!(
+                job.attempt >= 0 && job.attempt <= job.max_attempts,
+                "attempts out of bounds: {job:?}"
+            );
             // A lease exists exactly while running: at most one live lease per job.
-            assert_eq!(job.lease_expires_at.is_some(), job.status == JobStatus::Running, "{job:?}");
+            assert_eq!(
+                job.lease_expires_at.is_some(),
+                job.status == JobStatus::Running,
+                "{job:?}"
+            );
             // Dead only when attempts ran out or the error was permanent.
             if job.status == JobStatus::Dead {
                 assert!(job.last_error.is_some(), "dead without a reason: {job:?}");

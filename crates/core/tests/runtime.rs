@@ -1,0 +1,587 @@
+//! The worker runtime on paused tokio time over `MemStore`.
+//!
+//! Each test drives real workers against the model store; tokio's paused
+//! clock makes the seconds of leases and grace periods pass instantly.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use serde_json::Value;
+use stuckless_core::{
+    ClaimRequest, ClaimedJob, Clock, CompleteOutcome, Epoch, FailOutcome, FailRequest, InsertOutcome, Job,
+    JobContext, JobError, JobEvent, JobEventKind, JobId, JobStatus, MemStore, NewJob, NotifyWaker,
+    QueueStats, ReapOutcome, RunReport, Storage, StorageError, StorageResult, Timestamp, TokioClock, Worker,
+    WorkerBuilder, WorkerRecord, WorkerRegistration,
+};
+use tokio::task::JoinHandle;
+
+const LEASE: Duration = Duration::from_secs(6);
+const HEARTBEAT: Duration = Duration::from_secs(2);
+const REAP: Duration = Duration::from_secs(3);
+const POLL: Duration = Duration::from_millis(500);
+
+struct World {
+    clock: Arc<TokioClock>,
+    store: Arc<MemStore>,
+}
+
+impl World {
+    fn new() -> Self {
+        let clock = Arc::new(TokioClock::starting_at(Timestamp::from_secs(1_700_000_000)));
+        let store = Arc::new(MemStore::with_clock(clock.clone()));
+        World { clock, store }
+    }
+
+    fn worker(&self, id: &str) -> WorkerBuilder {
+        Worker::builder(id, self.store.clone(), self.clock.clone())
+            .lease(LEASE)
+            .heartbeat_interval(HEARTBEAT)
+            .reap_interval(REAP)
+            .poll_interval(POLL)
+            .registry_heartbeat_interval(HEARTBEAT)
+    }
+
+    async fn insert(&self, kind: &str, payload: serde_json::Value) -> JobId {
+        self.store
+            .job_insert(NewJob::new("default", kind, payload))
+            .await
+            .unwrap()
+            .job
+            .id
+    }
+
+    async fn job(&self, id: JobId) -> Job {
+        self.store.job_get(id).await.unwrap().expect("job exists")
+    }
+
+    /// Waits (in paused time) until `id` is terminal, up to `limit`.
+    async fn until_terminal(&self, id: JobId, limit: Duration) -> Job {
+        let deadline = self.clock.now() + limit;
+        loop {
+            let job = self.job(id).await;
+            if job.status.is_terminal() || self.clock.now() >= deadline {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn spawn(worker: Worker) -> (stuckless_core::ShutdownHandle, JoinHandle<RunReport>) {
+    let shutdown = worker.shutdown_handle();
+    (
+        shutdown,
+        tokio::spawn(async move { worker.run().await.expect("worker runs") }),
+    )
+}
+
+async fn sleeper(ctx: JobContext) -> Result<(), JobError> {
+    let secs = ctx.payload()["secs"].as_u64().unwrap_or(0);
+    tokio::select! {
+        biased;
+        _ = ctx.cancelled() => Err(JobError::retryable("cancelled")),
+        _ = tokio::time::sleep(Duration::from_secs(secs)) => Ok(()),
+    }
+}
+
+/// Guards the seed document's scenario A: a worker dies holding a job and
+/// nothing recovers it.
+#[tokio::test(start_paused = true)]
+async fn crashed_workers_job_is_reaped_and_finished_by_another_within_lease_plus_reap() {
+    let world = World::new();
+    let id = world.insert("sleep", json!({"secs": 20})).await;
+    let (_, first) = spawn(world.worker("w1").handler("sleep", sleeper).build().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(world.job(id).await.lease_owner.as_deref(), Some("w1"));
+
+    first.abort(); // a crash: every task of the worker dies with it
+    let _ = first.await;
+    let crashed_at = world.clock.now();
+
+    let (_, second) = spawn(world.worker("w2").handler("sleep", sleeper).build().unwrap());
+    let mut job = world.job(id).await;
+    while job.lease_owner.as_deref() != Some("w2") {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        job = world.job(id).await;
+    }
+    let recovered_after = world.clock.now().saturating_since(crashed_at);
+    assert!(
+        recovered_after <= LEASE + REAP + POLL,
+        "recovery took {recovered_after:?}, bound is lease + reap interval + poll"
+    );
+    let job = world.until_terminal(id, Duration::from_secs(60)).await;
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_eq!(job.epoch, Epoch(2));
+    assert_eq!(job.attempt, 2, "the crashed attempt counts");
+    let events = world.store.job_events(id).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.kind == JobEventKind::Reaped),
+        "{events:?}"
+    );
+    second.abort();
+}
+
+/// Guards against a zombie overwriting its successor: once the lease is taken
+/// away, the handler is cancelled and its epoch can no longer write.
+#[tokio::test(start_paused = true)]
+async fn lost_lease_cancels_the_handler_and_its_completion_is_rejected() {
+    let world = World::new();
+    let id = world.insert("stubborn", json!({})).await;
+    let cancelled = Arc::new(AtomicU32::new(0));
+    let seen = cancelled.clone();
+    let stubborn = move |ctx: JobContext| {
+        let seen = seen.clone();
+        async move {
+            ctx.cancelled().await;
+            seen.fetch_add(1, Ordering::SeqCst);
+            // Ignores the cancellation and claims success anyway.
+            Ok::<(), JobError>(())
+        }
+    };
+    let (shutdown, first) = spawn(world.worker("w1").handler("stubborn", stubborn).build().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // An operator revokes the lease; another worker will take the job.
+    world.store.job_requeue(id, true).await.unwrap();
+    let second_claim = world
+        .store
+        .job_claim(ClaimRequest {
+            worker_id: "w2".into(),
+            queues: vec!["default".into()],
+            limit: 1,
+            lease: LEASE,
+        })
+        .await
+        .unwrap();
+    assert_eq!(second_claim[0].epoch(), Epoch(2));
+
+    tokio::time::sleep(HEARTBEAT * 2).await;
+    assert_eq!(
+        cancelled.load(Ordering::SeqCst),
+        1,
+        "handler must be told its lease is gone"
+    );
+    shutdown.graceful();
+    let report = first.await.unwrap();
+    assert_eq!(report.lease_lost, 1);
+    assert_eq!(report.completed, 0, "the zombie's success must not be written");
+    assert_eq!(
+        world.store.job_complete(id, Epoch(1)).await,
+        Err(StorageError::StaleEpoch {
+            id,
+            presented: Epoch(1),
+            current: Epoch(2)
+        })
+    );
+    assert_eq!(
+        world.store.job_complete(id, Epoch(2)).await,
+        Ok(CompleteOutcome::Completed)
+    );
+}
+
+/// A worker whose storage stopped answering heartbeats (a partition) must
+/// presume its lease lost at its local deadline and stop the handler, even
+/// though no refusal ever reached it.
+#[tokio::test(start_paused = true)]
+async fn local_lease_deadline_cancels_a_handler_whose_heartbeats_fail() {
+    let world = World::new();
+    let id = world.insert("sleep", json!({"secs": 600})).await;
+    let partitioned = Arc::new(HeartbeatsFail {
+        inner: world.store.clone(),
+        failing: AtomicU32::new(0),
+    });
+    let worker = Worker::builder("w1", partitioned.clone(), world.clock.clone())
+        .lease(LEASE)
+        .heartbeat_interval(HEARTBEAT)
+        .reap_interval(Duration::from_secs(3600))
+        .poll_interval(POLL)
+        .handler("sleep", sleeper)
+        .build()
+        .unwrap();
+    let (shutdown, running) = spawn(worker);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    partitioned.failing.store(1, Ordering::SeqCst);
+    let cut_at = world.clock.now();
+    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(report.lease_lost, 1, "{report:?}");
+    assert_eq!(report.released, 0, "a presumed-lost lease is not ours to release");
+    let job = world.job(id).await;
+    assert_eq!(
+        job.status,
+        JobStatus::Running,
+        "nobody reaped yet: the store still shows the old lease"
+    );
+    assert!(job.heartbeat_at.unwrap() <= cut_at);
+}
+
+/// Delegates to a `MemStore`, but heartbeats time out while `failing` is set.
+struct HeartbeatsFail {
+    inner: Arc<MemStore>,
+    failing: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Storage for HeartbeatsFail {
+    async fn job_insert(&self, job: NewJob) -> StorageResult<InsertOutcome> {
+        self.inner.job_insert(job).await
+    }
+    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StorageResult<Vec<InsertOutcome>> {
+        self.inner.job_insert_many(jobs).await
+    }
+    async fn job_claim(&self, request: ClaimRequest) -> StorageResult<Vec<ClaimedJob>> {
+        self.inner.job_claim(request).await
+    }
+    async fn job_heartbeat(
+        &self,
+        id: JobId,
+        epoch: Epoch,
+        lease: Duration,
+        progress: Option<Value>,
+    ) -> StorageResult<Timestamp> {
+        if self.failing.load(Ordering::SeqCst) == 1 {
+            return Err(StorageError::Unavailable("partitioned".into()));
+        }
+        self.inner.job_heartbeat(id, epoch, lease, progress).await
+    }
+    async fn job_complete(&self, id: JobId, epoch: Epoch) -> StorageResult<CompleteOutcome> {
+        self.inner.job_complete(id, epoch).await
+    }
+    async fn job_complete_many(
+        &self,
+        jobs: Vec<(JobId, Epoch)>,
+    ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
+        self.inner.job_complete_many(jobs).await
+    }
+    async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
+        self.inner.job_fail(id, epoch, request).await
+    }
+    async fn job_release(&self, id: JobId, epoch: Epoch) -> StorageResult<()> {
+        self.inner.job_release(id, epoch).await
+    }
+    async fn job_reap_expired(&self, limit: u32) -> StorageResult<ReapOutcome> {
+        self.inner.job_reap_expired(limit).await
+    }
+    async fn job_cancel(&self, id: JobId) -> StorageResult<Job> {
+        self.inner.job_cancel(id).await
+    }
+    async fn job_requeue(&self, id: JobId, force: bool) -> StorageResult<Job> {
+        self.inner.job_requeue(id, force).await
+    }
+    async fn job_get(&self, id: JobId) -> StorageResult<Option<Job>> {
+        self.inner.job_get(id).await
+    }
+    async fn job_events(&self, id: JobId) -> StorageResult<Vec<JobEvent>> {
+        self.inner.job_events(id).await
+    }
+    async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
+        self.inner.worker_register(worker).await
+    }
+    async fn worker_heartbeat(&self, id: &str, in_flight: u32) -> StorageResult<()> {
+        self.inner.worker_heartbeat(id, in_flight).await
+    }
+    async fn worker_deregister(&self, id: &str) -> StorageResult<()> {
+        self.inner.worker_deregister(id).await
+    }
+    async fn worker_list(&self) -> StorageResult<Vec<WorkerRecord>> {
+        self.inner.worker_list().await
+    }
+    async fn queue_stats(&self) -> StorageResult<Vec<QueueStats>> {
+        self.inner.queue_stats().await
+    }
+    async fn storage_now(&self) -> StorageResult<Timestamp> {
+        self.inner.storage_now().await
+    }
+}
+
+/// An operator cancelling a running job fences its holder out.
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_running_job_stops_its_handler() {
+    let world = World::new();
+    let id = world.insert("sleep", json!({"secs": 600})).await;
+    let (shutdown, running) = spawn(world.worker("w1").handler("sleep", sleeper).build().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    world.store.job_cancel(id).await.unwrap();
+    tokio::time::sleep(HEARTBEAT * 2).await;
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!((report.lease_lost, report.stale_writes), (1, 1), "{report:?}");
+    assert_eq!(
+        world.job(id).await.status,
+        JobStatus::Cancelled,
+        "cancellation must stick"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_shutdown_finishes_short_jobs_and_releases_long_ones() {
+    let world = World::new();
+    let mut short = Vec::new();
+    let mut long = Vec::new();
+    for _ in 0..2 {
+        short.push(world.insert("sleep", json!({"secs": 2})).await);
+        long.push(world.insert("sleep", json!({"secs": 3600})).await);
+    }
+    let worker = world
+        .worker("w1")
+        .concurrency(4)
+        .shutdown_grace(Duration::from_secs(5));
+    let (shutdown, running) = spawn(worker.handler("sleep", sleeper).build().unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.store.worker_list().await.unwrap().len(), 1);
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!((report.completed, report.released), (2, 2), "{report:?}");
+    for id in short {
+        assert_eq!(world.job(id).await.status, JobStatus::Succeeded);
+    }
+    for id in long {
+        let job = world.job(id).await;
+        assert_eq!(job.status, JobStatus::Queued, "released, not left running");
+        assert_eq!(job.attempt, 0, "a release costs no attempt");
+    }
+    assert!(
+        world.store.worker_list().await.unwrap().is_empty(),
+        "worker must deregister"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn immediate_shutdown_releases_everything_without_waiting_for_grace() {
+    let world = World::new();
+    let id = world.insert("sleep", json!({"secs": 3600})).await;
+    let worker = world.worker("w1").shutdown_grace(Duration::from_secs(3600));
+    let (shutdown, running) = spawn(worker.handler("sleep", sleeper).build().unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = world.clock.now();
+    shutdown.graceful();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shutdown.escalate(); // the second signal
+    let report = running.await.unwrap();
+    assert_eq!(report.released, 1);
+    assert!(world.clock.now().saturating_since(started) < Duration::from_secs(60));
+    assert_eq!(world.job(id).await.status, JobStatus::Queued);
+}
+
+#[tokio::test(start_paused = true)]
+async fn handler_panic_fails_the_attempt_and_the_worker_keeps_serving() {
+    let world = World::new();
+    let flaky = world.insert("flaky", json!({})).await;
+    let fine = world.insert("fine", json!({})).await;
+    let worker = world
+        .worker("w1")
+        .retry(stuckless_core::RetryPolicy {
+            base: Duration::from_secs(1),
+            max_delay: Duration::from_secs(1),
+            jitter: false,
+        })
+        .handler("flaky", |ctx: JobContext| async move {
+            if ctx.attempt() == 1 {
+                panic!("boom on attempt 1");
+            }
+            Ok::<(), JobError>(())
+        })
+        .handler("fine", |_ctx: JobContext| async { Ok::<(), JobError>(()) });
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    let flaky_job = world.until_terminal(flaky, Duration::from_secs(30)).await;
+    let fine_job = world.until_terminal(fine, Duration::from_secs(30)).await;
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(report.panics, 1);
+    assert_eq!(flaky_job.status, JobStatus::Succeeded);
+    assert_eq!(flaky_job.attempt, 2);
+    assert_eq!(fine_job.status, JobStatus::Succeeded);
+    let events = world.store.job_events(flaky).await.unwrap();
+    assert_eq!(events[0].kind, JobEventKind::Retried);
+    assert!(
+        events[0].detail.as_deref().unwrap().contains("boom on attempt 1"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_never_exceeded() {
+    let world = World::new();
+    let mut ids = Vec::new();
+    for i in 0..40u64 {
+        ids.push(world.insert("count", json!({"ms": 100 + (i * 37) % 400})).await);
+    }
+    let running_now = Arc::new(AtomicU32::new(0));
+    let peak = Arc::new(AtomicU32::new(0));
+    let (now_c, peak_c) = (running_now.clone(), peak.clone());
+    let worker = world
+        .worker("w1")
+        .concurrency(3)
+        .handler("count", move |ctx: JobContext| {
+            let (now_c, peak_c) = (now_c.clone(), peak_c.clone());
+            async move {
+                let n = now_c.fetch_add(1, Ordering::SeqCst) + 1;
+                peak_c.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(ctx.payload()["ms"].as_u64().unwrap())).await;
+                now_c.fetch_sub(1, Ordering::SeqCst);
+                Ok::<(), JobError>(())
+            }
+        });
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    for id in &ids {
+        assert_eq!(
+            world.until_terminal(*id, Duration::from_secs(120)).await.status,
+            JobStatus::Succeeded
+        );
+    }
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(report.completed, 40);
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        3,
+        "must reach but never exceed concurrency 3"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_failures_retry_with_backoff_then_die_after_max_attempts() {
+    let world = World::new();
+    let id = world
+        .store
+        .job_insert(NewJob::new("default", "always-fails", json!({})).max_attempts(3))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let worker = world.worker("w1").handler("always-fails", |_: JobContext| async {
+        Err::<(), _>(JobError::retryable("upstream 500"))
+    });
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    let job = world.until_terminal(id, Duration::from_secs(120)).await;
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(job.status, JobStatus::Dead);
+    assert_eq!(job.attempt, 3);
+    assert_eq!(job.last_error.as_deref(), Some("upstream 500"));
+    assert_eq!((report.retried, report.dead), (2, 1));
+    let kinds: Vec<JobEventKind> = world
+        .store
+        .job_events(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [JobEventKind::Retried, JobEventKind::Retried, JobEventKind::Dead]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_error_and_unknown_kind_go_dead_with_a_clear_reason() {
+    let world = World::new();
+    let bad = world.insert("strict", json!({"n": "not a number"})).await;
+    let unknown = world.insert("nobody-handles-this", json!({})).await;
+    let worker = world
+        .worker("w1")
+        .handler("strict", |ctx: JobContext| async move {
+            #[derive(serde::Deserialize)]
+            struct Payload {
+                #[allow(dead_code)]
+                n: u32,
+            }
+            ctx.payload_as::<Payload>().map(|_| ())
+        });
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    let bad = world.until_terminal(bad, Duration::from_secs(30)).await;
+    let unknown = world.until_terminal(unknown, Duration::from_secs(30)).await;
+    shutdown.graceful();
+    running.await.unwrap();
+    assert_eq!((bad.status, bad.attempt), (JobStatus::Dead, 1));
+    assert!(bad.last_error.unwrap().contains("malformed payload"));
+    assert_eq!(unknown.status, JobStatus::Dead);
+    assert!(unknown
+        .last_error
+        .unwrap()
+        .contains("no handler for kind \"nobody-handles-this\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn kind_timeout_cancels_and_retries() {
+    let world = World::new();
+    let id = world
+        .store
+        .job_insert(NewJob::new("default", "sleep", json!({"secs": 100})).max_attempts(2))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let worker = world
+        .worker("w1")
+        .kind_timeout("sleep", Duration::from_secs(3))
+        .handler("sleep", sleeper);
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    let job = world.until_terminal(id, Duration::from_secs(60)).await;
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(job.status, JobStatus::Dead);
+    assert!(job.last_error.unwrap().contains("timed out after 3s"));
+    assert_eq!((report.retried, report.dead), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wake_up_claims_before_the_poll_interval() {
+    let world = World::new();
+    let waker = NotifyWaker::new();
+    let worker = world
+        .worker("w1")
+        .poll_interval(Duration::from_secs(300))
+        .waker(Arc::new(waker.clone()))
+        .handler("fine", |_: JobContext| async { Ok::<(), JobError>(()) });
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let id = world.insert("fine", json!({})).await;
+    waker.wake();
+    let job = world.until_terminal(id, Duration::from_secs(10)).await;
+    assert_eq!(
+        job.status,
+        JobStatus::Succeeded,
+        "woken worker must not wait for the 300 s poll"
+    );
+    shutdown.graceful();
+    running.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_reaches_the_store_with_the_next_heartbeat() {
+    let world = World::new();
+    let id = world.insert("progress", json!({})).await;
+    let worker = world
+        .worker("w1")
+        .handler("progress", |ctx: JobContext| async move {
+            ctx.report_progress(json!({"section": 3, "of": 7}));
+            ctx.cancelled().await;
+            Ok::<(), JobError>(())
+        });
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    tokio::time::sleep(HEARTBEAT + Duration::from_millis(600)).await;
+    let job = world.job(id).await;
+    assert_eq!(job.progress, Some(json!({"section": 3, "of": 7})));
+    assert!(job.heartbeat_at > job.claimed_at, "heartbeat must have landed");
+    shutdown.immediate();
+    running.await.unwrap();
+}
+
+#[test]
+fn builder_rejects_inconsistent_configuration() {
+    let world = World::new();
+    let fine = |_: JobContext| async { Ok::<(), JobError>(()) };
+    let err = |b: WorkerBuilder| b.build().err().expect("must be rejected").to_string();
+    assert!(
+        err(world.worker("w1").heartbeat_interval(LEASE).handler("k", fine))
+            .contains("shorter than the lease")
+    );
+    assert!(err(world.worker("w1").concurrency(0).handler("k", fine)).contains("concurrency"));
+    assert!(err(world.worker("bad id!").handler("k", fine)).contains("worker_id"));
+    assert!(err(world.worker("w1")).contains("handler"));
+    assert!(err(world.worker("w1").queues(Vec::<String>::new()).handler("k", fine)).contains("queue"));
+}
