@@ -1,1 +1,66 @@
-//! Postgres storage for stuckless (in progress).
+//! # stuckless-pg
+//!
+//! Postgres for stuckless: [`PgStorage`] implements the core's
+//! [`Storage`](stuckless_core::Storage) with sqlx runtime queries (no database
+//! needed to compile), [`PgWaker`] turns `LISTEN stuckless_jobs` into worker
+//! wake-ups, [`migrate`] applies the embedded `migrations/`, and [`enqueue`]
+//! inserts a job inside a caller's own transaction.
+//!
+//! Everything lives in the Postgres schema `stuckless`. Other languages use the
+//! SQL functions `stuckless.enqueue`, `stuckless.cancel` and
+//! `stuckless.job_state` (see this crate's README).
+//!
+//! Time: every statement reads "now" as `coalesce($1, now())`, where `$1` is
+//! NULL in production (the database's clock judges leases) and the pinned
+//! clock's reading in tests ([`PgStorage::with_pinned_clock`]): the same SQL
+//! either way, so the conformance suite tests the production statements.
+
+mod error;
+mod rows;
+mod sql;
+mod storage;
+mod waker;
+
+pub use error::PgError;
+pub use storage::PgStorage;
+pub use waker::{PgWaker, CHANNEL};
+
+use stuckless_core::{InsertOutcome, NewJob};
+
+/// The embedded migrations (`migrations/` at the workspace root).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Applies every pending migration in `migrations/`; safe to run repeatedly
+/// and from several processes at once (sqlx takes an advisory lock).
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), PgError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Inserts a job through any executor, typically the caller's transaction, so
+/// the job exists exactly when the caller's own writes commit:
+///
+/// ```no_run
+/// # async fn f(pool: sqlx::PgPool) -> Result<(), stuckless_pg::PgError> {
+/// use stuckless_core::NewJob;
+/// let mut tx = pool.begin().await?;
+/// sqlx::query("insert into reports (id) values (42)").execute(&mut *tx).await?;
+/// stuckless_pg::enqueue(&mut *tx, NewJob::new("default", "report", serde_json::json!({"id": 42}))).await?;
+/// tx.commit().await?; // the NOTIFY to workers is sent on commit, too
+/// # Ok(()) }
+/// ```
+///
+/// Validation runs first (nothing is sent for bad input); the database clock
+/// sets the times; an existing idempotency key returns the existing job with
+/// `inserted: false`. Happy-path events are not logged here.
+pub async fn enqueue<'e, E>(executor: E, job: NewJob) -> Result<InsertOutcome, PgError>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    job.validate()?;
+    let row = storage::insert_query(job, None, false)
+        .fetch_optional(executor)
+        .await
+        .map_err(error::storage_error)?;
+    Ok(storage::insert_outcome(row)?)
+}

@@ -1,0 +1,346 @@
+//! The statements. Each is one round trip unless noted; `$1` is always the
+//! pinned time or NULL (see [`now_cte`]).
+//!
+//! Fenced writes (heartbeat, complete, fail, release) are one statement that
+//! updates only when `(id, epoch, status = 'running')` match, and otherwise
+//! returns the row's current epoch and status so the caller can say why the
+//! write was refused (NotFound → StaleEpoch → WrongStatus, the spec's order).
+
+use crate::rows::{event_cols, job_cols, now_cte};
+
+/// Insert one job, or return the job holding its idempotency key.
+///
+/// The `not exists` pre-check keeps the common duplicate case from touching
+/// the identity sequence, so ids stay gap-free in sequential use (the
+/// differential test relies on it). Two racing inserts of one key both pass
+/// the pre-check; the loser meets `on conflict` and its no-op `do update`
+/// returns the winner's row (`xmax <> 0` tells it apart from a fresh insert),
+/// so the statement always answers in one round trip, inside any transaction.
+///
+/// $2 queue, $3 kind, $4 payload, $5 priority, $6 run_at micros or NULL,
+/// $7 max_attempts, $8 idempotency key or NULL, $9 log the happy-path event.
+pub(crate) const INSERT: &str = concat!(
+    "with ",
+    now_cte!(),
+    ", ins as (
+        insert into stuckless.jobs
+            (queue, kind, payload, priority, run_at, max_attempts, idempotency_key, created_at, updated_at)
+        select $2, $3, $4, $5, coalesce(stuckless.from_micros($6::bigint), now_.t), $7, $8::text, now_.t, now_.t
+        from now_
+        where $8::text is null
+           or not exists (select 1 from stuckless.jobs where idempotency_key = $8::text)
+        on conflict (idempotency_key) do update set idempotency_key = excluded.idempotency_key
+        returning *, (xmax = 0) as fresh
+    ), ev as (
+        insert into stuckless.job_events (job_id, at, kind, epoch, attempt)
+        select id, created_at, 'inserted', epoch, attempt from ins where fresh and $9
+    )
+    select fresh as inserted, ",
+    job_cols!(),
+    " from ins
+    union all
+    select false as inserted, ",
+    job_cols!(),
+    " from stuckless.jobs
+    where $8::text is not null and idempotency_key = $8::text and not exists (select 1 from ins)"
+);
+
+/// Insert many jobs without idempotency keys in one statement, ids in input
+/// order. $2..$7 are parallel arrays; $8 logs the happy-path event.
+pub(crate) const INSERT_MANY: &str = concat!(
+    "with ",
+    now_cte!(),
+    ", ins as (
+        insert into stuckless.jobs (queue, kind, payload, priority, run_at, max_attempts, created_at, updated_at)
+        select t.queue, t.kind, t.payload, t.priority, coalesce(stuckless.from_micros(t.run_at), now_.t),
+               t.max_attempts, now_.t, now_.t
+        from unnest($2::text[], $3::text[], $4::jsonb[], $5::int2[], $6::int8[], $7::int4[])
+             with ordinality as t(queue, kind, payload, priority, run_at, max_attempts, ord),
+             now_
+        order by t.ord
+        returning *
+    ), ev as (
+        insert into stuckless.job_events (job_id, at, kind, epoch, attempt)
+        select id, created_at, 'inserted', epoch, attempt from ins where $8 order by id
+    )
+    select true as inserted, ",
+    job_cols!(),
+    " from ins order by id"
+);
+
+/// Claim: one statement, `for update skip locked`, so concurrent claimers
+/// never wait on nor take each other's rows.
+/// $2 queues, $3 limit, $4 worker id, $5 lease micros, $6 log event.
+pub(crate) const CLAIM: &str = concat!(
+    "with ",
+    now_cte!(),
+    ", picked as (
+        select j.id from stuckless.jobs j
+        where j.status = 'queued' and j.queue = any($2::text[]) and j.run_at <= (select t from now_)
+        order by j.priority desc, j.run_at, j.id
+        limit $3
+        for update of j skip locked
+    ), upd as (
+        update stuckless.jobs j
+        set status = 'running', attempt = j.attempt + 1, epoch = j.epoch + 1, lease_owner = $4,
+            lease_expires_at = now_.t + stuckless.micros($5), claimed_at = now_.t, heartbeat_at = now_.t,
+            progress = null, updated_at = now_.t
+        from picked, now_
+        where j.id = picked.id
+        returning j.*
+    ), ev as (
+        insert into stuckless.job_events (job_id, at, kind, epoch, attempt, worker_id)
+        select id, updated_at, 'claimed', epoch, attempt, lease_owner from upd where $6 order by id
+    )
+    select ",
+    job_cols!(),
+    " from upd order by priority desc, run_at, id"
+);
+
+/// The refusal half shared by fenced statements: the row as it stands.
+macro_rules! refused {
+    () => {
+        " union all
+        select false as applied, null::bigint as value, j.epoch as cur_epoch, j.status as cur_status
+        from stuckless.jobs j where j.id = $2 and not exists (select 1 from upd)"
+    };
+}
+
+/// Heartbeat. $2 id, $3 epoch, $4 lease micros, $5 set progress?, $6 progress.
+pub(crate) const HEARTBEAT: &str = concat!(
+    "with ",
+    now_cte!(),
+    ", upd as (
+        update stuckless.jobs j
+        set lease_expires_at = now_.t + stuckless.micros($4), heartbeat_at = now_.t,
+            progress = case when $5 then $6::jsonb else j.progress end, updated_at = now_.t
+        from now_
+        where j.id = $2 and j.epoch = $3 and j.status = 'running'
+        returning j.lease_expires_at
+    )
+    select true as applied, stuckless.to_micros(lease_expires_at) as value,
+           null::bigint as cur_epoch, null::text as cur_status from upd",
+    refused!()
+);
+
+/// Complete. $2 id, $3 epoch, $4 log event.
+pub(crate) const COMPLETE: &str = concat!(
+    "with ",
+    now_cte!(),
+    ", upd as (
+        update stuckless.jobs j
+        set status = 'succeeded', lease_expires_at = null, updated_at = now_.t, finished_at = now_.t
+        from now_
+        where j.id = $2 and j.epoch = $3 and j.status = 'running'
+        returning j.*
+    ), ev as (
+        insert into stuckless.job_events (job_id, at, kind, epoch, attempt, worker_id)
+        select id, updated_at, 'completed', epoch, attempt, lease_owner from upd where $4
+    )
+    select true as applied, null::bigint as value, null::bigint as cur_epoch, null::text as cur_status from upd",
+    refused!()
+);
+
+/// Fail. $2 id, $3 epoch, $4 error, $5 retry delay micros or NULL (permanent).
+/// `value` is the next run_at when retried, NULL when dead.
+pub(crate) const FAIL: &str = concat!(
+    "with ",
+    now_cte!(),
+    ", upd as (
+        update stuckless.jobs j
+        set last_error = $4,
+            status = case when $5::bigint is not null and j.attempt < j.max_attempts
+                          then 'queued' else 'dead' end,
+            run_at = case when $5::bigint is not null and j.attempt < j.max_attempts
+                          then now_.t + stuckless.micros($5::bigint) else j.run_at end,
+            finished_at = case when $5::bigint is not null and j.attempt < j.max_attempts
+                               then j.finished_at else now_.t end,
+            lease_expires_at = null, updated_at = now_.t
+        from now_
+        where j.id = $2 and j.epoch = $3 and j.status = 'running'
+        returning j.*
+    ), ev as (
+        insert into stuckless.job_events (job_id, at, kind, epoch, attempt, worker_id, detail)
+        select id, updated_at, case when status = 'queued' then 'retried' else 'dead' end,
+               epoch, attempt, lease_owner, last_error
+        from upd
+    )
+    select true as applied,
+           case when status = 'queued' then stuckless.to_micros(run_at) end as value,
+           null::bigint as cur_epoch, null::text as cur_status from upd",
+    refused!()
+);
+
+/// Release (graceful shutdown): queued, due now, attempt given back; wakes
+/// listeners so another worker picks it up at once. $2 id, $3 epoch.
+pub(crate) const RELEASE: &str = concat!(
+    "with ",
+    now_cte!(),
+    ", upd as (
+        update stuckless.jobs j
+        set status = 'queued', attempt = j.attempt - 1, run_at = now_.t, lease_expires_at = null,
+            updated_at = now_.t
+        from now_
+        where j.id = $2 and j.epoch = $3 and j.status = 'running'
+        returning j.*
+    ), ev as (
+        insert into stuckless.job_events (job_id, at, kind, epoch, attempt, worker_id)
+        select id, updated_at, 'released', epoch, attempt, lease_owner from upd
+    )
+    select true as applied, length(pg_notify('stuckless_jobs', queue)::text)::bigint as value,
+           null::bigint as cur_epoch, null::text as cur_status from upd",
+    refused!()
+);
+
+/// Reap: expired leases back to queued, or dead on their last attempt. Rows
+/// another reaper (or a racing completion) holds are skipped, so concurrent
+/// reapers split the work and a job is never taken back twice.
+/// $2 limit. The detail matches `Timestamp`'s Display: RFC 3339, UTC, micros.
+pub(crate) const REAP: &str = concat!(
+    "with ",
+    now_cte!(),
+    ", expired as (
+        select j.id, j.attempt >= j.max_attempts as dead,
+               'lease expired at '
+                 || to_char(j.lease_expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+                 || ' (owner ' || coalesce(j.lease_owner, '?') || ')' as detail
+        from stuckless.jobs j
+        where j.status = 'running' and j.lease_expires_at <= (select t from now_)
+        order by j.id
+        limit $2
+        for update of j skip locked
+    ), upd as (
+        update stuckless.jobs j
+        set status = case when e.dead then 'dead' else 'queued' end,
+            last_error = case when e.dead then e.detail else j.last_error end,
+            run_at = case when e.dead then j.run_at else now_.t end,
+            finished_at = case when e.dead then now_.t else j.finished_at end,
+            lease_expires_at = null, updated_at = now_.t
+        from expired e, now_
+        where j.id = e.id
+        returning j.id, j.queue, j.status, j.epoch, j.attempt, j.lease_owner, j.updated_at, e.detail
+    ), ev as (
+        insert into stuckless.job_events (job_id, at, kind, epoch, attempt, worker_id, detail)
+        select id, updated_at, case when status = 'dead' then 'dead' else 'reaped' end,
+               epoch, attempt, lease_owner, detail
+        from upd order by id
+    )
+    select id, status,
+           case when status = 'queued' then pg_notify('stuckless_jobs', queue)::text end as notified
+    from upd order by id"
+);
+
+/// The job and the storage's now, row locked: operator operations (cancel,
+/// requeue) decide in Rust with the model's own rules, then write.
+pub(crate) const LOCK_JOB: &str = concat!(
+    "with ",
+    now_cte!(),
+    " select stuckless.to_micros(now_.t) as now, ",
+    job_cols!(),
+    " from stuckless.jobs, now_ where id = $2 for update of jobs"
+);
+
+/// Cancel write. $2 id, $3 now micros.
+pub(crate) const CANCEL: &str = "
+    with upd as (
+        update stuckless.jobs
+        set status = 'cancelled', lease_expires_at = null,
+            updated_at = stuckless.from_micros($3), finished_at = stuckless.from_micros($3)
+        where id = $2
+        returning *
+    )
+    insert into stuckless.job_events (job_id, at, kind, epoch, attempt)
+    select id, updated_at, 'cancelled', epoch, attempt from upd";
+
+/// Requeue write. $2 id, $3 now micros, $4 reset attempts (dead job), $5 detail.
+pub(crate) const REQUEUE: &str = "
+    with upd as (
+        update stuckless.jobs
+        set status = 'queued', run_at = stuckless.from_micros($3), lease_expires_at = null,
+            updated_at = stuckless.from_micros($3),
+            attempt = case when $4 then 0 else attempt end,
+            finished_at = case when $4 then null else finished_at end
+        where id = $2
+        returning *
+    ), ev as (
+        insert into stuckless.job_events (job_id, at, kind, epoch, attempt, detail)
+        select id, updated_at, 'requeued', epoch, attempt, $5 from upd
+    )
+    select pg_notify('stuckless_jobs', queue)::text from upd";
+
+/// One job by id. $1 id.
+pub(crate) const GET: &str = concat!("select ", job_cols!(), " from stuckless.jobs where id = $1");
+
+/// A job's events, oldest first. $1 id.
+pub(crate) const EVENTS: &str = concat!(
+    "select ",
+    event_cols!(),
+    " from stuckless.job_events where job_id = $1 order by id"
+);
+
+/// Events at or after a time, oldest first. $1 since micros, $2 limit.
+pub(crate) const EVENTS_SINCE: &str = concat!(
+    "select ",
+    event_cols!(),
+    " from stuckless.job_events where at >= stuckless.from_micros($1) order by at, id limit $2"
+);
+
+/// Jobs changed at or after a time, oldest change first. $1 since, $2 limit.
+pub(crate) const JOBS_CHANGED_SINCE: &str = concat!(
+    "select ",
+    job_cols!(),
+    " from stuckless.jobs where updated_at >= stuckless.from_micros($1) order by updated_at, id limit $2"
+);
+
+/// Every job, ascending id, from an id on. $1 after id, $2 limit.
+pub(crate) const JOBS_PAGE: &str = concat!(
+    "select ",
+    job_cols!(),
+    " from stuckless.jobs where id > $1 order by id limit $2"
+);
+
+/// Register (or replace) a worker. $2 id, $3 queues, $4 concurrency, $5 metadata.
+pub(crate) const WORKER_REGISTER: &str = concat!(
+    "with ",
+    now_cte!(),
+    " insert into stuckless.workers (id, queues, concurrency, metadata, started_at, last_heartbeat_at, in_flight)
+      select $2, $3, $4, $5, now_.t, now_.t, 0 from now_
+      on conflict (id) do update set queues = excluded.queues, concurrency = excluded.concurrency,
+          metadata = excluded.metadata, started_at = excluded.started_at,
+          last_heartbeat_at = excluded.last_heartbeat_at, in_flight = 0"
+);
+
+/// Worker heartbeat. $2 id, $3 in flight.
+pub(crate) const WORKER_HEARTBEAT: &str = concat!(
+    "with ",
+    now_cte!(),
+    " update stuckless.workers w set last_heartbeat_at = now_.t, in_flight = $3 from now_ where w.id = $2"
+);
+
+/// Registered workers in byte order of id (`collate "C"`, as Rust sorts).
+pub(crate) const WORKER_LIST: &str = "
+    select id, queues, concurrency, metadata, stuckless.to_micros(started_at) as started_at,
+           stuckless.to_micros(last_heartbeat_at) as last_heartbeat_at, in_flight
+    from stuckless.workers order by id collate \"C\"";
+
+/// Per-queue counts as of now, queues in byte order.
+pub(crate) const QUEUE_STATS: &str = concat!(
+    "with ",
+    now_cte!(),
+    " select queue,
+        count(*) filter (where status = 'queued' and run_at <= now_.t) as due,
+        count(*) filter (where status = 'queued' and run_at > now_.t) as scheduled,
+        count(*) filter (where status = 'running' and lease_expires_at > now_.t) as running,
+        count(*) filter (where status = 'running' and lease_expires_at <= now_.t) as running_expired,
+        count(*) filter (where status = 'succeeded') as succeeded,
+        count(*) filter (where status = 'dead') as dead,
+        count(*) filter (where status = 'cancelled') as cancelled,
+        max(stuckless.to_micros(now_.t) - stuckless.to_micros(run_at))
+            filter (where status = 'queued' and run_at <= now_.t) as oldest_due_micros
+      from stuckless.jobs, now_
+      group by queue
+      order by queue collate \"C\""
+);
+
+/// The storage's now.
+pub(crate) const NOW: &str = concat!("with ", now_cte!(), " select stuckless.to_micros(t) from now_");
