@@ -442,7 +442,7 @@ impl Storage for PgStorage {
         let mut tx = self.pool.begin().await.map_err(storage_error)?;
         let mut out = Vec::with_capacity(jobs.len());
         for (id, epoch) in jobs {
-            let result = self.complete_one(&mut *tx, id, epoch, now).await;
+            let result = self.complete_one(&mut tx, id, epoch, now).await;
             // A transport error aborts the whole batch; refusals are per job.
             if let Err(e @ (StorageError::Unavailable(_) | StorageError::Other(_))) = &result {
                 return Err(e.clone());
@@ -511,7 +511,7 @@ impl Storage for PgStorage {
     async fn job_cancel(&self, id: JobId) -> StorageResult<Job> {
         let mut tx = self.pool.begin().await.map_err(storage_error)?;
         let (now, mut job) = self
-            .lock_job(&mut *tx, id)
+            .lock_job(&mut tx, id)
             .await?
             .ok_or(StorageError::NotFound(id))?;
         match job.status {
@@ -544,7 +544,7 @@ impl Storage for PgStorage {
     async fn job_requeue(&self, id: JobId, force: bool) -> StorageResult<Job> {
         let mut tx = self.pool.begin().await.map_err(storage_error)?;
         let (now, mut job) = self
-            .lock_job(&mut *tx, id)
+            .lock_job(&mut tx, id)
             .await?
             .ok_or(StorageError::NotFound(id))?;
         let reset = job.status == JobStatus::Dead;
