@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Row};
+use sqlx::{Connection, PgPool, Row};
 use stuckless_core::job::{clamp_error, limits, validate_json, validate_name};
 use stuckless_core::storage::is_reapable;
 use stuckless_core::time::duration_micros;
@@ -52,25 +52,35 @@ impl PgStorage {
     /// Opens a pool to `url`; an unreachable server is a [`PgError::Unreachable`]
     /// that names the host and port.
     pub async fn connect(url: &str) -> Result<PgStorage, PgError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(PgError::BadUrl {
+                reason: "it must start with postgres:// or postgresql://".into(),
+            });
+        }
         let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| PgError::BadUrl {
             reason: e.to_string(),
         })?;
+        let unreachable = |source: sqlx::Error| match source {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => PgError::Unreachable {
+                host: options.get_host().to_owned(),
+                port: options.get_port(),
+                database: options.get_database().unwrap_or("(default)").to_owned(),
+                source,
+            },
+            other => PgError::Database(other),
+        };
+        // One direct attempt first: a pool would retry until its acquire
+        // timeout, and an operator with a wrong URL should hear at once.
+        let probe = sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(unreachable)?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await
-            .map_err(|source| match source {
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => {
-                    PgError::Unreachable {
-                        host: options.get_host().to_owned(),
-                        port: options.get_port(),
-                        database: options.get_database().unwrap_or("(default)").to_owned(),
-                        source,
-                    }
-                }
-                other => PgError::Database(other),
-            })?;
+            .map_err(unreachable)?;
         Ok(PgStorage::new(pool))
     }
 

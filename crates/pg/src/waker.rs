@@ -7,7 +7,7 @@
 //! the waker fires once after every (re)connect so nothing sent meanwhile is
 //! waited for until the next poll.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ pub struct PgWaker {
 struct Inner {
     waker: NotifyWaker,
     connected: AtomicBool,
+    connections: AtomicU64,
     queues: Vec<String>,
 }
 
@@ -43,6 +44,7 @@ impl PgWaker {
         let inner = Arc::new(Inner {
             waker: NotifyWaker::new(),
             connected: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
             queues,
         });
         let task = tokio::spawn(listen_forever(pool, inner.clone()));
@@ -64,6 +66,12 @@ impl PgWaker {
     /// Whether the LISTEN connection is up right now: a readiness probe.
     pub fn is_connected(&self) -> bool {
         self.inner.connected.load(Ordering::SeqCst)
+    }
+
+    /// How many times the LISTEN connection has been established (1 after the
+    /// first connect; each reconnect adds one): for metrics and tests.
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Ordering::SeqCst)
     }
 
     /// Fires the waker by hand (e.g. an HTTP `/wake`).
@@ -124,6 +132,7 @@ async fn listen_once(pool: &PgPool, inner: &Inner) -> Result<(), sqlx::Error> {
     // the listener's silent one.
     listener.eager_reconnect(false);
     listener.listen(CHANNEL).await?;
+    inner.connections.fetch_add(1, Ordering::SeqCst);
     inner.connected.store(true, Ordering::SeqCst);
     // Anything sent while we were not listening is lost: wake once so the
     // worker looks now rather than at its next poll.

@@ -100,11 +100,11 @@ impl RunDb {
     pub async fn server_addr(&self) -> HarnessResult<SocketAddr> {
         let host = self.admin.get_host().to_owned();
         let port = self.admin.get_port();
-        tokio::net::lookup_host((host.as_str(), port))
+        let found = tokio::net::lookup_host((host.as_str(), port))
             .await
             .context(format!("resolving {host}:{port}"))?
-            .find(|a| a.is_ipv4())
-            .ok_or_else(|| HarnessError::Config(format!("{host}:{port} has no IPv4 address")))
+            .find(|a| a.is_ipv4());
+        found.ok_or_else(|| HarnessError::Config(format!("{host}:{port} has no IPv4 address")))
     }
 
     /// A URL for this database through `addr` (a proxy), cleartext, with an

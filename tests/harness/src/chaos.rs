@@ -1,0 +1,660 @@
+//! The chaos orchestrator: real worker processes, each behind its own fault
+//! proxy, a seeded schedule of faults, and the end-of-run checks.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use stuckless_core::{NewJob, Storage};
+use stuckless_pg::PgStorage;
+
+use crate::checks::{self, Bounds, Verdict};
+use crate::db::RunDb;
+use crate::error::{Context, HarnessError, HarnessResult};
+use crate::process::{ChildGuard, Signal};
+use crate::proxy::{Fault, FaultProxy};
+use crate::recording::CHAOS_KIND;
+
+/// How worker processes are started.
+#[derive(Clone, Debug)]
+pub enum WorkerCommand {
+    /// The harness's own `stuckless-chaos-worker` (core `Worker` over
+    /// `PgStorage`, recording handler writing the side table itself).
+    Harness(PathBuf),
+}
+
+impl WorkerCommand {
+    fn program(&self) -> &PathBuf {
+        match self {
+            WorkerCommand::Harness(p) => p,
+        }
+    }
+
+    fn args(&self, config: &ChaosConfig, url: &str, worker_id: &str) -> Vec<String> {
+        let ms = |d: Duration| d.as_millis().to_string();
+        match self {
+            WorkerCommand::Harness(_) => vec![
+                "--database-url".into(),
+                url.into(),
+                "--worker-id".into(),
+                worker_id.into(),
+                "--concurrency".into(),
+                config.concurrency.to_string(),
+                "--lease-ms".into(),
+                ms(config.lease),
+                "--heartbeat-ms".into(),
+                ms(config.heartbeat),
+                "--reap-ms".into(),
+                ms(config.reap_interval),
+                "--poll-ms".into(),
+                ms(config.poll_interval),
+                "--grace-ms".into(),
+                ms(config.shutdown_grace),
+                "--storage-timeout-ms".into(),
+                ms(config.storage_timeout),
+            ],
+        }
+    }
+}
+
+/// A chaos run's settings.
+#[derive(Clone, Debug)]
+pub struct ChaosConfig {
+    /// Seeds every random choice of the orchestrator.
+    pub seed: u64,
+    /// Worker processes alive at once.
+    pub workers: usize,
+    /// Jobs enqueued over the run.
+    pub jobs: usize,
+    /// How long faults are injected.
+    pub duration: Duration,
+    /// Jobs each worker runs at once.
+    pub concurrency: u32,
+    /// Workers' lease.
+    pub lease: Duration,
+    /// Workers' heartbeat interval.
+    pub heartbeat: Duration,
+    /// Workers' reap interval.
+    pub reap_interval: Duration,
+    /// Workers' poll interval.
+    pub poll_interval: Duration,
+    /// Workers' shutdown grace.
+    pub shutdown_grace: Duration,
+    /// Workers' storage timeout.
+    pub storage_timeout: Duration,
+    /// Each job's handler sleeps a uniform time in this range, ms.
+    pub job_sleep_ms: (u64, u64),
+    /// Mean time between faults.
+    pub fault_every: Duration,
+    /// How workers are started.
+    pub worker: WorkerCommand,
+    /// Server the run's database is created on.
+    pub server_url: String,
+    /// Also restart the machine's Postgres (disturbs everyone on it).
+    pub restart_postgres: bool,
+    /// Where worker logs go.
+    pub log_dir: PathBuf,
+    /// How long after the faults stop every job must be terminal.
+    pub settle_timeout: Duration,
+}
+
+impl ChaosConfig {
+    /// Short-run defaults: 3 workers, 300 jobs, 20 s of faults, 3 s lease.
+    pub fn short(seed: u64, worker: WorkerCommand) -> Self {
+        ChaosConfig {
+            seed,
+            workers: 3,
+            jobs: 300,
+            duration: Duration::from_secs(20),
+            concurrency: 8,
+            lease: Duration::from_secs(3),
+            heartbeat: Duration::from_secs(1),
+            reap_interval: Duration::from_secs(2),
+            poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(2),
+            storage_timeout: Duration::from_secs(2),
+            job_sleep_ms: (20, 400),
+            fault_every: Duration::from_millis(1200),
+            worker,
+            server_url: crate::db::server_url(),
+            restart_postgres: false,
+            log_dir: std::env::temp_dir().join(format!("stuckless-chaos-{seed}")),
+            settle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The slack added to lease + reap interval in the stuck-time check: one
+    /// storage timeout (a reap statement slowed by a fault) plus 1 s.
+    pub fn slack(&self) -> Duration {
+        self.storage_timeout + Duration::from_secs(1)
+    }
+}
+
+/// The faults the orchestrator injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// SIGKILL a worker, start a new one.
+    Kill,
+    /// SIGSTOP a worker for longer than the lease, then SIGCONT it.
+    Zombie,
+    /// SIGTERM a worker (graceful shutdown), start a new one.
+    Term,
+    /// Black-hole a worker's proxy for longer than the lease.
+    BlackHole,
+    /// Add latency to a worker's proxy for a while.
+    Latency,
+    /// Cut every connection of a worker's proxy.
+    Cut,
+    /// `pg_terminate_backend` a worker's backends.
+    TerminateBackend,
+    /// Restart Postgres (opt-in).
+    RestartPostgres,
+}
+
+impl FaultKind {
+    /// The name printed in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "sigkill",
+            FaultKind::Zombie => "sigstop_zombie",
+            FaultKind::Term => "sigterm",
+            FaultKind::BlackHole => "black_hole",
+            FaultKind::Latency => "latency",
+            FaultKind::Cut => "cut_connections",
+            FaultKind::TerminateBackend => "pg_terminate_backend",
+            FaultKind::RestartPostgres => "restart_postgres",
+        }
+    }
+}
+
+/// What a chaos run did and found.
+#[derive(Debug)]
+pub struct ChaosReport {
+    /// The seed.
+    pub seed: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Jobs whose enqueue was acknowledged.
+    pub enqueued: usize,
+    /// Worker processes started in all.
+    pub workers_started: u64,
+    /// The checks' findings.
+    pub verdict: Verdict,
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+    /// Time from the end of the faults to every job terminal.
+    pub settle: Duration,
+    /// Where the worker logs are.
+    pub log_dir: PathBuf,
+}
+
+impl ChaosReport {
+    /// The lines the run prints at the end.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "chaos seed={} enqueued={} workers_started={} elapsed_s={:.1} settle_s={:.1} logs={}",
+            self.seed,
+            self.enqueued,
+            self.workers_started,
+            self.elapsed.as_secs_f64(),
+            self.settle.as_secs_f64(),
+            self.log_dir.display()
+        )];
+        let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        out.push(format!("faults {}", faults.join(" ")));
+        out.extend(self.verdict.summary());
+        let violations = self.verdict.violations();
+        out.push(format!("violations={}", violations.len()));
+        out.extend(violations.into_iter().take(50).map(|v| format!("VIOLATION {v}")));
+        out
+    }
+}
+
+/// What a slot is waiting for.
+#[derive(Clone, Copy, Debug)]
+enum Pending {
+    /// SIGCONT the zombie.
+    Cont,
+    /// End the black hole (and cut, so clients reconnect cleanly).
+    Heal,
+    /// End the latency.
+    ClearLatency,
+    /// Start a new worker in the slot.
+    Respawn,
+    /// A SIGTERMed worker must exit by then.
+    TermExit,
+}
+
+struct Slot {
+    index: usize,
+    proxy: FaultProxy,
+    child: Option<ChildGuard>,
+    generation: u32,
+    worker_id: String,
+    pending: Option<(Instant, Pending)>,
+}
+
+impl Slot {
+    fn app_name(&self) -> String {
+        format!("chaos-w{}-", self.index)
+    }
+
+    fn healthy(&self) -> bool {
+        self.pending.is_none() && self.child.is_some()
+    }
+}
+
+struct Run<'a> {
+    config: &'a ChaosConfig,
+    db: &'a RunDb,
+    rng: ChaCha8Rng,
+    slots: Vec<Slot>,
+    faults: BTreeMap<&'static str, u64>,
+    violations: Vec<String>,
+    workers_started: u64,
+    max_restart: Duration,
+}
+
+impl Run<'_> {
+    fn spawn(&mut self, i: usize) -> HarnessResult<()> {
+        let slot = &mut self.slots[i];
+        slot.generation += 1;
+        slot.worker_id = format!("w{}-g{}", slot.index, slot.generation);
+        let url = self
+            .db
+            .url_via(slot.proxy.addr(), &format!("{}{}", slot.app_name(), slot.generation));
+        let args = self.config.worker.args(self.config, &url, &slot.worker_id);
+        let log = self.config.log_dir.join(format!("{}.log", slot.worker_id));
+        slot.child = Some(ChildGuard::spawn(
+            slot.worker_id.clone(),
+            self.config.worker.program(),
+            &args,
+            &[],
+            &log,
+        )?);
+        self.workers_started += 1;
+        Ok(())
+    }
+
+    fn count(&mut self, kind: FaultKind) {
+        *self.faults.entry(kind.name()).or_default() += 1;
+    }
+
+    fn jitter(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let lo_ms = lo.as_millis() as u64;
+        let hi_ms = (hi.as_millis() as u64).max(lo_ms);
+        Duration::from_millis(self.rng.random_range(lo_ms..=hi_ms))
+    }
+
+    /// Jobs left running by a worker that shut down gracefully.
+    async fn left_running(&self, worker_id: &str) -> HarnessResult<i64> {
+        sqlx::query_scalar("select count(*) from stuckless.jobs where status = 'running' and lease_owner = $1")
+            .bind(worker_id)
+            .fetch_one(self.db.pool())
+            .await
+            .context("counting jobs left running")
+    }
+
+    /// Applies a slot's due pending action (or any, when `force`).
+    async fn settle_slot(&mut self, i: usize, now: Instant, force: bool) -> HarnessResult<()> {
+        let Some((at, pending)) = self.slots[i].pending else {
+            return Ok(());
+        };
+        let exited = match self.slots[i].child.as_mut() {
+            Some(child) => child.try_exit()?,
+            None => None,
+        };
+        if matches!(pending, Pending::TermExit) {
+            if let Some(status) = exited {
+                let worker_id = self.slots[i].worker_id.clone();
+                if !status.success() {
+                    self.violations.push(format!(
+                        "graceful shutdown: {worker_id} exited with {status} after SIGTERM"
+                    ));
+                }
+                let left = self.left_running(&worker_id).await?;
+                if left > 0 {
+                    self.violations.push(format!(
+                        "graceful shutdown: {worker_id} left {left} job(s) running"
+                    ));
+                }
+                self.slots[i].child = None;
+                self.slots[i].pending = None;
+                self.spawn(i)?;
+                return Ok(());
+            }
+            if now >= at || force {
+                let worker_id = self.slots[i].worker_id.clone();
+                if now >= at {
+                    self.violations.push(format!(
+                        "graceful shutdown: {worker_id} still running {:?} after SIGTERM",
+                        self.config.shutdown_grace + self.config.storage_timeout * 2
+                    ));
+                }
+                if let Some(child) = self.slots[i].child.as_mut() {
+                    child.kill().await?;
+                }
+                self.slots[i].child = None;
+                self.slots[i].pending = None;
+                self.spawn(i)?;
+            }
+            return Ok(());
+        }
+        if now < at && !force {
+            return Ok(());
+        }
+        self.slots[i].pending = None;
+        match pending {
+            Pending::Cont => {
+                if let Some(child) = self.slots[i].child.as_mut() {
+                    child.signal(Signal::Cont)?;
+                }
+            }
+            Pending::Heal => self.slots[i].proxy.heal(),
+            Pending::ClearLatency => self.slots[i].proxy.set_fault(Fault::None),
+            Pending::Respawn => self.spawn(i)?,
+            Pending::TermExit => unreachable!("handled above"),
+        }
+        Ok(())
+    }
+
+    /// Restarts workers that exited without being told to.
+    fn check_unexpected_exits(&mut self) -> HarnessResult<()> {
+        for i in 0..self.slots.len() {
+            if self.slots[i].pending.is_some() {
+                continue;
+            }
+            let status = match self.slots[i].child.as_mut() {
+                Some(child) => child.try_exit()?,
+                None => continue,
+            };
+            if let Some(status) = status {
+                let id = self.slots[i].worker_id.clone();
+                self.violations
+                    .push(format!("unexpected exit: {id} exited on its own with {status}"));
+                self.slots[i].child = None;
+                self.spawn(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn inject(&mut self) -> HarnessResult<()> {
+        let mut kinds = vec![
+            FaultKind::Kill,
+            FaultKind::Zombie,
+            FaultKind::Term,
+            FaultKind::BlackHole,
+            FaultKind::Latency,
+            FaultKind::Cut,
+            FaultKind::TerminateBackend,
+        ];
+        if self.config.restart_postgres {
+            kinds.push(FaultKind::RestartPostgres);
+        }
+        let kind = kinds[self.rng.random_range(0..kinds.len())];
+        let healthy: Vec<usize> = (0..self.slots.len()).filter(|i| self.slots[*i].healthy()).collect();
+        // Keep at least one healthy worker: the run checks recovery, which
+        // needs someone to recover; a fault on the last one waits.
+        let disabling = matches!(
+            kind,
+            FaultKind::Kill | FaultKind::Zombie | FaultKind::Term | FaultKind::BlackHole
+        );
+        if healthy.is_empty() || (disabling && healthy.len() < 2) {
+            return Ok(());
+        }
+        let i = healthy[self.rng.random_range(0..healthy.len())];
+        let now = Instant::now();
+        let lease = self.config.lease;
+        match kind {
+            FaultKind::Kill => {
+                if let Some(child) = self.slots[i].child.as_mut() {
+                    child.kill().await?;
+                }
+                self.slots[i].child = None;
+                let after = self.jitter(Duration::ZERO, Duration::from_secs(1));
+                self.slots[i].pending = Some((now + after, Pending::Respawn));
+            }
+            FaultKind::Zombie => {
+                if let Some(child) = self.slots[i].child.as_mut() {
+                    child.signal(Signal::Stop)?;
+                }
+                let pause = lease + self.jitter(Duration::from_millis(500), Duration::from_secs(3));
+                self.slots[i].pending = Some((now + pause, Pending::Cont));
+            }
+            FaultKind::Term => {
+                if let Some(child) = self.slots[i].child.as_mut() {
+                    child.signal(Signal::Term)?;
+                }
+                let limit = self.config.shutdown_grace + self.config.storage_timeout * 2;
+                self.slots[i].pending = Some((now + limit, Pending::TermExit));
+            }
+            FaultKind::BlackHole => {
+                self.slots[i].proxy.set_fault(Fault::BlackHole);
+                let span = lease + self.jitter(Duration::from_millis(500), Duration::from_secs(3));
+                self.slots[i].pending = Some((now + span, Pending::Heal));
+            }
+            FaultKind::Latency => {
+                let delay = self.jitter(Duration::from_millis(10), Duration::from_millis(250));
+                self.slots[i].proxy.set_fault(Fault::Latency(delay));
+                let span = self.jitter(Duration::from_secs(1), Duration::from_secs(4));
+                self.slots[i].pending = Some((now + span, Pending::ClearLatency));
+            }
+            FaultKind::Cut => self.slots[i].proxy.cut_all(),
+            FaultKind::TerminateBackend => {
+                let prefix = self.slots[i].app_name();
+                self.db.terminate_backends(&prefix).await?;
+            }
+            FaultKind::RestartPostgres => {
+                let started = Instant::now();
+                restart_postgres().await?;
+                self.max_restart = self.max_restart.max(started.elapsed());
+            }
+        }
+        self.count(kind);
+        Ok(())
+    }
+}
+
+/// Restarts the machine's Postgres cluster with `pg_ctlcluster`.
+pub async fn restart_postgres() -> HarnessResult<()> {
+    let versions = std::fs::read_dir("/etc/postgresql").context("listing /etc/postgresql")?;
+    let version = versions
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .max()
+        .ok_or_else(|| HarnessError::Config("no cluster under /etc/postgresql".into()))?;
+    let status = tokio::process::Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+        .status()
+        .await
+        .context("running pg_ctlcluster")?;
+    if !status.success() {
+        return Err(HarnessError::Config(format!("pg_ctlcluster restart failed: {status}")));
+    }
+    Ok(())
+}
+
+async fn not_terminal(db: &RunDb) -> HarnessResult<i64> {
+    sqlx::query_scalar("select count(*) from stuckless.jobs where status not in ('succeeded', 'dead', 'cancelled')")
+        .fetch_one(db.pool())
+        .await
+        .context("counting unfinished jobs")
+}
+
+/// Runs one chaos run end to end and checks it. The run's database is
+/// dropped afterwards; every worker is killed even on error or panic.
+pub async fn run(config: &ChaosConfig) -> HarnessResult<ChaosReport> {
+    if config.workers < 2 {
+        return Err(HarnessError::Config("at least 2 workers are needed".into()));
+    }
+    std::fs::create_dir_all(&config.log_dir).context(format!("creating {}", config.log_dir.display()))?;
+    let started = Instant::now();
+    let db = RunDb::create(&config.server_url, "stuckless_chaos").await?;
+    let result = run_on(config, &db, started).await;
+    let dropped = db.drop_now().await;
+    let report = result?;
+    dropped?;
+    Ok(report)
+}
+
+async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessResult<ChaosReport> {
+    let upstream = db.server_addr().await?;
+    let mut slots = Vec::new();
+    for index in 0..config.workers {
+        slots.push(Slot {
+            index,
+            proxy: FaultProxy::start(upstream).await?,
+            child: None,
+            generation: 0,
+            worker_id: String::new(),
+            pending: None,
+        });
+    }
+    let mut run = Run {
+        config,
+        db,
+        rng: ChaCha8Rng::seed_from_u64(config.seed),
+        slots,
+        faults: BTreeMap::new(),
+        violations: Vec::new(),
+        workers_started: 0,
+        max_restart: Duration::ZERO,
+    };
+    for i in 0..config.workers {
+        run.spawn(i)?;
+    }
+
+    // Enqueue in batches over the first 60% of the run.
+    let storage = PgStorage::new(db.pool().clone());
+    let batch_every = Duration::from_millis(250);
+    let batches = ((config.duration.as_millis() * 6 / 10) / batch_every.as_millis()).max(1) as usize;
+    let per_batch = config.jobs.div_ceil(batches).max(1);
+    let mut enqueued_ids: Vec<i64> = Vec::with_capacity(config.jobs);
+    let mut to_enqueue = config.jobs;
+    let mut next_batch = Instant::now();
+    let (lo, hi) = config.job_sleep_ms;
+
+    let end = Instant::now() + config.duration;
+    let mut next_fault = Instant::now() + run.jitter(config.fault_every / 4, config.fault_every);
+    // Bounded: the loop ends at `end`; each pass sleeps at least 20 ms.
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        for i in 0..run.slots.len() {
+            run.settle_slot(i, now, false).await?;
+        }
+        run.check_unexpected_exits()?;
+        if to_enqueue > 0 && now >= next_batch {
+            let n = per_batch.min(to_enqueue);
+            let jobs: Vec<NewJob> = (0..n)
+                .map(|_| {
+                    let sleep_ms = run.rng.random_range(lo..=hi.max(lo));
+                    NewJob::new("default", CHAOS_KIND, serde_json::json!({ "sleep_ms": sleep_ms })).max_attempts(100)
+                })
+                .collect();
+            // A failed enqueue (e.g. during a Postgres restart) is retried
+            // at the next batch; its jobs, if they did commit, are extra rows
+            // the checks still require to be terminal.
+            if let Ok(outcomes) = storage.job_insert_many(jobs).await {
+                enqueued_ids.extend(outcomes.iter().map(|o| o.job.id.0));
+                to_enqueue -= n;
+            }
+            next_batch = now + batch_every;
+        }
+        if now >= next_fault {
+            run.inject().await?;
+            next_fault = now + run.jitter(config.fault_every / 2, config.fault_every * 3 / 2);
+        }
+        let mut wake = next_fault.min(end).min(now + Duration::from_millis(100));
+        if to_enqueue > 0 {
+            wake = wake.min(next_batch);
+        }
+        tokio::time::sleep(wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(20))).await;
+    }
+
+    // Heal everything and finish the enqueue.
+    let faults_over = Instant::now();
+    for i in 0..run.slots.len() {
+        run.slots[i].proxy.set_fault(Fault::None);
+        run.settle_slot(i, Instant::now(), true).await?;
+    }
+    for attempt in 0..50 {
+        if to_enqueue == 0 {
+            break;
+        }
+        let jobs: Vec<NewJob> = (0..to_enqueue)
+            .map(|_| NewJob::new("default", CHAOS_KIND, serde_json::json!({ "sleep_ms": lo })).max_attempts(100))
+            .collect();
+        match storage.job_insert_many(jobs).await {
+            Ok(outcomes) => {
+                enqueued_ids.extend(outcomes.iter().map(|o| o.job.id.0));
+                to_enqueue = 0;
+            }
+            Err(e) if attempt == 49 => return Err(e).context("enqueueing the last jobs"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+
+    // Every job must become terminal.
+    let settle_deadline = Instant::now() + config.settle_timeout;
+    loop {
+        run.check_unexpected_exits()?;
+        for i in 0..run.slots.len() {
+            run.settle_slot(i, Instant::now(), false).await?;
+        }
+        if not_terminal(db).await? == 0 || Instant::now() >= settle_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let settle = faults_over.elapsed();
+
+    // Stop the workers gracefully; nothing may be left running.
+    for slot in run.slots.iter_mut() {
+        if let Some(child) = slot.child.as_mut() {
+            child.signal(Signal::Cont)?;
+            child.signal(Signal::Term)?;
+        }
+    }
+    for i in 0..run.slots.len() {
+        let worker_id = run.slots[i].worker_id.clone();
+        let limit = config.shutdown_grace + config.storage_timeout * 2;
+        if let Some(child) = run.slots[i].child.as_mut() {
+            match child.wait_for(limit).await {
+                Ok(status) if status.success() => {}
+                Ok(status) => run
+                    .violations
+                    .push(format!("graceful shutdown: {worker_id} exited with {status} at the end")),
+                Err(_) => {
+                    child.kill().await?;
+                    run.violations
+                        .push(format!("graceful shutdown: {worker_id} did not exit within {limit:?} at the end"));
+                }
+            }
+        }
+    }
+
+    let facts = checks::gather(db.pool(), enqueued_ids.clone()).await?;
+    let bounds = Bounds {
+        lease: config.lease,
+        reap_interval: config.reap_interval,
+        slack: config.slack() + run.max_restart,
+    };
+    let mut verdict = checks::check(&facts, bounds);
+    verdict.run_violations = std::mem::take(&mut run.violations);
+    Ok(ChaosReport {
+        seed: config.seed,
+        faults: run.faults,
+        enqueued: enqueued_ids.len(),
+        workers_started: run.workers_started,
+        verdict,
+        elapsed: started.elapsed(),
+        settle,
+        log_dir: config.log_dir.clone(),
+    })
+}

@@ -1,0 +1,342 @@
+//! The SQL API other languages call (stuckless.enqueue / cancel / job_state),
+//! transactional enqueue from Rust, and the LISTEN/NOTIFY waker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stuckless_core::{ClaimRequest, JobEventKind, JobId, JobStatus, NewJob, Storage, StorageError, Waker};
+use stuckless_pg::{PgError, PgStorage, PgWaker};
+use stuckless_tests::TestDb;
+
+/// A bound on waiting for something that must happen; hitting it is a
+/// failure (liveness), not a performance measurement.
+const BOUND: Duration = Duration::from_secs(30);
+
+async fn db(test: &str) -> Option<TestDb> {
+    TestDb::new_or_skip(test).await
+}
+
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.to_string())
+}
+
+#[tokio::test]
+async fn sql_enqueue_inserts_validates_and_deduplicates() {
+    let Some(db) = db("sql_enqueue_inserts_validates_and_deduplicates").await else {
+        return;
+    };
+    let pool = db.pool();
+    let id: i64 =
+        sqlx::query_scalar("select stuckless.enqueue('default', 'report', '{\"section\": 1}'::jsonb)")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(id, 1);
+    let job = db.storage().job_get(JobId(id)).await.unwrap().unwrap();
+    assert_eq!((job.queue.as_str(), job.kind.as_str()), ("default", "report"));
+    assert_eq!(job.payload, json!({"section": 1}));
+    assert_eq!(
+        (job.status, job.max_attempts, job.priority),
+        (JobStatus::Queued, 5, 0)
+    );
+    assert_eq!(job.run_at, job.created_at, "run_at defaults to now");
+    // Named arguments, as supabase-js rpc sends them.
+    let keyed = "select stuckless.enqueue(queue => 'mail', kind => 'send', payload => '[1]'::jsonb,
+                 priority => 3::smallint, max_attempts => 2, idempotency_key => 'order-7',
+                 run_at => now() + interval '1 hour')";
+    let k1: i64 = sqlx::query_scalar(keyed).fetch_one(pool).await.unwrap();
+    let k2: i64 = sqlx::query_scalar(keyed).fetch_one(pool).await.unwrap();
+    assert_eq!((k1, k2), (2, 2), "one job per idempotency key");
+    let job = db.storage().job_get(JobId(2)).await.unwrap().unwrap();
+    assert_eq!((job.priority, job.max_attempts), (3, 2));
+    assert_eq!(job.run_at.micros_since(job.created_at), 3_600_000_000);
+    // The same key through the Rust API finds the SQL-made job.
+    let out = db
+        .storage()
+        .job_insert(NewJob::new("x", "y", json!(null)).idempotency_key("order-7"))
+        .await
+        .unwrap();
+    assert_eq!((out.job.id, out.inserted), (JobId(2), false));
+
+    let bad = [
+        ("select stuckless.enqueue('', 'k')", "invalid queue"),
+        (
+            "select stuckless.enqueue('q; drop table stuckless.jobs', 'k')",
+            "invalid queue",
+        ),
+        ("select stuckless.enqueue(repeat('q', 129), 'k')", "invalid queue"),
+        ("select stuckless.enqueue('q', 'kïnd')", "invalid kind"),
+        ("select stuckless.enqueue('q', null)", "invalid kind"),
+        ("select stuckless.enqueue('q', 'k', null)", "invalid payload"),
+        (
+            "select stuckless.enqueue('q', 'k', to_jsonb(repeat('x', 1048576)))",
+            "invalid payload",
+        ),
+        (
+            "select stuckless.enqueue('q', 'k', max_attempts => 0)",
+            "invalid max_attempts",
+        ),
+        (
+            "select stuckless.enqueue('q', 'k', idempotency_key => '')",
+            "invalid idempotency_key",
+        ),
+        (
+            "select stuckless.enqueue('q', 'k', idempotency_key => repeat('k', 256))",
+            "invalid idempotency_key",
+        ),
+    ];
+    for (sql, message) in bad {
+        let err = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("22023"), "{sql}: {err}");
+        assert!(err.to_string().contains(message), "{sql}: {err}");
+    }
+    let count: i64 = sqlx::query_scalar("select count(*) from stuckless.jobs")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 2, "bad input wrote nothing");
+    // A payload that is not JSON at all never reaches the function.
+    let err = sqlx::query("select stuckless.enqueue('q', 'k', $1::text::jsonb)")
+        .bind("{not json")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("22P02"), "{err}");
+}
+
+#[tokio::test]
+async fn sql_cancel_and_job_state_follow_the_storage_rules() {
+    let Some(db) = db("sql_cancel_and_job_state_follow_the_storage_rules").await else {
+        return;
+    };
+    let pool = db.pool();
+    let s = db.storage();
+    for _ in 0..3 {
+        s.job_insert(NewJob::new("default", "k", json!({})))
+            .await
+            .unwrap();
+    }
+    let state: Option<Value> = sqlx::query_scalar("select stuckless.job_state(99)")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(state, None);
+    let state: Value = sqlx::query_scalar("select stuckless.job_state(1)")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (state["status"].as_str(), state["attempt"].as_i64()),
+        (Some("queued"), Some(0))
+    );
+    assert_eq!(state["lease_expired"], json!(false));
+
+    let cancelled: Value = sqlx::query_scalar("select stuckless.cancel(1)")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(cancelled["status"], json!("cancelled"));
+    let again: Value = sqlx::query_scalar("select stuckless.cancel(1)")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(again, cancelled, "cancelling twice changes nothing");
+    let events = s.job_events(JobId(1)).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![JobEventKind::Cancelled]
+    );
+
+    // Cancelling a running job fences its holder.
+    let claim = ClaimRequest {
+        worker_id: "w1".into(),
+        queues: vec!["default".into()],
+        limit: 2,
+        lease: Duration::from_secs(30),
+    };
+    let claimed = s.job_claim(claim).await.unwrap();
+    let state: Value = sqlx::query_scalar("select stuckless.job_state(2)")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (state["status"].as_str(), state["lease_owner"].as_str()),
+        (Some("running"), Some("w1"))
+    );
+    sqlx::query("select stuckless.cancel(2)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let err = s
+        .job_complete(claimed[0].id(), claimed[0].epoch())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::WrongStatus {
+                status: JobStatus::Cancelled,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    s.job_complete(claimed[1].id(), claimed[1].epoch()).await.unwrap();
+    let err = sqlx::query("select stuckless.cancel(3)")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("55000"), "{err}");
+    assert!(err.to_string().contains("job 3 is succeeded"), "{err}");
+    let err = sqlx::query("select stuckless.cancel(42)")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("P0002"), "{err}");
+}
+
+#[tokio::test]
+async fn transactional_enqueue_commits_or_rolls_back_with_the_callers_writes() {
+    let Some(db) = db("transactional_enqueue_commits_or_rolls_back_with_the_callers_writes").await else {
+        return;
+    };
+    let pool = db.pool();
+    sqlx::query("create table public.reports (id bigint primary key)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let s = db.storage();
+
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("insert into public.reports values (1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let out = stuckless_pg::enqueue(&mut *tx, NewJob::new("default", "report", json!({"report": 1})))
+        .await
+        .unwrap();
+    assert!(out.inserted);
+    assert_eq!(
+        s.job_get(out.job.id).await.unwrap(),
+        None,
+        "invisible before commit"
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        s.job_get(out.job.id).await.unwrap(),
+        None,
+        "rolled back with the caller's write"
+    );
+
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("insert into public.reports values (2)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let job = NewJob::new("default", "report", json!({"report": 2})).idempotency_key("report-2");
+    let first = stuckless_pg::enqueue(&mut *tx, job.clone()).await.unwrap();
+    let second = stuckless_pg::enqueue(&mut *tx, job).await.unwrap();
+    assert_eq!((first.inserted, second.inserted), (true, false));
+    assert_eq!(first.job.id, second.job.id);
+    tx.commit().await.unwrap();
+    assert_eq!(s.job_get(first.job.id).await.unwrap().unwrap(), first.job);
+
+    // Through the pool, and with bad input refused before anything is sent.
+    let direct = stuckless_pg::enqueue(pool, NewJob::new("default", "k", json!(1)))
+        .await
+        .unwrap();
+    assert!(direct.job.id > first.job.id);
+    let err = stuckless_pg::enqueue(pool, NewJob::new("default", "", json!(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PgError::Invalid(ref v) if v.field == "kind"),
+        "{err}"
+    );
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn woken(waker: &PgWaker, what: &str) {
+    tokio::time::timeout(BOUND, waker.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no wake-up for: {what}"));
+}
+
+#[tokio::test]
+async fn waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed() {
+    let Some(db) = db("waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed").await else {
+        return;
+    };
+    let waker: Arc<PgWaker> = PgWaker::start(db.pool().clone(), vec!["default".into()]);
+    until("first LISTEN connection", || waker.is_connected()).await;
+    assert_eq!(waker.connections(), 1);
+    woken(&waker, "the wake after connecting").await;
+
+    let s: PgStorage = db.storage();
+    let started = std::time::Instant::now();
+    s.job_insert(NewJob::new("default", "k", json!(1))).await.unwrap();
+    woken(&waker, "a Rust insert").await;
+    println!("wake-up after insert: {:?}", started.elapsed());
+    sqlx::query("select stuckless.enqueue('default', 'k')")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    woken(&waker, "an SQL enqueue").await;
+
+    // Kill the listening backend, as a database restart or a proxy would.
+    let killed: i64 = sqlx::query_scalar(
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity
+         where datname = current_database() and query ilike 'listen%' and pid <> pg_backend_pid()",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, 1, "exactly one LISTEN connection");
+    until("a reconnect", || waker.connections() >= 2 && waker.is_connected()).await;
+    woken(&waker, "the wake after reconnecting").await;
+    stuckless_pg::enqueue(db.pool(), NewJob::new("default", "k", json!(2)))
+        .await
+        .unwrap();
+    woken(&waker, "an insert after the reconnect").await;
+}
+
+#[tokio::test]
+async fn waker_reports_an_unreachable_database_as_not_connected() {
+    // Port 1 on loopback: nothing listens there.
+    let waker = PgWaker::start_url("postgres://postgres@127.0.0.1:1/postgres", vec![]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waker.is_connected());
+    assert_eq!(waker.connections(), 0);
+}
+
+#[tokio::test]
+async fn connect_to_an_unreachable_server_names_host_port_and_the_fix() {
+    let err = PgStorage::connect("postgres://postgres@127.0.0.1:1/postgres")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, PgError::Unreachable { port: 1, .. }), "{text}");
+    assert!(
+        text.contains("127.0.0.1:1") && text.contains("DATABASE_URL"),
+        "{text}"
+    );
+    let err = PgStorage::connect("mysql://nope").await.unwrap_err();
+    assert!(matches!(err, PgError::BadUrl { .. }), "{err}");
+}
