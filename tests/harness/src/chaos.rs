@@ -262,9 +262,10 @@ impl Run<'_> {
         let slot = &mut self.slots[i];
         slot.generation += 1;
         slot.worker_id = format!("w{}-g{}", slot.index, slot.generation);
-        let url = self
-            .db
-            .url_via(slot.proxy.addr(), &format!("{}{}", slot.app_name(), slot.generation));
+        let url = self.db.url_via(
+            slot.proxy.addr(),
+            &format!("{}{}", slot.app_name(), slot.generation),
+        );
         let args = self.config.worker.args(self.config, &url, &slot.worker_id);
         let log = self.config.log_dir.join(format!("{}.log", slot.worker_id));
         slot.child = Some(ChildGuard::spawn(
@@ -290,11 +291,13 @@ impl Run<'_> {
 
     /// Jobs left running by a worker that shut down gracefully.
     async fn left_running(&self, worker_id: &str) -> HarnessResult<i64> {
-        sqlx::query_scalar("select count(*) from stuckless.jobs where status = 'running' and lease_owner = $1")
-            .bind(worker_id)
-            .fetch_one(self.db.pool())
-            .await
-            .context("counting jobs left running")
+        sqlx::query_scalar(
+            "select count(*) from stuckless.jobs where status = 'running' and lease_owner = $1",
+        )
+        .bind(worker_id)
+        .fetch_one(self.db.pool())
+        .await
+        .context("counting jobs left running")
     }
 
     /// Applies a slot's due pending action (or any, when `force`).
@@ -395,7 +398,9 @@ impl Run<'_> {
             kinds.push(FaultKind::RestartPostgres);
         }
         let kind = kinds[self.rng.random_range(0..kinds.len())];
-        let healthy: Vec<usize> = (0..self.slots.len()).filter(|i| self.slots[*i].healthy()).collect();
+        let healthy: Vec<usize> = (0..self.slots.len())
+            .filter(|i| self.slots[*i].healthy())
+            .collect();
         // Keep at least one healthy worker: the run checks recovery, which
         // needs someone to recover; a fault on the last one waits.
         let disabling = matches!(
@@ -472,16 +477,20 @@ pub async fn restart_postgres() -> HarnessResult<()> {
         .await
         .context("running pg_ctlcluster")?;
     if !status.success() {
-        return Err(HarnessError::Config(format!("pg_ctlcluster restart failed: {status}")));
+        return Err(HarnessError::Config(format!(
+            "pg_ctlcluster restart failed: {status}"
+        )));
     }
     Ok(())
 }
 
 async fn not_terminal(db: &RunDb) -> HarnessResult<i64> {
-    sqlx::query_scalar("select count(*) from stuckless.jobs where status not in ('succeeded', 'dead', 'cancelled')")
-        .fetch_one(db.pool())
-        .await
-        .context("counting unfinished jobs")
+    sqlx::query_scalar(
+        "select count(*) from stuckless.jobs where status not in ('succeeded', 'dead', 'cancelled')",
+    )
+    .fetch_one(db.pool())
+    .await
+    .context("counting unfinished jobs")
 }
 
 /// Runs one chaos run end to end and checks it. The run's database is
@@ -554,7 +563,8 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
             let jobs: Vec<NewJob> = (0..n)
                 .map(|_| {
                     let sleep_ms = run.rng.random_range(lo..=hi.max(lo));
-                    NewJob::new("default", CHAOS_KIND, serde_json::json!({ "sleep_ms": sleep_ms })).max_attempts(100)
+                    NewJob::new("default", CHAOS_KIND, serde_json::json!({ "sleep_ms": sleep_ms }))
+                        .max_attempts(100)
                 })
                 .collect();
             // A failed enqueue (e.g. during a Postgres restart) is retried
@@ -574,7 +584,11 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
         if to_enqueue > 0 {
             wake = wake.min(next_batch);
         }
-        tokio::time::sleep(wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(20))).await;
+        tokio::time::sleep(
+            wake.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(20)),
+        )
+        .await;
     }
 
     // Heal everything and finish the enqueue.
@@ -588,7 +602,9 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
             break;
         }
         let jobs: Vec<NewJob> = (0..to_enqueue)
-            .map(|_| NewJob::new("default", CHAOS_KIND, serde_json::json!({ "sleep_ms": lo })).max_attempts(100))
+            .map(|_| {
+                NewJob::new("default", CHAOS_KIND, serde_json::json!({ "sleep_ms": lo })).max_attempts(100)
+            })
             .collect();
         match storage.job_insert_many(jobs).await {
             Ok(outcomes) => {
@@ -627,13 +643,14 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
         if let Some(child) = run.slots[i].child.as_mut() {
             match child.wait_for(limit).await {
                 Ok(status) if status.success() => {}
-                Ok(status) => run
-                    .violations
-                    .push(format!("graceful shutdown: {worker_id} exited with {status} at the end")),
+                Ok(status) => run.violations.push(format!(
+                    "graceful shutdown: {worker_id} exited with {status} at the end"
+                )),
                 Err(_) => {
                     child.kill().await?;
-                    run.violations
-                        .push(format!("graceful shutdown: {worker_id} did not exit within {limit:?} at the end"));
+                    run.violations.push(format!(
+                        "graceful shutdown: {worker_id} did not exit within {limit:?} at the end"
+                    ));
                 }
             }
         }

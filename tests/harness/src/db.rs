@@ -59,10 +59,9 @@ impl RunDb {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
-        let mut conn = admin
-            .connect()
-            .await
-            .context(format!("connecting to {server_url} (is Postgres running? `make pg-start`)"))?;
+        let mut conn = admin.connect().await.context(format!(
+            "connecting to {server_url} (is Postgres running? `make pg-start`)"
+        ))?;
         sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
             .execute(&mut conn)
             .await
@@ -171,7 +170,10 @@ impl Drop for RunDb {
 }
 
 async fn drop_database(admin: &PgConnectOptions, name: &str) -> HarnessResult<()> {
-    let mut conn = admin.connect().await.context("connecting to drop the run database")?;
+    let mut conn = admin
+        .connect()
+        .await
+        .context("connecting to drop the run database")?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "drop database if exists \"{name}\" with (force)"
     )))

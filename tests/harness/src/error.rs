@@ -28,7 +28,7 @@ pub enum HarnessError {
         context: String,
         /// The layer's error.
         #[source]
-        source: stuckless_pg::PgError,
+        source: Box<stuckless_pg::PgError>,
     },
     /// A storage call failed.
     #[error("{context}: {source}")]
@@ -78,7 +78,7 @@ impl<T> Context<T> for Result<T, stuckless_pg::PgError> {
     fn context(self, context: impl Into<String>) -> HarnessResult<T> {
         self.map_err(|source| HarnessError::Pg {
             context: context.into(),
-            source,
+            source: Box::new(source),
         })
     }
 }

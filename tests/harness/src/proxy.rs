@@ -261,14 +261,17 @@ impl Framer {
             }
             if self.typed {
                 let kind = self.header[0];
-                let len = u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]);
+                let len =
+                    u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]);
                 if kind == b'Q' || kind == b'S' {
                     count += 1;
                 }
                 self.skip = (len as usize).saturating_sub(4);
             } else {
-                let len = u32::from_be_bytes([self.header[0], self.header[1], self.header[2], self.header[3]]);
-                let code = u32::from_be_bytes([self.header[4], self.header[5], self.header[6], self.header[7]]);
+                let len =
+                    u32::from_be_bytes([self.header[0], self.header[1], self.header[2], self.header[3]]);
+                let code =
+                    u32::from_be_bytes([self.header[4], self.header[5], self.header[6], self.header[7]]);
                 // SSLRequest and GSSENCRequest are followed by another untyped
                 // startup message; anything else starts the typed stream.
                 const SSL_REQUEST: u32 = 80_877_103;
@@ -351,7 +354,10 @@ mod tests {
         proxy.heal();
         let mut rest = Vec::new();
         let eof = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest)).await;
-        assert!(matches!(eof, Ok(Ok(0)) | Ok(Err(_))), "healing must cut the connection: {eof:?}");
+        assert!(
+            matches!(eof, Ok(Ok(0)) | Ok(Err(_))),
+            "healing must cut the connection: {eof:?}"
+        );
         assert!(rest.is_empty());
 
         let mut c2 = TcpStream::connect(proxy.addr()).await.unwrap();

@@ -80,6 +80,10 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let report = worker.run().await?;
-    eprintln!("worker {} stopped: {}", args.worker_id, serde_json::to_string(&report)?);
+    eprintln!(
+        "worker {} stopped: {}",
+        args.worker_id,
+        serde_json::to_string(&report)?
+    );
     Ok(())
 }

@@ -1,0 +1,110 @@
+//! `make chaos`: a long chaos run against real worker processes and real
+//! Postgres. Prints the seed first, the checks and fault counts at the end;
+//! exits non-zero on any violation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use stuckless_harness::chaos::{self, ChaosConfig, WorkerCommand};
+use stuckless_harness::process::workspace_binary;
+
+#[derive(Parser, Debug)]
+#[command(about = "Real-process chaos run for stuckless")]
+struct Args {
+    /// Seed of every random choice (default: from the clock; printed).
+    #[arg(long, env = "CHAOS_SEED")]
+    seed: Option<u64>,
+    /// Seconds of fault injection.
+    #[arg(long, default_value_t = 120)]
+    duration_s: u64,
+    /// Jobs enqueued over the run.
+    #[arg(long, default_value_t = 3000)]
+    jobs: usize,
+    /// Worker processes alive at once.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Jobs each worker runs at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+    /// Workers' lease, ms.
+    #[arg(long, default_value_t = 3000)]
+    lease_ms: u64,
+    /// Workers' heartbeat interval, ms.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Workers' reap interval, ms.
+    #[arg(long, default_value_t = 2000)]
+    reap_ms: u64,
+    /// Workers' poll interval, ms.
+    #[arg(long, default_value_t = 1000)]
+    poll_ms: u64,
+    /// Mean time between faults, ms.
+    #[arg(long, default_value_t = 1000)]
+    fault_every_ms: u64,
+    /// Worker binary (default: stuckless-chaos-worker beside this binary).
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
+    /// Also restart the machine's Postgres (disturbs everything using it).
+    #[arg(long)]
+    restart_postgres: bool,
+    /// Where worker logs go (default: a temp dir named after the seed).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let worker_bin = match args.worker_bin {
+        Some(p) => p,
+        None => workspace_binary("stuckless-chaos-worker")
+            .context("stuckless-chaos-worker not found beside this binary; build it or pass --worker-bin")?,
+    };
+    let ms = Duration::from_millis;
+    let mut config = ChaosConfig::short(seed, WorkerCommand::Harness(worker_bin));
+    config.duration = Duration::from_secs(args.duration_s);
+    config.jobs = args.jobs;
+    config.workers = args.workers;
+    config.concurrency = args.concurrency;
+    config.lease = ms(args.lease_ms);
+    config.heartbeat = ms(args.heartbeat_ms);
+    config.reap_interval = ms(args.reap_ms);
+    config.poll_interval = ms(args.poll_ms);
+    config.fault_every = ms(args.fault_every_ms);
+    config.restart_postgres = args.restart_postgres;
+    if let Some(dir) = args.log_dir {
+        config.log_dir = dir;
+    }
+    println!(
+        "chaos start seed={seed} workers={} jobs={} duration_s={} lease_ms={} reap_ms={} poll_ms={} slack_ms={} restart_postgres={}",
+        config.workers,
+        config.jobs,
+        args.duration_s,
+        args.lease_ms,
+        args.reap_ms,
+        args.poll_ms,
+        config.slack().as_millis(),
+        config.restart_postgres
+    );
+    println!(
+        "replay: make chaos CHAOS_ARGS=\"--seed {seed} --duration-s {} --jobs {}\"",
+        args.duration_s, args.jobs
+    );
+    let report = chaos::run(&config).await?;
+    for line in report.lines() {
+        println!("{line}");
+    }
+    if !report.verdict.passed() {
+        anyhow::bail!("chaos run seed={seed} found violations");
+    }
+    println!("chaos PASSED seed={seed}");
+    Ok(())
+}
