@@ -1,0 +1,142 @@
+//! # stuckless-cli
+//!
+//! The `stuckless` binary as a library, so its pieces (operator commands,
+//! diagnose, handlers, metrics, the HTTP endpoints) are unit-tested on the
+//! in-memory store and reused by the examples. `main.rs` only calls [`main`].
+
+pub mod cli;
+pub mod diagnose;
+pub mod handlers;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod ops;
+pub mod util;
+pub mod worker;
+
+use std::io::{IsTerminal, Read};
+use std::sync::Arc;
+
+use anyhow::Context;
+use stuckless_core::{Clock, ManualClock, NewJob, Storage};
+use stuckless_pg::PgStorage;
+
+use crate::cli::{Cli, Command};
+use crate::ops::Report;
+
+/// Connects to the database named by `--database-url` / `DATABASE_URL`.
+async fn connect(url: Option<&str>) -> anyhow::Result<PgStorage> {
+    let url = url.context(
+        "no database given: set DATABASE_URL or pass --database-url, e.g. postgres://postgres@127.0.0.1:5432/postgres",
+    )?;
+    PgStorage::connect(url)
+        .await
+        .context("cannot connect to the database")
+}
+
+/// Runs the parsed command line; the binary's whole behaviour.
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    let url = cli.database_url.as_deref();
+    let print = |r: &dyn ErasedReport| print!("{}", r.render_erased(json));
+    match cli.command {
+        Command::Worker(args) => {
+            let storage = connect(url).await?;
+            worker::run(args, storage).await?;
+        }
+        Command::Migrate => {
+            let storage = connect(url).await?;
+            stuckless_pg::migrate(storage.pool())
+                .await
+                .context("applying migrations")?;
+            if json {
+                println!("{{\"migrated\": true}}");
+            } else {
+                println!("migrations applied");
+            }
+        }
+        Command::Enqueue(args) => {
+            let text = match args.payload.as_deref() {
+                Some(p) if p != "-" => p.to_owned(),
+                _ => {
+                    if std::io::stdin().is_terminal() {
+                        eprintln!("reading the JSON payload from stdin (end with Ctrl-D)…");
+                    }
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("reading the payload from stdin")?;
+                    s
+                }
+            };
+            let payload = ops::parse_payload(&text)?;
+            let mut job = NewJob::new(args.queue, args.kind, payload)
+                .priority(args.priority)
+                .max_attempts(args.max_attempts);
+            if let Some(key) = args.idempotency_key {
+                job = job.idempotency_key(key);
+            }
+            // Validate before connecting, so bad input is reported as such
+            // even when the database is down.
+            job.validate().context("invalid job")?;
+            let storage = connect(url).await?;
+            if let Some(delay) = args.delay {
+                let now = storage
+                    .storage_now()
+                    .await
+                    .context("reading the database clock")?;
+                job = job.run_at(now + delay);
+            }
+            print(&ops::enqueue(&storage, job).await?);
+        }
+        Command::Diagnose(args) => {
+            let id = ops::job_id(args.job_id)?;
+            let pinned = args
+                .now
+                .as_deref()
+                .map(util::parse_timestamp)
+                .transpose()
+                .context("invalid --now")?;
+            let mut storage = connect(url).await?;
+            if let Some(now) = pinned {
+                let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(now));
+                storage = storage.with_pinned_clock(clock);
+            }
+            print(&diagnose::diagnose(&storage, id, args.stale.stale_after).await?);
+        }
+        Command::Reap(args) => {
+            let storage = connect(url).await?;
+            print(&ops::reap(&storage, args.limit).await?);
+        }
+        Command::Requeue(args) => {
+            let id = ops::job_id(args.job_id)?;
+            let storage = connect(url).await?;
+            print(&ops::requeue(&storage, id, args.force).await?);
+        }
+        Command::Cancel(args) => {
+            let id = ops::job_id(args.job_id)?;
+            let storage = connect(url).await?;
+            print(&ops::cancel(&storage, id).await?);
+        }
+        Command::Stats(args) => {
+            let storage = connect(url).await?;
+            print(&ops::stats(&storage, args.stale_after).await?);
+        }
+        Command::Workers(args) => {
+            let storage = connect(url).await?;
+            print(&ops::workers(&storage, args.stale_after).await?);
+        }
+    }
+    Ok(())
+}
+
+/// `Report` is generic over serde, so printing goes through this object-safe view.
+trait ErasedReport {
+    fn render_erased(&self, json: bool) -> String;
+}
+
+impl<T: Report> ErasedReport for T {
+    fn render_erased(&self, json: bool) -> String {
+        self.render(json)
+    }
+}

@@ -1,0 +1,404 @@
+//! Operator commands, written against the `Storage` trait so they run (and are
+//! unit-tested) on the in-memory store as well as on Postgres.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use stuckless_core::{
+    Job, JobId, NewJob, QueueStats, ReapOutcome, Storage, StorageError, Timestamp, WorkerRecord,
+};
+
+use crate::util::human_duration;
+
+/// Output of a command: a human rendering and a JSON one.
+pub trait Report: Serialize {
+    /// The human-readable text, ending in a newline.
+    fn human(&self) -> String;
+
+    /// The text to print: JSON when `json`, else human.
+    fn render(&self, json: bool) -> String {
+        if json {
+            let mut s =
+                serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            s.push('\n');
+            s
+        } else {
+            self.human()
+        }
+    }
+}
+
+/// Turns a user-typed id into a `JobId`, refusing ids no job can have.
+pub fn job_id(raw: i64) -> anyhow::Result<JobId> {
+    if raw <= 0 {
+        bail!("invalid job id {raw}: job ids are positive integers");
+    }
+    Ok(JobId(raw))
+}
+
+/// Adds the operator's view to a storage error ("no job 42" rather than a trace).
+fn explain(error: StorageError, what: &str) -> anyhow::Error {
+    match error {
+        StorageError::NotFound(id) => anyhow::anyhow!("no job with id {id}"),
+        StorageError::Unavailable(e) => anyhow::anyhow!("{what}: database unavailable: {e}"),
+        other => anyhow::Error::new(other).context(what.to_owned()),
+    }
+}
+
+/// A job after an operator command changed it.
+#[derive(Debug, Serialize)]
+pub struct JobChanged {
+    /// What was done, in words.
+    pub action: String,
+    /// The job as it stands now.
+    pub job: Job,
+}
+
+impl Report for JobChanged {
+    fn human(&self) -> String {
+        let j = &self.job;
+        format!(
+            "{}: job {} (queue {}, kind {}) is now {}, attempt {} of {}, epoch {}\n",
+            self.action, j.id, j.queue, j.kind, j.status, j.attempt, j.max_attempts, j.epoch
+        )
+    }
+}
+
+/// Parses the payload text as JSON, naming the problem if it is not.
+pub fn parse_payload(text: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_str(text.trim()).with_context(|| {
+        let shown: String = text.chars().take(80).collect();
+        format!("the payload is not valid JSON: {shown:?}")
+    })
+}
+
+/// `enqueue`: inserts `job`.
+pub async fn enqueue(storage: &dyn Storage, job: NewJob) -> anyhow::Result<JobChanged> {
+    let outcome = storage
+        .job_insert(job)
+        .await
+        .map_err(|e| explain(e, "could not enqueue"))?;
+    Ok(JobChanged {
+        action: if outcome.inserted {
+            "enqueued"
+        } else {
+            "already enqueued (same idempotency key)"
+        }
+        .into(),
+        job: outcome.job,
+    })
+}
+
+/// `cancel`: cancels a queued or running job.
+pub async fn cancel(storage: &dyn Storage, id: JobId) -> anyhow::Result<JobChanged> {
+    let job = storage
+        .job_cancel(id)
+        .await
+        .map_err(|e| explain(e, &format!("could not cancel job {id}")))?;
+    Ok(JobChanged {
+        action: "cancelled".into(),
+        job,
+    })
+}
+
+/// `requeue`: a dead or lease-expired job back to queued; `force` revokes a live lease.
+pub async fn requeue(storage: &dyn Storage, id: JobId, force: bool) -> anyhow::Result<JobChanged> {
+    let job = storage.job_requeue(id, force).await.map_err(|e| match e {
+        StorageError::WrongStatus { status: stuckless_core::JobStatus::Running, .. } => anyhow::anyhow!(
+            "job {id} is running with a live lease: its worker may still be working on it. \
+             Check `stuckless diagnose {id}`; to revoke the lease anyway run `stuckless requeue {id} --force` \
+             (the holder's later writes will be refused)"
+        ),
+        other => explain(other, &format!("could not requeue job {id}")),
+    })?;
+    Ok(JobChanged {
+        action: "requeued".into(),
+        job,
+    })
+}
+
+/// What `reap` did.
+#[derive(Debug, Serialize)]
+pub struct Reaped {
+    /// The storage's outcome.
+    pub outcome: ReapOutcome,
+}
+
+impl Report for Reaped {
+    fn human(&self) -> String {
+        let o = &self.outcome;
+        let ids = |v: &[JobId]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+        if o.is_empty() {
+            return "no expired leases: nothing to reap\n".into();
+        }
+        format!(
+            "reaped {} job(s): requeued [{}], dead (attempts used up) [{}]\n",
+            o.len(),
+            ids(&o.requeued),
+            ids(&o.dead)
+        )
+    }
+}
+
+/// `reap`: one pass of the reaper.
+pub async fn reap(storage: &dyn Storage, limit: u32) -> anyhow::Result<Reaped> {
+    if limit == 0 {
+        bail!("--limit must be at least 1");
+    }
+    let outcome = storage
+        .job_reap_expired(limit)
+        .await
+        .map_err(|e| explain(e, "could not reap"))?;
+    Ok(Reaped { outcome })
+}
+
+/// A worker and whether it is alive.
+#[derive(Debug, Serialize)]
+pub struct WorkerView {
+    /// The registry row.
+    #[serde(flatten)]
+    pub record: WorkerRecord,
+    /// Whether its registry heartbeat is recent.
+    pub alive: bool,
+    /// Time since its last registry heartbeat, in seconds.
+    pub heartbeat_age_secs: f64,
+}
+
+/// Judges a registry record against `now`.
+pub fn worker_view(record: WorkerRecord, now: Timestamp, stale_after: Duration) -> WorkerView {
+    let age = now.saturating_since(record.last_heartbeat_at);
+    WorkerView {
+        alive: age <= stale_after,
+        heartbeat_age_secs: age.as_secs_f64(),
+        record,
+    }
+}
+
+/// `workers`: the registry.
+#[derive(Debug, Serialize)]
+pub struct Workers {
+    /// The storage's time the liveness was judged at.
+    pub now: Timestamp,
+    /// Threshold in seconds.
+    pub stale_after_secs: f64,
+    /// Every registered worker.
+    pub workers: Vec<WorkerView>,
+}
+
+impl Report for Workers {
+    fn human(&self) -> String {
+        if self.workers.is_empty() {
+            return "no registered workers\n".into();
+        }
+        let mut out = format!(
+            "{:<32} {:<6} {:<20} {:>11} {:>9} {:>14}\n",
+            "WORKER", "STATE", "QUEUES", "CONCURRENCY", "IN FLIGHT", "LAST HEARTBEAT"
+        );
+        for w in &self.workers {
+            let _ = writeln!(
+                out,
+                "{:<32} {:<6} {:<20} {:>11} {:>9} {:>14}",
+                w.record.id,
+                if w.alive { "alive" } else { "stale" },
+                w.record.queues.join(","),
+                w.record.concurrency,
+                w.record.in_flight,
+                format!(
+                    "{} ago",
+                    human_duration(Duration::from_secs_f64(w.heartbeat_age_secs))
+                )
+            );
+        }
+        out
+    }
+}
+
+/// `workers`: lists the registry with liveness.
+pub async fn workers(storage: &dyn Storage, stale_after: Duration) -> anyhow::Result<Workers> {
+    let now = storage
+        .storage_now()
+        .await
+        .map_err(|e| explain(e, "could not read the database clock"))?;
+    let list = storage
+        .worker_list()
+        .await
+        .map_err(|e| explain(e, "could not list workers"))?;
+    Ok(Workers {
+        now,
+        stale_after_secs: stale_after.as_secs_f64(),
+        workers: list
+            .into_iter()
+            .map(|r| worker_view(r, now, stale_after))
+            .collect(),
+    })
+}
+
+/// `stats`: queues and workers.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    /// The storage's time.
+    pub now: Timestamp,
+    /// Per queue, ascending name.
+    pub queues: Vec<QueueStats>,
+    /// Workers with a recent registry heartbeat.
+    pub workers_alive: usize,
+    /// Registered workers whose heartbeat is stale.
+    pub workers_stale: usize,
+}
+
+impl Report for Stats {
+    fn human(&self) -> String {
+        let mut out = format!(
+            "{:<20} {:>7} {:>9} {:>7} {:>14} {:>6} {:>9} {:>9} {:>10}\n",
+            "QUEUE",
+            "DUE",
+            "SCHEDULED",
+            "RUNNING",
+            "LEASE EXPIRED",
+            "DEAD",
+            "SUCCEEDED",
+            "CANCELLED",
+            "OLDEST DUE"
+        );
+        for q in &self.queues {
+            let _ = writeln!(
+                out,
+                "{:<20} {:>7} {:>9} {:>7} {:>14} {:>6} {:>9} {:>9} {:>10}",
+                q.queue,
+                q.due,
+                q.scheduled,
+                q.running,
+                q.running_expired,
+                q.dead,
+                q.succeeded,
+                q.cancelled,
+                q.oldest_due_age.map(human_duration).unwrap_or_else(|| "-".into())
+            );
+        }
+        if self.queues.is_empty() {
+            out.push_str("(no jobs)\n");
+        }
+        let _ = writeln!(
+            out,
+            "workers: {} alive, {} stale",
+            self.workers_alive, self.workers_stale
+        );
+        out
+    }
+}
+
+/// `stats`: per-queue counts and worker liveness.
+pub async fn stats(storage: &dyn Storage, stale_after: Duration) -> anyhow::Result<Stats> {
+    let queues = storage
+        .queue_stats()
+        .await
+        .map_err(|e| explain(e, "could not read queue stats"))?;
+    let w = workers(storage, stale_after).await?;
+    let alive = w.workers.iter().filter(|w| w.alive).count();
+    Ok(Stats {
+        now: w.now,
+        queues,
+        workers_alive: alive,
+        workers_stale: w.workers.len() - alive,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use stuckless_core::{ClaimRequest, JobStatus, ManualClock, MemStore, WorkerRegistration};
+
+    fn store() -> (ManualClock, MemStore) {
+        let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
+        (clock.clone(), MemStore::new(clock))
+    }
+
+    fn claim(worker: &str) -> ClaimRequest {
+        ClaimRequest {
+            worker_id: worker.into(),
+            queues: vec!["default".into()],
+            limit: 10,
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    #[tokio::test]
+    async fn requeue_refuses_a_live_lease_unless_forced() {
+        let (clock, s) = store();
+        let out = enqueue(&s, NewJob::new("default", "k", json!({}))).await.unwrap();
+        let id = out.job.id;
+        s.job_claim(claim("w1")).await.unwrap();
+        let err = requeue(&s, id, false).await.unwrap_err().to_string();
+        assert!(err.contains("live lease") && err.contains("--force"), "{err}");
+        clock.advance(Duration::from_secs(31));
+        let done = requeue(&s, id, false).await.unwrap();
+        assert_eq!(done.job.status, JobStatus::Queued);
+        assert!(done.human().starts_with("requeued: job 1"), "{}", done.human());
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_and_bad_input_are_clear_errors() {
+        let (_, s) = store();
+        for err in [
+            cancel(&s, JobId(99)).await.unwrap_err(),
+            requeue(&s, JobId(99), true).await.unwrap_err(),
+        ] {
+            assert_eq!(err.to_string(), "no job with id 99");
+        }
+        assert!(job_id(0).unwrap_err().to_string().contains("positive"));
+        assert!(parse_payload("{nope")
+            .unwrap_err()
+            .to_string()
+            .contains("not valid JSON"));
+        let bad = enqueue(&s, NewJob::new("bad queue!", "k", json!({})))
+            .await
+            .unwrap_err();
+        assert!(format!("{bad:#}").contains("invalid queue"), "{bad:#}");
+        assert!(reap(&s, 0).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn stats_and_workers_judge_liveness_by_the_storage_clock() {
+        let (clock, s) = store();
+        enqueue(&s, NewJob::new("default", "k", json!({}))).await.unwrap();
+        enqueue(&s, NewJob::new("default", "k", json!({}))).await.unwrap();
+        for id in ["old", "new"] {
+            s.worker_register(WorkerRegistration {
+                id: id.into(),
+                queues: vec!["default".into()],
+                concurrency: 2,
+                metadata: json!(null),
+            })
+            .await
+            .unwrap();
+            clock.advance(Duration::from_secs(100));
+        }
+        s.job_claim(ClaimRequest {
+            limit: 1,
+            ..claim("new")
+        })
+        .await
+        .unwrap();
+        clock.advance(Duration::from_secs(40));
+        let st = stats(&s, Duration::from_secs(150)).await.unwrap();
+        assert_eq!((st.workers_alive, st.workers_stale), (1, 1));
+        assert_eq!(st.queues[0].due, 1);
+        assert_eq!(st.queues[0].running_expired, 1);
+        let text = st.human();
+        assert!(text.contains("workers: 1 alive, 1 stale"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&st.render(true)).unwrap();
+        assert_eq!(json["queues"][0]["running_expired"], 1);
+        let w = workers(&s, Duration::from_secs(150)).await.unwrap();
+        assert_eq!(
+            w.workers.iter().map(|w| w.alive).collect::<Vec<_>>(),
+            vec![true, false]
+        );
+        assert!(w.human().contains("stale"));
+        let r = reap(&s, 10).await.unwrap();
+        assert_eq!(r.outcome.requeued.len(), 1);
+        assert!(r.human().contains("requeued [1]"), "{}", r.human());
+    }
+}
