@@ -39,3 +39,16 @@ pg-start: ## Start the machine's Postgres if it is not running
 
 pg-status: ## Is Postgres reachable at DATABASE_URL?
 	@psql "$(DATABASE_URL)" -Atc 'select version()'
+
+# Real-process chaos and benchmarks (tests/harness). CHAOS_ARGS / BENCH_ARGS pass options, e.g.
+# `make chaos CHAOS_ARGS="--seed 7 --duration-s 300 --jobs 10000"`; `--restart-postgres` is opt-in.
+CHAOS_ARGS ?=
+BENCH_ARGS ?=
+
+chaos: ## Long chaos run: real workers, fault proxies, seeded faults, end-of-run checks (CHAOS_ARGS)
+	$(CARGO) build --release -p stuckless-harness --bins
+	./target/release/stuckless-chaos $(CHAOS_ARGS)
+
+bench: ## Throughput, pickup latency, idle queries and crash recovery against a fresh database (BENCH_ARGS)
+	$(CARGO) build --release -p stuckless-harness --bins
+	./target/release/stuckless-bench $(BENCH_ARGS)

@@ -1,1 +1,473 @@
-//! Benchmarks (filled in below).
+//! Measurements: throughput, pickup latency, idle queries, crash recovery.
+//!
+//! Each measurement prints as one `key=value` line starting with `bench=`.
+//! Targets are printed beside the figures and compared, never asserted.
+//!
+//! - **Throughput** runs the core `Worker` in-process over `PgStorage` (a
+//!   direct pool, `PgWaker` wake-ups) with a no-op handler, on a queue filled
+//!   beforehand by `job_insert_many`, so it measures the queue, not process
+//!   start-up or a handler.
+//! - **Pickup latency** is `claimed_at - run_at` of each job, both on the
+//!   database clock: from the enqueueing transaction's start to the claiming
+//!   statement's, through commit, NOTIFY, the waker and the claim.
+//! - **Idle queries** are counted at a [`FaultProxy`] in front of an idle
+//!   in-process worker with the core's default intervals: statements (`Query`
+//!   and `Execute` messages) and round trips (`Query` and `Sync`, which
+//!   include the pool's liveness pings).
+//! - **Recovery** SIGKILLs a real worker process holding a job and times, on
+//!   the database clock, from just before the kill to the job's completion by
+//!   the other worker process.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgPoolOptions;
+use stuckless_core::{JobContext, JobError, NewJob, Storage, TokioClock, Worker, WorkerEvent};
+use stuckless_pg::{PgStorage, PgWaker};
+
+use crate::db::RunDb;
+use crate::error::{Context, HarnessError, HarnessResult};
+use crate::process::{ChildGuard, Signal};
+use crate::proxy::FaultProxy;
+use crate::recording::CHAOS_KIND;
+
+/// One measurement: an ordered list of `key=value` pairs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Line(Vec<(String, String)>);
+
+impl Line {
+    /// A line for measurement `name`.
+    pub fn new(name: &str) -> Self {
+        Line(vec![("bench".into(), name.into())])
+    }
+
+    /// Adds `key=value`.
+    pub fn kv(mut self, key: &str, value: impl std::fmt::Display) -> Self {
+        self.0.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::new();
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            let _ = write!(out, "{k}={v}");
+        }
+        f.write_str(&out)
+    }
+}
+
+/// The machine and server the figures were taken on.
+pub async fn environment(server_url: &str) -> HarnessResult<Line> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(server_url)
+        .await
+        .context("connecting to report the environment")?;
+    let show = |name: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("show {name}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap_or_else(|_| "?".into())
+        }
+    };
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    Ok(Line::new("environment")
+        .kv("cpus", cpus)
+        .kv("loadavg_1_5_15", load.join(","))
+        .kv("server_version", show("server_version").await.replace(' ', "_"))
+        .kv("fsync", show("fsync").await)
+        .kv("synchronous_commit", show("synchronous_commit").await))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Bulk-enqueues `jobs` no-op jobs, then processes them with one in-process
+/// worker of `concurrency`; returns the throughput line.
+pub async fn throughput(server_url: &str, jobs: usize, concurrency: u32) -> HarnessResult<Line> {
+    let db = RunDb::create(server_url, "stuckless_bench").await?;
+    let result = throughput_on(&db, jobs, concurrency).await;
+    db.drop_now().await?;
+    result
+}
+
+async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResult<Line> {
+    let pool = PgPoolOptions::new()
+        .max_connections(concurrency + 4)
+        .connect(&db.direct_url())
+        .await
+        .context("bench pool")?;
+    let storage = Arc::new(PgStorage::new(pool.clone()));
+    let batch = 5000;
+    let started = Instant::now();
+    let mut left = jobs;
+    while left > 0 {
+        let n = left.min(batch);
+        let new: Vec<NewJob> = (0..n)
+            .map(|_| NewJob::new("default", "noop", serde_json::json!({})))
+            .collect();
+        storage.job_insert_many(new).await.context("bulk enqueue")?;
+        left -= n;
+    }
+    let enqueue_s = started.elapsed().as_secs_f64();
+
+    let completed = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let target = jobs as u64;
+    let observer = {
+        let completed = completed.clone();
+        let done = done.clone();
+        move |event: &WorkerEvent| {
+            if matches!(event, WorkerEvent::Completed { .. })
+                && completed.fetch_add(1, Ordering::SeqCst) + 1 >= target
+            {
+                done.notify_one();
+            }
+        }
+    };
+    let waker = PgWaker::start(pool.clone(), vec!["default".into()]);
+    let worker = Worker::builder(
+        "bench-throughput",
+        storage.clone(),
+        Arc::new(TokioClock::system()),
+    )
+    .concurrency(concurrency)
+    .poll_interval(Duration::from_secs(1))
+    .waker(waker)
+    .observer(Arc::new(observer))
+    .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
+    .build()
+    .map_err(|e| HarnessError::Config(e.to_string()))?;
+    let shutdown = worker.shutdown_handle();
+    let started = Instant::now();
+    let running = tokio::spawn(worker.run());
+    let limit = Duration::from_secs(60 + jobs as u64 / 200);
+    let finished = tokio::time::timeout(limit, done.notified()).await.is_ok();
+    let process_s = started.elapsed().as_secs_f64();
+    shutdown.graceful();
+    let _ = tokio::time::timeout(Duration::from_secs(20), running).await;
+    let processed = completed.load(Ordering::SeqCst);
+    if !finished {
+        return Err(HarnessError::Timeout(format!(
+            "only {processed} of {jobs} jobs processed within {limit:?}"
+        )));
+    }
+    let process_rate = processed as f64 / process_s;
+    Ok(Line::new("throughput")
+        .kv("mode", "in_process_core_worker_over_PgStorage")
+        .kv("jobs", jobs)
+        .kv("concurrency", concurrency)
+        .kv("enqueue_batch", batch)
+        .kv("enqueue_jobs_per_s", format!("{:.0}", jobs as f64 / enqueue_s))
+        .kv("process_jobs_per_s", format!("{process_rate:.0}"))
+        .kv("target_process_jobs_per_s", 25000)
+        .kv("meets_target", process_rate >= 25000.0))
+}
+
+/// Enqueues `jobs` jobs one at a time `gap` apart to an idle worker; returns
+/// the pickup latency line.
+pub async fn pickup(server_url: &str, jobs: usize, gap: Duration) -> HarnessResult<Line> {
+    let db = RunDb::create(server_url, "stuckless_bench").await?;
+    let result = pickup_on(&db, jobs, gap).await;
+    db.drop_now().await?;
+    result
+}
+
+async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> HarnessResult<Line> {
+    let pool = PgPoolOptions::new()
+        .max_connections(6)
+        .connect(&db.direct_url())
+        .await
+        .context("bench pool")?;
+    let storage = Arc::new(PgStorage::new(pool.clone()));
+    let waker = PgWaker::start(pool.clone(), vec!["default".into()]);
+    let worker = Worker::builder("bench-pickup", storage.clone(), Arc::new(TokioClock::system()))
+        .waker(waker)
+        .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
+        .build()
+        .map_err(|e| HarnessError::Config(e.to_string()))?;
+    let shutdown = worker.shutdown_handle();
+    let running = tokio::spawn(worker.run());
+    // Let it register and LISTEN, and go idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let enqueuer = PgStorage::new(db.pool().clone());
+    for _ in 0..jobs {
+        enqueuer
+            .job_insert(NewJob::new("default", "noop", serde_json::json!({})))
+            .await
+            .context("enqueue")?;
+        tokio::time::sleep(gap).await;
+    }
+    // Bounded wait for the last ones.
+    for _ in 0..200 {
+        let left: i64 = sqlx::query_scalar("select count(*) from stuckless.jobs where status <> 'succeeded'")
+            .fetch_one(db.pool())
+            .await
+            .context("counting")?;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.graceful();
+    let _ = tokio::time::timeout(Duration::from_secs(20), running).await;
+    let mut latencies: Vec<f64> = sqlx::query_scalar(
+        "select (stuckless.to_micros(claimed_at) - stuckless.to_micros(run_at))::float8 / 1000.0
+         from stuckless.jobs where claimed_at is not null",
+    )
+    .fetch_all(db.pool())
+    .await
+    .context("reading pickup latencies")?;
+    let picked = latencies.len();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let p50 = percentile(&latencies, 50.0);
+    let p99 = percentile(&latencies, 99.0);
+    Ok(Line::new("pickup")
+        .kv("mode", "in_process_core_worker_PgWaker_idle")
+        .kv("jobs", jobs)
+        .kv("picked", picked)
+        .kv("gap_ms", gap.as_millis())
+        .kv("pickup_p50_ms", format!("{p50:.2}"))
+        .kv("pickup_p99_ms", format!("{p99:.2}"))
+        .kv(
+            "pickup_max_ms",
+            format!("{:.2}", latencies.last().copied().unwrap_or(f64::NAN)),
+        )
+        .kv("target_p50_ms", 3)
+        .kv("target_p99_ms", 10)
+        .kv("meets_target", p50 <= 3.0 && p99 <= 10.0))
+}
+
+/// Counts what one idle worker with the core's default intervals sends over
+/// `window`; returns the idle-queries line.
+pub async fn idle(server_url: &str, window: Duration) -> HarnessResult<Line> {
+    let db = RunDb::create(server_url, "stuckless_bench").await?;
+    let result = idle_on(&db, window).await;
+    db.drop_now().await?;
+    result
+}
+
+async fn idle_on(db: &RunDb, window: Duration) -> HarnessResult<Line> {
+    let proxy = FaultProxy::start(db.server_addr().await?).await?;
+    let url = db.url_via(proxy.addr(), "bench-idle");
+    let pool = PgPoolOptions::new()
+        .max_connections(6)
+        .connect(&url)
+        .await
+        .context("idle worker pool")?;
+    let storage = Arc::new(PgStorage::new(pool.clone()));
+    let waker = PgWaker::start(pool.clone(), vec!["default".into()]);
+    let worker = Worker::builder("bench-idle", storage, Arc::new(TokioClock::system()))
+        .waker(waker)
+        .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
+        .build()
+        .map_err(|e| HarnessError::Config(e.to_string()))?;
+    let shutdown = worker.shutdown_handle();
+    let running = tokio::spawn(worker.run());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = proxy.stats();
+    tokio::time::sleep(window).await;
+    let after = proxy.stats();
+    shutdown.graceful();
+    let _ = tokio::time::timeout(Duration::from_secs(20), running).await;
+    let queries = after.queries - before.queries;
+    let trips = after.round_trips - before.round_trips;
+    let per_10s = queries as f64 * 10.0 / window.as_secs_f64();
+    Ok(Line::new("idle")
+        .kv(
+            "mode",
+            "in_process_core_worker_default_intervals_counted_at_proxy",
+        )
+        .kv("window_s", window.as_secs())
+        .kv("statements", queries)
+        .kv("round_trips", trips)
+        .kv(
+            "queries_per_s",
+            format!("{:.3}", queries as f64 / window.as_secs_f64()),
+        )
+        .kv("queries_per_worker_per_10s", format!("{per_10s:.2}"))
+        .kv(
+            "round_trips_per_worker_per_10s",
+            format!("{:.2}", trips as f64 * 10.0 / window.as_secs_f64()),
+        )
+        .kv("target_per_worker_per_10s", 1)
+        .kv("meets_target", per_10s <= 1.0))
+}
+
+/// Worker timings for the recovery measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct RecoveryTimings {
+    /// Lease.
+    pub lease: Duration,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Reap interval.
+    pub reap_interval: Duration,
+    /// Poll interval.
+    pub poll_interval: Duration,
+}
+
+/// SIGKILLs a real worker process holding a job, `runs` times, and times
+/// each job's completion by the surviving worker process.
+pub async fn recovery(
+    server_url: &str,
+    worker_bin: &PathBuf,
+    runs: usize,
+    timings: RecoveryTimings,
+    log_dir: &std::path::Path,
+) -> HarnessResult<Vec<Line>> {
+    let db = RunDb::create(server_url, "stuckless_bench").await?;
+    let result = recovery_on(&db, worker_bin, runs, timings, log_dir).await;
+    db.drop_now().await?;
+    result
+}
+
+async fn recovery_on(
+    db: &RunDb,
+    worker_bin: &PathBuf,
+    runs: usize,
+    t: RecoveryTimings,
+    log_dir: &std::path::Path,
+) -> HarnessResult<Vec<Line>> {
+    std::fs::create_dir_all(log_dir).context("creating the log dir")?;
+    let ms = |d: Duration| d.as_millis().to_string();
+    let spawn = |id: String| -> HarnessResult<ChildGuard> {
+        let args = vec![
+            "--database-url".to_string(),
+            db.direct_url(),
+            "--worker-id".into(),
+            id.clone(),
+            "--lease-ms".into(),
+            ms(t.lease),
+            "--heartbeat-ms".into(),
+            ms(t.heartbeat),
+            "--reap-ms".into(),
+            ms(t.reap_interval),
+            "--poll-ms".into(),
+            ms(t.poll_interval),
+        ];
+        ChildGuard::spawn(
+            id.clone(),
+            worker_bin,
+            &args,
+            &[],
+            &log_dir.join(format!("{id}.log")),
+        )
+    };
+    let mut workers: Vec<ChildGuard> = vec![spawn("rec-a".into())?, spawn("rec-b".into())?];
+    let mut generation = 0;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let storage = PgStorage::new(db.pool().clone());
+    let bound = t.lease + t.reap_interval;
+    let mut lines = Vec::new();
+    for run in 0..runs {
+        let job = storage
+            .job_insert(NewJob::new(
+                "default",
+                CHAOS_KIND,
+                serde_json::json!({"sleep_ms": 0, "first_attempt_sleep_ms": 600_000}),
+            ))
+            .await
+            .context("enqueue")?
+            .job;
+        let mut owner = None;
+        for _ in 0..500 {
+            let row: Option<String> = sqlx::query_scalar(
+                "select lease_owner from stuckless.jobs where id = $1 and status = 'running'",
+            )
+            .bind(job.id.0)
+            .fetch_one(db.pool())
+            .await
+            .context("watching the claim")?;
+            if row.is_some() {
+                owner = row;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let owner = owner.ok_or_else(|| HarnessError::Timeout("nobody claimed the recovery job".into()))?;
+        let victim = workers
+            .iter()
+            .position(|w| w.name() == owner)
+            .ok_or_else(|| HarnessError::Config(format!("unknown owner {owner}")))?;
+        let killed_at: i64 = sqlx::query_scalar("select stuckless.to_micros(clock_timestamp())")
+            .fetch_one(db.pool())
+            .await
+            .context("reading the clock")?;
+        workers[victim].signal(Signal::Kill)?;
+        let mut finished: Option<i64> = None;
+        let deadline = Instant::now() + bound + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            finished = sqlx::query_scalar(
+                "select stuckless.to_micros(finished_at) from stuckless.jobs where id = $1 and status = 'succeeded'",
+            )
+            .bind(job.id.0)
+            .fetch_optional(db.pool())
+            .await
+            .context("watching the completion")?
+            .flatten();
+            if finished.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let completed_by: Option<String> =
+            sqlx::query_scalar("select lease_owner from stuckless.jobs where id = $1")
+                .bind(job.id.0)
+                .fetch_one(db.pool())
+                .await
+                .context("reading the owner")?;
+        let recovery_ms = finished.map(|f| (f - killed_at) as f64 / 1000.0);
+        lines.push(
+            Line::new("recovery")
+                .kv("mode", "real_processes_stuckless-chaos-worker")
+                .kv("run", run + 1)
+                .kv("lease_ms", t.lease.as_millis())
+                .kv("reap_ms", t.reap_interval.as_millis())
+                .kv("killed", &owner)
+                .kv("completed_by", completed_by.unwrap_or_default())
+                .kv(
+                    "recovery_ms",
+                    recovery_ms.map_or("timeout".to_string(), |r| format!("{r:.0}")),
+                )
+                .kv("target_ms", bound.as_millis())
+                .kv(
+                    "meets_target",
+                    recovery_ms.is_some_and(|r| r <= bound.as_millis() as f64),
+                ),
+        );
+        workers[victim].wait_for(Duration::from_secs(10)).await?;
+        generation += 1;
+        workers[victim] = spawn(format!("rec-{generation}"))?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for w in workers.iter_mut() {
+        w.signal(Signal::Term)?;
+        if w.wait_for(Duration::from_secs(15)).await.is_err() {
+            w.kill().await?;
+        }
+    }
+    Ok(lines)
+}

@@ -260,8 +260,9 @@ pub async fn gather(pool: &PgPool, enqueued: Vec<i64>) -> HarnessResult<Facts> {
 ///   would have succeeded the job while the current holder was still working);
 /// - every execution belongs to a real attempt: 1 ≤ epoch ≤ the job's final
 ///   epoch, at most one execution per (job, epoch), and its worker is the one
-///   the `claimed` event of that epoch names (when claims are logged; else,
-///   for the final epoch, the final lease owner);
+///   the events name as that epoch's lease owner (`claimed` when claims are
+///   logged, and the reaped/released/retried/dead event that ended the
+///   attempt), or for the final epoch the row's lease owner;
 /// - every reap came at most `reap_interval + slack` after the lease expired,
 ///   so a job sat with a dead holder at most `lease + reap_interval + slack`.
 pub fn check(facts: &Facts, bounds: Bounds) -> Verdict {
@@ -285,14 +286,25 @@ pub fn check(facts: &Facts, bounds: Bounds) -> Verdict {
         .copied()
         .collect();
 
-    // Claims, if logged: (job, epoch) → worker.
-    let claims: HashMap<(i64, i64), Option<&str>> = facts
-        .events
-        .iter()
-        .filter(|e| e.kind == "claimed")
-        .map(|e| ((e.job_id, e.epoch), e.worker_id.as_deref()))
-        .collect();
-    let claims_logged = !claims.is_empty();
+    // Who held each attempt: the `claimed` event (when claims are logged),
+    // and every event that ends an attempt (reaped, released, retried, dead)
+    // names the lease owner at its epoch; the final epoch's owner is on the row.
+    let mut owners: HashMap<(i64, i64), &str> = HashMap::new();
+    for e in &facts.events {
+        if matches!(
+            e.kind.as_str(),
+            "claimed" | "reaped" | "released" | "retried" | "dead" | "completed"
+        ) {
+            if let Some(w) = e.worker_id.as_deref() {
+                owners.entry((e.job_id, e.epoch)).or_insert(w);
+            }
+        }
+    }
+    for job in &facts.jobs {
+        if let Some(w) = job.lease_owner.as_deref() {
+            owners.entry((job.id, job.epoch)).or_insert(w);
+        }
+    }
 
     // Stale completions.
     let mut completed_per_job: BTreeMap<i64, Vec<&EventFact>> = BTreeMap::new();
@@ -359,13 +371,7 @@ pub fn check(facts: &Facts, bounds: Bounds) -> Verdict {
             ));
         }
         for x in xs {
-            let expected = if claims_logged {
-                claims.get(&(*job_id, *epoch)).copied().flatten()
-            } else if *epoch == job.epoch {
-                job.lease_owner.as_deref()
-            } else {
-                Some(x.worker_id.as_str())
-            };
+            let expected = owners.get(&(*job_id, *epoch)).copied();
             if expected != Some(x.worker_id.as_str()) {
                 v.bogus_executions.push(format!(
                     "job {job_id} epoch {epoch}: run by {} but claimed by {expected:?}",

@@ -44,8 +44,11 @@ pub struct ProxyStats {
     pub connections: u64,
     /// Connections closed by [`FaultProxy::cut_all`].
     pub cut: u64,
-    /// Client-to-server queries: `Query` plus `Sync` messages.
+    /// Statements the client sent: simple `Query` plus extended `Execute` messages.
     pub queries: u64,
+    /// Round trips the client started: `Query` plus `Sync` messages (a pool's
+    /// liveness ping is a bare `Sync`).
+    pub round_trips: u64,
     /// Bytes dropped by a black hole.
     pub dropped_bytes: u64,
 }
@@ -58,6 +61,7 @@ struct State {
     connections: AtomicU64,
     cut: AtomicU64,
     queries: AtomicU64,
+    round_trips: AtomicU64,
     dropped_bytes: AtomicU64,
 }
 
@@ -83,6 +87,7 @@ impl FaultProxy {
             connections: AtomicU64::new(0),
             cut: AtomicU64::new(0),
             queries: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, state.clone()));
@@ -134,6 +139,7 @@ impl FaultProxy {
             connections: self.state.connections.load(Ordering::SeqCst),
             cut: self.state.cut.load(Ordering::SeqCst),
             queries: self.state.queries.load(Ordering::SeqCst),
+            round_trips: self.state.round_trips.load(Ordering::SeqCst),
             dropped_bytes: self.state.dropped_bytes.load(Ordering::SeqCst),
         }
     }
@@ -214,8 +220,9 @@ async fn pump(
             Fault::None => {}
         }
         if client_to_server {
-            let queries = framer.feed(&buf[..n]);
-            state.queries.fetch_add(queries, Ordering::SeqCst);
+            let counts = framer.feed(&buf[..n]);
+            state.queries.fetch_add(counts.queries, Ordering::SeqCst);
+            state.round_trips.fetch_add(counts.round_trips, Ordering::SeqCst);
         }
         let written = tokio::select! {
             _ = conn.cancelled() => break,
@@ -228,8 +235,17 @@ async fn pump(
     conn.cancel();
 }
 
+/// What [`Framer::feed`] counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    /// `Q` (simple query) and `E` (Execute) messages.
+    pub queries: u64,
+    /// `Q` and `S` (Sync) messages.
+    pub round_trips: u64,
+}
+
 /// Splits the client's byte stream into Postgres protocol messages and counts
-/// the ones that end a query: `Q` (simple query) and `S` (Sync).
+/// statements (`Q`, `E`) and round trips (`Q`, `S`).
 #[derive(Debug, Default)]
 pub struct Framer {
     /// Past the startup message: messages carry a type byte.
@@ -241,9 +257,9 @@ pub struct Framer {
 }
 
 impl Framer {
-    /// Feeds the next bytes; returns how many query-ending messages completed.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> u64 {
-        let mut count = 0;
+    /// Feeds the next bytes; returns what the messages that began in them count.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> FrameCounts {
+        let mut count = FrameCounts::default();
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
@@ -263,9 +279,8 @@ impl Framer {
                 let kind = self.header[0];
                 let len =
                     u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]);
-                if kind == b'Q' || kind == b'S' {
-                    count += 1;
-                }
+                count.queries += u64::from(kind == b'Q' || kind == b'E');
+                count.round_trips += u64::from(kind == b'Q' || kind == b'S');
                 self.skip = (len as usize).saturating_sub(4);
             } else {
                 let len =
@@ -314,11 +329,17 @@ mod tests {
         stream.extend(typed(b'B', b"\0\0\0\0\0\0"));
         stream.extend(typed(b'E', b"\0\0\0\0\0"));
         stream.extend(typed(b'S', b""));
+        stream.extend(typed(b'S', b"")); // a pool's ping: a round trip, no statement
         stream.extend(typed(b'Q', b"listen x\0"));
         for chunk in [1usize, 2, 3, 7, 1000] {
             let mut framer = Framer::default();
-            let total: u64 = stream.chunks(chunk).map(|c| framer.feed(c)).sum();
-            assert_eq!(total, 3, "chunk size {chunk}");
+            let (mut queries, mut trips) = (0, 0);
+            for c in stream.chunks(chunk) {
+                let counts = framer.feed(c);
+                queries += counts.queries;
+                trips += counts.round_trips;
+            }
+            assert_eq!((queries, trips), (3, 4), "chunk size {chunk}");
         }
     }
 

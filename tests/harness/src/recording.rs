@@ -15,7 +15,9 @@ use stuckless_core::{Handler, JobContext, JobError};
 /// The job kind the chaos run enqueues.
 pub const CHAOS_KIND: &str = "chaos";
 
-/// Records each execution and sleeps `payload.sleep_ms`.
+/// Records each execution and sleeps `payload.sleep_ms` (on the first
+/// attempt `payload.first_attempt_sleep_ms` when given: the bench's recovery
+/// measurement holds its job in the worker it then kills).
 pub struct RecordingHandler {
     pool: PgPool,
     worker_id: String,
@@ -41,7 +43,11 @@ fn retry(message: String) -> JobError {
 #[async_trait]
 impl Handler for RecordingHandler {
     async fn handle(&self, ctx: JobContext) -> Result<(), JobError> {
-        let sleep_ms = ctx.payload()["sleep_ms"].as_u64().unwrap_or(0);
+        let payload = ctx.payload();
+        let sleep_ms = match payload["first_attempt_sleep_ms"].as_u64() {
+            Some(ms) if ctx.attempt() == 1 => ms,
+            _ => payload["sleep_ms"].as_u64().unwrap_or(0),
+        };
         let row: i64 = sqlx::query_scalar(
             "insert into stuckless_chaos.executions (job_id, epoch, attempt, worker_id)
              values ($1, $2, $3, $4) returning id",

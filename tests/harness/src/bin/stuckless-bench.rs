@@ -1,0 +1,86 @@
+//! `make bench`: throughput, pickup latency, idle queries and crash recovery
+//! against fresh databases; one `key=value` line per measurement. Targets are
+//! printed and compared, never asserted.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use stuckless_harness::bench::{self, RecoveryTimings};
+use stuckless_harness::db::server_url;
+use stuckless_harness::process::workspace_binary;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks for stuckless against real Postgres")]
+struct Args {
+    /// No-op jobs per throughput measurement.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Concurrencies to measure throughput at.
+    #[arg(long, value_delimiter = ',', default_value = "10,24")]
+    concurrency: Vec<u32>,
+    /// Jobs enqueued one at a time for the pickup latency.
+    #[arg(long, default_value_t = 200)]
+    pickup_jobs: usize,
+    /// Gap between them, ms.
+    #[arg(long, default_value_t = 50)]
+    pickup_gap_ms: u64,
+    /// Idle window, s.
+    #[arg(long, default_value_t = 60)]
+    idle_s: u64,
+    /// Recovery measurements.
+    #[arg(long, default_value_t = 3)]
+    recovery_runs: usize,
+    /// Lease of the recovery workers, ms.
+    #[arg(long, default_value_t = 5000)]
+    recovery_lease_ms: u64,
+    /// Reap interval of the recovery workers, ms.
+    #[arg(long, default_value_t = 2000)]
+    recovery_reap_ms: u64,
+    /// Worker binary for recovery (default: stuckless-chaos-worker beside this one).
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
+    /// Only these measurements (throughput, pickup, idle, recovery).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let url = server_url();
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    println!("{}", bench::environment(&url).await?);
+    if wanted("throughput") {
+        for &c in &args.concurrency {
+            println!("{}", bench::throughput(&url, args.jobs, c).await?);
+        }
+    }
+    if wanted("pickup") {
+        let gap = Duration::from_millis(args.pickup_gap_ms);
+        println!("{}", bench::pickup(&url, args.pickup_jobs, gap).await?);
+    }
+    if wanted("idle") {
+        println!("{}", bench::idle(&url, Duration::from_secs(args.idle_s)).await?);
+    }
+    if wanted("recovery") {
+        let worker_bin = match args.worker_bin {
+            Some(p) => p,
+            None => workspace_binary("stuckless-chaos-worker")
+                .context("stuckless-chaos-worker not found beside this binary; pass --worker-bin")?,
+        };
+        let timings = RecoveryTimings {
+            lease: Duration::from_millis(args.recovery_lease_ms),
+            heartbeat: Duration::from_millis(args.recovery_lease_ms / 3),
+            reap_interval: Duration::from_millis(args.recovery_reap_ms),
+            poll_interval: Duration::from_secs(1),
+        };
+        let log_dir = std::env::temp_dir().join("stuckless-bench-recovery");
+        for line in bench::recovery(&url, &worker_bin, args.recovery_runs, timings, &log_dir).await? {
+            println!("{line}");
+        }
+    }
+    println!("{}", bench::environment(&url).await?);
+    Ok(())
+}
