@@ -193,6 +193,14 @@ pub mod limits {
     pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
     /// Most attempts a job may allow.
     pub const MAX_MAX_ATTEMPTS: i32 = 1000;
+    /// Earliest `run_at`: 0001-01-01T00:00:00Z. Postgres `timestamptz` cannot
+    /// hold every `i64` of microseconds, so every storage refuses the same range.
+    pub const MIN_TIMESTAMP_MICROS: i64 = -62_135_596_800_000_000;
+    /// Latest `run_at`: 9999-12-31T23:59:59.999999Z.
+    pub const MAX_TIMESTAMP_MICROS: i64 = 253_402_300_799_999_999;
+    /// Longest lease or retry delay: 100 years of 365 days. Longer ones would
+    /// push a time past what every storage can represent.
+    pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
 }
 
 /// A job to enqueue.
@@ -267,6 +275,17 @@ impl NewJob {
                 ),
             ));
         }
+        if let Some(at) = self.run_at {
+            if !(limits::MIN_TIMESTAMP_MICROS..=limits::MAX_TIMESTAMP_MICROS).contains(&at.as_micros()) {
+                return Err(ValidationError::new(
+                    "run_at",
+                    format!(
+                        "must be between years 1 and 9999, got {} microseconds since 1970",
+                        at.as_micros()
+                    ),
+                ));
+            }
+        }
         if let Some(key) = &self.idempotency_key {
             if key.is_empty() || key.len() > limits::MAX_IDEMPOTENCY_KEY_BYTES {
                 return Err(ValidationError::new(
@@ -311,6 +330,17 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), ValidationEr
         return Err(ValidationError::new(
             field,
             format!("may hold only ASCII letters, digits and _ - . : (found {bad:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a lease or delay against [`limits::MAX_DURATION`].
+pub fn validate_duration(field: &'static str, d: std::time::Duration) -> Result<(), ValidationError> {
+    if d > limits::MAX_DURATION {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most 100 years, got {} s", d.as_secs()),
         ));
     }
     Ok(())
@@ -500,6 +530,10 @@ mod tests {
                 "payload",
             ),
             (NewJob::new("q", "k", json!(1)).max_attempts(0), "max_attempts"),
+            (
+                NewJob::new("q", "k", json!(1)).run_at(Timestamp::from_micros(i64::MAX)),
+                "run_at",
+            ),
             (
                 NewJob::new("q", "k", json!(1)).idempotency_key(""),
                 "idempotency_key",

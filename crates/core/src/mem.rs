@@ -14,8 +14,8 @@ use serde_json::Value;
 use crate::clock::Clock;
 use crate::error::StorageError;
 use crate::job::{
-    clamp_error, limits, validate_json, validate_name, ClaimedJob, Epoch, Job, JobEvent, JobEventKind, JobId,
-    JobStatus, NewJob,
+    clamp_error, limits, validate_duration, validate_json, validate_name, ClaimedJob, Epoch, Job, JobEvent,
+    JobEventKind, JobId, JobStatus, NewJob,
 };
 use crate::storage::{
     is_reapable, ClaimRequest, CompleteOutcome, FailOutcome, FailRequest, InsertOutcome, QueueStats,
@@ -249,6 +249,7 @@ impl Storage for MemStore {
         for queue in &request.queues {
             validate_name("queue", queue)?;
         }
+        validate_duration("lease", request.lease)?;
         let now = self.clock.now();
         let mut state = self.lock();
         let mut due: Vec<&Job> = state
@@ -294,6 +295,7 @@ impl Storage for MemStore {
         if let Some(progress) = &progress {
             validate_json("progress", progress, limits::MAX_PROGRESS_BYTES)?;
         }
+        validate_duration("lease", lease)?;
         let now = self.clock.now();
         let mut state = self.lock();
         let job = state.fenced(id, epoch, "heartbeat")?;
@@ -325,6 +327,9 @@ impl Storage for MemStore {
     }
 
     async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
+        if let Some(delay) = request.retry_after {
+            validate_duration("retry_after", delay)?;
+        }
         let now = self.clock.now();
         let mut state = self.lock();
         let job = state.fenced(id, epoch, "fail")?;
@@ -481,6 +486,10 @@ impl Storage for MemStore {
 
     async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
         validate_name("worker_id", &worker.id)?;
+        for queue in &worker.queues {
+            validate_name("queue", queue)?;
+        }
+        validate_json("metadata", &worker.metadata, limits::MAX_PROGRESS_BYTES)?;
         let now = self.clock.now();
         self.lock().workers.insert(
             worker.id.clone(),

@@ -18,7 +18,9 @@
 //!   requeue) moves an expired job, its holder may still heartbeat or complete
 //!   it, because nobody else can hold it.
 //! - **Validation first.** Bad input is refused with [`StorageError::Invalid`]
-//!   before anything is written.
+//!   before anything is written: names, JSON (size, NUL), `run_at` within
+//!   years 1..=9999, leases and retry delays of at most 100 years, and a
+//!   worker registration's id, queue names and metadata (as progress: 64 KiB).
 //! - **Events.** Abnormal transitions (retried, dead, reaped, released,
 //!   cancelled, requeued) always append a [`JobEvent`]; inserted, claimed and
 //!   completed are appended only when the storage's happy-path logging is on.
