@@ -27,13 +27,23 @@ pub use waker::{PgWaker, CHANNEL};
 
 use stuckless_core::{InsertOutcome, NewJob};
 
-/// The embedded migrations (`migrations/` at the workspace root).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+/// The schema every stuckless object lives in, including the migrations'
+/// bookkeeping table, so nothing is added to `public`.
+pub const SCHEMA: &str = "stuckless";
+
+/// The embedded migrations (`migrations/` at the workspace root), recording
+/// what was applied in `stuckless._sqlx_migrations`.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("../../migrations");
+    migrator.create_schema(SCHEMA);
+    migrator.dangerous_set_table_name("stuckless._sqlx_migrations");
+    migrator
+}
 
 /// Applies every pending migration in `migrations/`; safe to run repeatedly
 /// and from several processes at once (sqlx takes an advisory lock).
 pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), PgError> {
-    MIGRATOR.run(pool).await?;
+    migrator().run(pool).await?;
     Ok(())
 }
 

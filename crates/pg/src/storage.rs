@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgPool, Row};
-use stuckless_core::job::{clamp_error, limits, validate_json, validate_name};
+use stuckless_core::job::{clamp_error, limits, validate_duration, validate_json, validate_name};
 use stuckless_core::storage::is_reapable;
 use stuckless_core::time::duration_micros;
 use stuckless_core::{
@@ -393,6 +393,7 @@ impl Storage for PgStorage {
         for queue in &request.queues {
             validate_name("queue", queue)?;
         }
+        validate_duration("lease", request.lease)?;
         if request.limit == 0 || request.queues.is_empty() {
             return Ok(Vec::new());
         }
@@ -421,6 +422,7 @@ impl Storage for PgStorage {
         if let Some(progress) = &progress {
             validate_json("progress", progress, limits::MAX_PROGRESS_BYTES)?;
         }
+        validate_duration("lease", lease)?;
         let now = self.pinned_now();
         let row = self
             .fenced(id, epoch, "heartbeat", || {
@@ -464,6 +466,9 @@ impl Storage for PgStorage {
     }
 
     async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
+        if let Some(delay) = request.retry_after {
+            validate_duration("retry_after", delay)?;
+        }
         let now = self.pinned_now();
         let error = clamp_error(&request.error);
         let delay = request.retry_after.map(micros);
@@ -616,6 +621,10 @@ impl Storage for PgStorage {
 
     async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
         validate_name("worker_id", &worker.id)?;
+        for queue in &worker.queues {
+            validate_name("queue", queue)?;
+        }
+        validate_json("metadata", &worker.metadata, limits::MAX_PROGRESS_BYTES)?;
         sqlx::query(sql::WORKER_REGISTER)
             .bind(self.pinned_now())
             .bind(&worker.id)
