@@ -250,6 +250,9 @@ async fn claim_loop(
         if *phase.borrow() != Phase::Running {
             return;
         }
+        // Finished attempts still count in `len()` until joined: join them
+        // all, so one claim takes every freed slot instead of one per claim.
+        while attempts.try_join_next().is_some() {}
         let free = config.concurrency.saturating_sub(attempts.len() as u32);
         if want_claim && free > 0 {
             let request = ClaimRequest {
