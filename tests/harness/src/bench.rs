@@ -19,7 +19,6 @@
 //!   the other worker process.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +32,7 @@ use crate::error::{Context, HarnessError, HarnessResult};
 use crate::process::{ChildGuard, Signal};
 use crate::proxy::FaultProxy;
 use crate::recording::CHAOS_KIND;
+use crate::timed::TimedStorage;
 
 /// One measurement: an ordered list of `key=value` pairs.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -119,7 +119,7 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResu
         .connect(&db.direct_url())
         .await
         .context("bench pool")?;
-    let storage = Arc::new(PgStorage::new(pool.clone()));
+    let storage = Arc::new(TimedStorage::new(PgStorage::new(pool.clone())));
     let batch = 5000;
     let started = Instant::now();
     let mut left = jobs;
@@ -175,6 +175,8 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResu
         )));
     }
     let process_rate = processed as f64 / process_s;
+    let claims = storage.claims.lock().expect("stats").clone();
+    let completions = storage.completions.lock().expect("stats").clone();
     Ok(Line::new("throughput")
         .kv("mode", "in_process_core_worker_over_PgStorage")
         .kv("jobs", jobs)
@@ -183,7 +185,15 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResu
         .kv("enqueue_jobs_per_s", format!("{:.0}", jobs as f64 / enqueue_s))
         .kv("process_jobs_per_s", format!("{process_rate:.0}"))
         .kv("target_process_jobs_per_s", 25000)
-        .kv("meets_target", process_rate >= 25000.0))
+        .kv("meets_target", process_rate >= 25000.0)
+        .kv("claim_calls", claims.calls())
+        .kv("claim_mean_jobs", format!("{:.1}", claims.mean_size()))
+        .kv("claim_p50_ms", format!("{:.2}", claims.p_ms(50.0)))
+        .kv("claim_p99_ms", format!("{:.2}", claims.p_ms(99.0)))
+        .kv("complete_calls", completions.calls())
+        .kv("complete_mean_jobs", format!("{:.1}", completions.mean_size()))
+        .kv("complete_p50_ms", format!("{:.2}", completions.p_ms(50.0)))
+        .kv("complete_p99_ms", format!("{:.2}", completions.p_ms(99.0))))
 }
 
 /// Enqueues `jobs` jobs one at a time `gap` apart to an idle worker; returns
@@ -333,7 +343,7 @@ pub struct RecoveryTimings {
 /// each job's completion by the surviving worker process.
 pub async fn recovery(
     server_url: &str,
-    worker_bin: &PathBuf,
+    worker_bin: &std::path::Path,
     runs: usize,
     timings: RecoveryTimings,
     log_dir: &std::path::Path,
@@ -346,7 +356,7 @@ pub async fn recovery(
 
 async fn recovery_on(
     db: &RunDb,
-    worker_bin: &PathBuf,
+    worker_bin: &std::path::Path,
     runs: usize,
     t: RecoveryTimings,
     log_dir: &std::path::Path,

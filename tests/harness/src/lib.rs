@@ -19,5 +19,6 @@ pub mod error;
 pub mod process;
 pub mod proxy;
 pub mod recording;
+pub mod timed;
 
 pub use error::{HarnessError, HarnessResult};
