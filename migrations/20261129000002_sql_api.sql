@@ -6,6 +6,14 @@
 -- same rules as the Rust `Storage` (idempotency, cancel), with the database's
 -- clock. Bad input raises SQLSTATE 22023 (invalid_parameter_value) with a
 -- message naming the field; nothing is written.
+--
+-- Privileges: the three functions are SECURITY DEFINER (they run with the
+-- migrating role's rights, with a fixed search_path) and EXECUTE is revoked
+-- from PUBLIC, so a caller needs exactly
+--   grant usage on schema stuckless to app_role;
+--   grant execute on function stuckless.enqueue(text, text, jsonb, timestamptz, smallint, integer, text),
+--                             stuckless.cancel(bigint), stuckless.job_state(bigint) to app_role;
+-- and no rights on the tables. (On Supabase: grant them to service_role, never to anon.)
 
 create function stuckless.enqueue(
     queue           text,
@@ -17,6 +25,7 @@ create function stuckless.enqueue(
     idempotency_key text        default null
 ) returns bigint
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
@@ -83,6 +92,7 @@ comment on function stuckless.enqueue(text, text, jsonb, timestamptz, smallint, 
 
 create function stuckless.job_state(job_id bigint) returns jsonb
 language sql stable
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
     select jsonb_build_object(
@@ -102,6 +112,7 @@ comment on function stuckless.job_state(bigint) is
 
 create function stuckless.cancel(job_id bigint) returns jsonb
 language plpgsql
+security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -129,3 +140,7 @@ $$;
 
 comment on function stuckless.cancel(bigint) is
   'Cancel a queued or running job; returns its state. Cancelling twice is a no-op; a succeeded or dead job raises 55000.';
+
+revoke execute on function stuckless.enqueue(text, text, jsonb, timestamptz, smallint, integer, text) from public;
+revoke execute on function stuckless.cancel(bigint) from public;
+revoke execute on function stuckless.job_state(bigint) from public;

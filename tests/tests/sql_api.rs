@@ -340,3 +340,77 @@ async fn connect_to_an_unreachable_server_names_host_port_and_the_fix() {
     let err = PgStorage::connect("mysql://nope").await.unwrap_err();
     assert!(matches!(err, PgError::BadUrl { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn the_sql_api_needs_only_execute_rights_and_is_closed_to_public() {
+    let Some(db) = db("the_sql_api_needs_only_execute_rights_and_is_closed_to_public").await else {
+        return;
+    };
+    // Roles are cluster-wide: name them after this test's database.
+    let app = format!("{}_app", db.name());
+    let stranger = format!("{}_anon", db.name());
+    let pool = db.pool();
+    for sql in [
+        format!("create role \"{app}\""),
+        format!("create role \"{stranger}\""),
+        format!("grant usage on schema stuckless to \"{app}\", \"{stranger}\""),
+        format!(
+            "grant execute on function stuckless.enqueue(text, text, jsonb, timestamptz, smallint, integer, text),
+             stuckless.cancel(bigint), stuckless.job_state(bigint) to \"{app}\""
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.unwrap();
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    let as_role = |role: &str| format!("set role \"{role}\"");
+    sqlx::query(sqlx::AssertSqlSafe(as_role(&app)))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let id: i64 = sqlx::query_scalar("select stuckless.enqueue('default', 'k')")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let state: Value = sqlx::query_scalar("select stuckless.cancel($1)")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(state["status"], json!("cancelled"));
+    let err = sqlx::query(
+        "insert into stuckless.jobs (queue, kind, payload, run_at, created_at, updated_at)
+                           values ('q', 'k', '{}', now(), now(), now())",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        sqlstate(&err).as_deref(),
+        Some("42501"),
+        "no table rights needed or given: {err}"
+    );
+    sqlx::query("reset role").execute(&mut *conn).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(as_role(&stranger)))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let err = sqlx::query("select stuckless.enqueue('default', 'k')")
+        .execute(&mut *conn)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err).as_deref(),
+        Some("42501"),
+        "PUBLIC may not enqueue: {err}"
+    );
+    sqlx::query("reset role").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    for role in [&app, &stranger] {
+        for sql in [
+            format!("drop owned by \"{role}\""),
+            format!("drop role \"{role}\""),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.unwrap();
+        }
+    }
+}
