@@ -37,6 +37,18 @@ const HOW_TO: &str = "stuckless tests need PostgreSQL 15 or newer. Provide one w
     or make a Docker engine reachable for testcontainers, \
     or set STUCKLESS_SKIP_PG=1 to skip the Postgres tests with a printed notice.";
 
+/// `let db = test_db!();` in an async test: a fresh [`TestDb`], or (with
+/// `STUCKLESS_SKIP_PG=1` and no Postgres) a printed skip and an early return.
+#[macro_export]
+macro_rules! test_db {
+    () => {
+        match $crate::TestDb::new_or_skip(concat!(module_path!(), ":", line!())).await {
+            Some(db) => db,
+            None => return,
+        }
+    };
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 static CONTAINER_URL: OnceLock<Result<String, String>> = OnceLock::new();
 static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();

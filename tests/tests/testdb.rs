@@ -43,3 +43,15 @@ async fn each_test_db_is_fresh_migrated_and_dropped() {
         .unwrap();
     assert_eq!(left, 0, "Drop must drop the database {url_b}");
 }
+
+#[tokio::test]
+async fn the_test_db_macro_gives_a_migrated_database() {
+    let db = stuckless_tests::test_db!();
+    let applied: i64 = sqlx::query_scalar("select count(*) from stuckless._sqlx_migrations where success")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, stuckless_pg::migrator().iter().count() as i64);
+    // Migrating again is a no-op.
+    stuckless_pg::migrate(db.pool()).await.unwrap();
+}
