@@ -408,9 +408,10 @@ async fn recovery_on(
                 "select lease_owner from stuckless.jobs where id = $1 and status = 'running'",
             )
             .bind(job.id.0)
-            .fetch_one(db.pool())
+            .fetch_optional(db.pool())
             .await
-            .context("watching the claim")?;
+            .context("watching the claim")?
+            .flatten();
             if row.is_some() {
                 owner = row;
                 break;
