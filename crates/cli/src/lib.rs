@@ -41,8 +41,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     let print = |r: &dyn ErasedReport| print!("{}", r.render_erased(json));
     match cli.command {
         Command::Worker(args) => {
+            let plan = worker::plan(&args)?;
             let storage = connect(url).await?;
-            worker::run(args, storage).await?;
+            worker::run(args, plan, storage).await?;
         }
         Command::Migrate => {
             let storage = connect(url).await?;

@@ -34,6 +34,17 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("could not install the logger: {e}"))
 }
 
+static WORKER_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Adds `worker_id` to every JSON line that does not carry one.
+///
+/// The core runs each attempt in a spawned task whose `job` span is not a
+/// child of the `worker` span, so job lines have job_id, epoch and attempt but
+/// not worker_id; one process runs one worker, so the process supplies it.
+pub fn set_worker_id(id: &str) {
+    let _ = WORKER_ID.set(id.to_owned());
+}
+
 /// Cloud Logging's severity names.
 fn severity(level: &Level) -> &'static str {
     match *level {
@@ -105,6 +116,9 @@ where
         }
         out.extend(fields);
         out.insert("target".into(), meta.target().into());
+        if let Some(id) = WORKER_ID.get() {
+            out.entry("worker_id").or_insert_with(|| id.clone().into());
+        }
         writeln!(writer, "{}", Value::Object(out))
     }
 }

@@ -42,15 +42,37 @@ pub fn default_worker_id() -> String {
     )
 }
 
-/// Runs the worker until SIGTERM/SIGINT (twice: at once) and returns its exit.
-pub async fn run(args: WorkerArgs, storage: PgStorage) -> anyhow::Result<()> {
-    let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
-    let specs = handlers::parse_handlers(&args.handlers)?;
+/// The worker's configuration checked before anything connects, so a typo is
+/// reported as such even when the database is down.
+pub struct Plan {
+    /// Handlers by kind.
+    pub handlers: Vec<(String, HandlerSpec)>,
+    /// Per-kind attempt limits.
+    pub kind_timeouts: Vec<(String, std::time::Duration)>,
+}
+
+/// Parses and checks the handler and timeout flags.
+pub fn plan(args: &WorkerArgs) -> anyhow::Result<Plan> {
+    let handlers = handlers::parse_handlers(&args.handlers)?;
     let mut kind_timeouts = Vec::new();
     for entry in args.kind_timeouts.iter().filter(|e| !e.trim().is_empty()) {
         let (kind, d) = parse_pair(entry).context("invalid --kind-timeout")?;
         kind_timeouts.push((kind, parse_duration(&d).context("invalid --kind-timeout")?));
     }
+    Ok(Plan {
+        handlers,
+        kind_timeouts,
+    })
+}
+
+/// Runs the worker until SIGTERM/SIGINT (twice: at once) and returns its exit.
+pub async fn run(args: WorkerArgs, plan: Plan, storage: PgStorage) -> anyhow::Result<()> {
+    let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
+    crate::logging::set_worker_id(&worker_id);
+    let Plan {
+        handlers: specs,
+        kind_timeouts,
+    } = plan;
     if args.migrate {
         stuckless_pg::migrate(storage.pool())
             .await
