@@ -15,6 +15,8 @@
 //! Databases left behind by a killed test process are dropped by the next
 //! run (their owning pid is gone).
 
+#![deny(missing_docs)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -414,3 +414,58 @@ async fn the_sql_api_needs_only_execute_rights_and_is_closed_to_public() {
         }
     }
 }
+
+#[tokio::test]
+async fn operator_listings_filter_by_time_and_page_by_id() {
+    let Some(db) = db("operator_listings_filter_by_time_and_page_by_id").await else {
+        return;
+    };
+    let clock = stuckless_tests::manual_clock();
+    let s = db
+        .pinned_storage(Arc::new(clock.clone()))
+        .with_happy_path_events(true);
+    let t0 = stuckless_core::Clock::now(&clock);
+    for _ in 0..5 {
+        s.job_insert(NewJob::new("default", "k", json!({})))
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(10));
+    let t1 = stuckless_core::Clock::now(&clock);
+    let claimed = s
+        .job_claim(ClaimRequest {
+            worker_id: "w1".into(),
+            queues: vec!["default".into()],
+            limit: 2,
+            lease: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+    let all = s.events_since(t0, 100).await.unwrap();
+    assert_eq!(all.len(), 7, "5 inserted + 2 claimed");
+    let recent = s.events_since(t1, 100).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|e| (e.job_id, e.kind)).collect::<Vec<_>>(),
+        vec![
+            (claimed[0].id(), JobEventKind::Claimed),
+            (claimed[1].id(), JobEventKind::Claimed),
+        ]
+    );
+    assert_eq!(s.events_since(t0, 3).await.unwrap().len(), 3, "limit");
+    let changed = s.jobs_changed_since(t1, 100).await.unwrap();
+    assert_eq!(
+        changed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![claimed[0].id(), claimed[1].id()]
+    );
+    let mut seen = Vec::new();
+    let mut after = JobId(0);
+    loop {
+        let page = s.jobs_page(after, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().unwrap().id;
+        seen.extend(page.into_iter().map(|j| j.id.0));
+    }
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+}

@@ -15,6 +15,8 @@
 //! clock's reading in tests ([`PgStorage::with_pinned_clock`]): the same SQL
 //! either way, so the conformance suite tests the production statements.
 
+#![deny(missing_docs)]
+
 mod error;
 mod rows;
 mod sql;
