@@ -46,7 +46,7 @@ CHAOS_ARGS ?=
 BENCH_ARGS ?=
 
 chaos: ## Long chaos run: real workers, fault proxies, seeded faults, end-of-run checks (CHAOS_ARGS)
-	$(CARGO) build --release -p stuckless-harness --bins
+	$(CARGO) build --release -p stuckless-harness --bins -p stuckless-cli
 	./target/release/stuckless-chaos $(CHAOS_ARGS)
 
 bench: ## Throughput, pickup latency, idle queries and crash recovery against a fresh database (BENCH_ARGS)

@@ -15,29 +15,75 @@ use crate::db::RunDb;
 use crate::error::{Context, HarnessError, HarnessResult};
 use crate::process::{ChildGuard, Signal};
 use crate::proxy::{Fault, FaultProxy};
+use crate::recorder::Recorder;
 use crate::recording::CHAOS_KIND;
 
 /// How worker processes are started.
 #[derive(Clone, Debug)]
 pub enum WorkerCommand {
+    /// The shipped binary: `stuckless worker`, its `http` handler pointed at
+    /// the harness's [`Recorder`] (which writes the side table).
+    Cli(PathBuf),
     /// The harness's own `stuckless-chaos-worker` (core `Worker` over
-    /// `PgStorage`, recording handler writing the side table itself).
+    /// `PgStorage` with happy-path events on, recording handler writing the
+    /// side table itself).
     Harness(PathBuf),
 }
 
 impl WorkerCommand {
     fn program(&self) -> &PathBuf {
         match self {
-            WorkerCommand::Harness(p) => p,
+            WorkerCommand::Cli(p) | WorkerCommand::Harness(p) => p,
         }
     }
 
-    fn args(&self, config: &ChaosConfig, url: &str, worker_id: &str) -> Vec<String> {
-        let ms = |d: Duration| d.as_millis().to_string();
+    /// A short name for the report.
+    pub fn name(&self) -> &'static str {
         match self {
+            WorkerCommand::Cli(_) => "stuckless-worker",
+            WorkerCommand::Harness(_) => "stuckless-chaos-worker",
+        }
+    }
+
+    /// Command line and environment of one worker.
+    fn command(
+        &self,
+        config: &ChaosConfig,
+        url: &str,
+        worker_id: &str,
+        recorder: &Recorder,
+    ) -> (Vec<String>, Vec<(String, String)>) {
+        let ms = |d: Duration| d.as_millis().to_string();
+        let args: Vec<String> = match self {
+            WorkerCommand::Cli(_) => {
+                let d = |d: Duration| format!("{}ms", d.as_millis());
+                vec![
+                    "worker".into(),
+                    "--worker-id".into(),
+                    worker_id.into(),
+                    "--concurrency".into(),
+                    config.concurrency.to_string(),
+                    "--lease".into(),
+                    d(config.lease),
+                    "--heartbeat-interval".into(),
+                    d(config.heartbeat),
+                    "--reap-interval".into(),
+                    d(config.reap_interval),
+                    "--poll-interval".into(),
+                    d(config.poll_interval),
+                    "--shutdown-grace".into(),
+                    d(config.shutdown_grace),
+                    "--handler".into(),
+                    format!("{CHAOS_KIND}=http:{}", recorder.url_for(worker_id)),
+                    "--http-timeout".into(),
+                    "60s".into(),
+                    "--bind".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    "0".into(),
+                ]
+            }
             WorkerCommand::Harness(_) => vec![
-                "--database-url".into(),
-                url.into(),
                 "--worker-id".into(),
                 worker_id.into(),
                 "--concurrency".into(),
@@ -55,7 +101,8 @@ impl WorkerCommand {
                 "--storage-timeout-ms".into(),
                 ms(config.storage_timeout),
             ],
-        }
+        };
+        (args, vec![("DATABASE_URL".into(), url.into())])
     }
 }
 
@@ -82,8 +129,12 @@ pub struct ChaosConfig {
     pub poll_interval: Duration,
     /// Workers' shutdown grace.
     pub shutdown_grace: Duration,
-    /// Workers' storage timeout.
+    /// Workers' storage timeout (the harness worker's; `stuckless worker`
+    /// uses the core default, 10 s).
     pub storage_timeout: Duration,
+    /// Allowance over reap interval in the stuck-time check, for the reap
+    /// statement's own latency on a loaded machine.
+    pub slack: Duration,
     /// Each job's handler sleeps a uniform time in this range, ms.
     pub job_sleep_ms: (u64, u64),
     /// Mean time between faults.
@@ -115,6 +166,7 @@ impl ChaosConfig {
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(2),
             storage_timeout: Duration::from_secs(2),
+            slack: Duration::from_secs(1),
             job_sleep_ms: (20, 400),
             fault_every: Duration::from_millis(1200),
             worker,
@@ -123,12 +175,6 @@ impl ChaosConfig {
             log_dir: std::env::temp_dir().join(format!("stuckless-chaos-{seed}")),
             settle_timeout: Duration::from_secs(60),
         }
-    }
-
-    /// The slack added to lease + reap interval in the stuck-time check: one
-    /// storage timeout (a reap statement slowed by a fault) plus 1 s.
-    pub fn slack(&self) -> Duration {
-        self.storage_timeout + Duration::from_secs(1)
     }
 }
 
@@ -174,6 +220,8 @@ impl FaultKind {
 pub struct ChaosReport {
     /// The seed.
     pub seed: u64,
+    /// Which worker binary ran.
+    pub worker: &'static str,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
     /// Jobs whose enqueue was acknowledged.
@@ -194,8 +242,9 @@ impl ChaosReport {
     /// The lines the run prints at the end.
     pub fn lines(&self) -> Vec<String> {
         let mut out = vec![format!(
-            "chaos seed={} enqueued={} workers_started={} elapsed_s={:.1} settle_s={:.1} logs={}",
+            "chaos seed={} worker={} enqueued={} workers_started={} elapsed_s={:.1} settle_s={:.1} logs={}",
             self.seed,
+            self.worker,
             self.enqueued,
             self.workers_started,
             self.elapsed.as_secs_f64(),
@@ -249,6 +298,7 @@ impl Slot {
 struct Run<'a> {
     config: &'a ChaosConfig,
     db: &'a RunDb,
+    recorder: Recorder,
     rng: ChaCha8Rng,
     slots: Vec<Slot>,
     faults: BTreeMap<&'static str, u64>,
@@ -266,13 +316,16 @@ impl Run<'_> {
             slot.proxy.addr(),
             &format!("{}{}", slot.app_name(), slot.generation),
         );
-        let args = self.config.worker.args(self.config, &url, &slot.worker_id);
+        let (args, envs) = self
+            .config
+            .worker
+            .command(self.config, &url, &slot.worker_id, &self.recorder);
         let log = self.config.log_dir.join(format!("{}.log", slot.worker_id));
         slot.child = Some(ChildGuard::spawn(
             slot.worker_id.clone(),
             self.config.worker.program(),
             &args,
-            &[],
+            &envs,
             &log,
         )?);
         self.workers_started += 1;
@@ -525,6 +578,7 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
     let mut run = Run {
         config,
         db,
+        recorder: Recorder::start(db.pool().clone()).await?,
         rng: ChaCha8Rng::seed_from_u64(config.seed),
         slots,
         faults: BTreeMap::new(),
@@ -660,12 +714,13 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
     let bounds = Bounds {
         lease: config.lease,
         reap_interval: config.reap_interval,
-        slack: config.slack() + run.max_restart,
+        slack: config.slack + run.max_restart,
     };
     let mut verdict = checks::check(&facts, bounds);
     verdict.run_violations = std::mem::take(&mut run.violations);
     Ok(ChaosReport {
         seed: config.seed,
+        worker: config.worker.name(),
         faults: run.faults,
         enqueued: enqueued_ids.len(),
         workers_started: run.workers_started,

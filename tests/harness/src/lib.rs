@@ -18,6 +18,7 @@ pub mod db;
 pub mod error;
 pub mod process;
 pub mod proxy;
+pub mod recorder;
 pub mod recording;
 pub mod timed;
 

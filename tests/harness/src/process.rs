@@ -166,3 +166,39 @@ pub fn workspace_binary(name: &str) -> Option<PathBuf> {
     let candidate = dir.join(name);
     candidate.is_file().then_some(candidate)
 }
+
+/// Builds the `stuckless` binary (`cargo build -p stuckless-cli`, release when
+/// `release`) and returns its path under the workspace's target directory.
+pub fn build_cli(release: bool) -> HarnessResult<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut command = std::process::Command::new(&cargo);
+    command
+        .current_dir(&workspace)
+        .args(["build", "-q", "-p", "stuckless-cli"]);
+    if release {
+        command.arg("--release");
+    }
+    let status = command
+        .status()
+        .context(format!("running {cargo} build -p stuckless-cli"))?;
+    if !status.success() {
+        return Err(HarnessError::Config(format!(
+            "cargo build -p stuckless-cli failed: {status}"
+        )));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let path = target
+        .join(if release { "release" } else { "debug" })
+        .join("stuckless");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::Config(format!(
+            "built stuckless-cli but found no {}",
+            path.display()
+        )))
+    }
+}

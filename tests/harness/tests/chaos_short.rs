@@ -1,26 +1,59 @@
-//! The short chaos run of `cargo test`: 3 real worker processes behind fault
-//! proxies, ~20 s of seeded faults, then every end-of-run check.
+//! The short chaos runs of `cargo test`: three real worker processes behind
+//! fault proxies, ~15 s of seeded faults each, then every end-of-run check.
+//! Once with the shipped `stuckless worker` (built here with `cargo build -p
+//! stuckless-cli`), once with the harness's own worker, which also logs
+//! claims so executions are matched against `claimed` events.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use stuckless_harness::chaos::{self, ChaosConfig, WorkerCommand};
+use stuckless_harness::chaos::{self, ChaosConfig, ChaosReport, WorkerCommand};
+use stuckless_harness::process::build_cli;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_chaos_run_keeps_every_promise() {
-    let seed: u64 = std::env::var("CHAOS_SEED")
+/// One chaos run at a time: they share two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn seed() -> u64 {
+    std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20261129);
-    let worker = PathBuf::from(env!("CARGO_BIN_EXE_stuckless-chaos-worker"));
-    let config = ChaosConfig::short(seed, WorkerCommand::Harness(worker));
+        .unwrap_or(20261129)
+}
+
+fn no_postgres_and_skip_allowed(url: &str) -> bool {
+    std::env::var("STUCKLESS_SKIP_PG").is_ok_and(|v| v == "1")
+        && std::net::TcpStream::connect_timeout(
+            &url_socket(url).unwrap_or_else(|| "127.0.0.1:5432".parse().expect("addr")),
+            Duration::from_secs(2),
+        )
+        .is_err()
+}
+
+fn url_socket(url: &str) -> Option<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let rest = url.split("://").nth(1)?;
+    let host_port = rest.split('@').next_back()?.split('/').next()?;
+    let with_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5432")
+    };
+    with_port.to_socket_addrs().ok()?.next()
+}
+
+async fn run_and_check(mut config: ChaosConfig, test: &str) -> Option<ChaosReport> {
+    let _one_at_a_time = SERIAL.lock().await;
+    config.duration = Duration::from_secs(15);
+    config.jobs = 250;
     println!(
-        "chaos seed={seed} (replay: CHAOS_SEED={seed} cargo test -p stuckless-harness --test chaos_short)"
+        "{test}: chaos seed={} worker={} (replay: CHAOS_SEED={} cargo test -p stuckless-harness --test chaos_short)",
+        config.seed,
+        config.worker.name(),
+        config.seed
     );
-    if std::env::var("STUCKLESS_SKIP_PG").is_ok_and(|v| v == "1")
-        && sqlx::PgPool::connect(&config.server_url).await.is_err()
-    {
-        eprintln!("SKIPPED short_chaos_run_keeps_every_promise: no Postgres and STUCKLESS_SKIP_PG=1");
-        return;
+    if no_postgres_and_skip_allowed(&config.server_url) {
+        eprintln!("SKIPPED {test}: no Postgres and STUCKLESS_SKIP_PG=1");
+        return None;
     }
     let report = chaos::run(&config).await.expect("chaos run");
     for line in report.lines() {
@@ -52,4 +85,22 @@ async fn short_chaos_run_keeps_every_promise() {
         report.workers_started > config.workers as u64,
         "workers were replaced"
     );
+    Some(report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_chaos_run_with_stuckless_worker_processes() {
+    let cli = tokio::task::spawn_blocking(|| build_cli(false))
+        .await
+        .expect("build task")
+        .expect("cargo build -p stuckless-cli");
+    let config = ChaosConfig::short(seed(), WorkerCommand::Cli(cli));
+    run_and_check(config, "stuckless worker").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_chaos_run_with_harness_worker_processes() {
+    let worker = PathBuf::from(env!("CARGO_BIN_EXE_stuckless-chaos-worker"));
+    let config = ChaosConfig::short(seed().wrapping_add(1), WorkerCommand::Harness(worker));
+    run_and_check(config, "harness worker").await;
 }

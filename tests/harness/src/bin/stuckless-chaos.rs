@@ -43,9 +43,18 @@ struct Args {
     /// Mean time between faults, ms.
     #[arg(long, default_value_t = 1000)]
     fault_every_ms: u64,
-    /// Worker binary (default: stuckless-chaos-worker beside this binary).
+    /// Which worker to run: `cli` (the shipped `stuckless worker`, its http
+    /// handler pointed at the harness's recorder) or `harness` (the harness's
+    /// own stuckless-chaos-worker).
+    #[arg(long, default_value = "cli")]
+    worker: String,
+    /// Path of the worker binary (default: `stuckless` or
+    /// `stuckless-chaos-worker` beside this binary).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+    /// Slack over lease + reap interval allowed in the stuck-time check, ms.
+    #[arg(long, default_value_t = 1000)]
+    slack_ms: u64,
     /// Also restart the machine's Postgres (disturbs everything using it).
     #[arg(long)]
     restart_postgres: bool,
@@ -63,13 +72,27 @@ async fn main() -> anyhow::Result<()> {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
+    let default_bin = match args.worker.as_str() {
+        "cli" => "stuckless",
+        "harness" => "stuckless-chaos-worker",
+        other => anyhow::bail!("--worker must be cli or harness, not {other:?}"),
+    };
     let worker_bin = match args.worker_bin {
         Some(p) => p,
-        None => workspace_binary("stuckless-chaos-worker")
-            .context("stuckless-chaos-worker not found beside this binary; build it or pass --worker-bin")?,
+        None => workspace_binary(default_bin).with_context(|| {
+            format!(
+                "{default_bin} not found beside this binary; build it (make chaos does) or pass --worker-bin"
+            )
+        })?,
+    };
+    let worker = if args.worker == "cli" {
+        WorkerCommand::Cli(worker_bin)
+    } else {
+        WorkerCommand::Harness(worker_bin)
     };
     let ms = Duration::from_millis;
-    let mut config = ChaosConfig::short(seed, WorkerCommand::Harness(worker_bin));
+    let mut config = ChaosConfig::short(seed, worker);
+    config.slack = ms(args.slack_ms);
     config.duration = Duration::from_secs(args.duration_s);
     config.jobs = args.jobs;
     config.workers = args.workers;
@@ -84,14 +107,15 @@ async fn main() -> anyhow::Result<()> {
         config.log_dir = dir;
     }
     println!(
-        "chaos start seed={seed} workers={} jobs={} duration_s={} lease_ms={} reap_ms={} poll_ms={} slack_ms={} restart_postgres={}",
+        "chaos start seed={seed} worker={} workers={} jobs={} duration_s={} lease_ms={} reap_ms={} poll_ms={} slack_ms={} restart_postgres={}",
+        config.worker.name(),
         config.workers,
         config.jobs,
         args.duration_s,
         args.lease_ms,
         args.reap_ms,
         args.poll_ms,
-        config.slack().as_millis(),
+        config.slack.as_millis(),
         config.restart_postgres
     );
     println!(
