@@ -1,0 +1,132 @@
+//! `make sim`: run a randomized batch of seeds and print a summary, or replay
+//! one seed verbosely.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use stuckless_sim::{FaultPlan, SimBuilder, Summary, Variant};
+
+/// Deterministic simulation of stuckless.
+#[derive(Parser, Debug)]
+#[command(name = "stuckless-sim")]
+struct Args {
+    /// Run this many seeds, starting at --first-seed.
+    #[arg(long, default_value_t = 200)]
+    seeds: u64,
+    /// First seed of a batch.
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Replay one seed (with --verbose: print its trace).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the trace and the outcome of each run.
+    #[arg(long)]
+    verbose: bool,
+    /// Broken variant to run (no_reaper, unfenced_complete, claim_read_then_write,
+    /// no_heartbeat, shutdown_drops_jobs, reaper_ignores_completion).
+    #[arg(long, default_value = "stuckless")]
+    variant: String,
+    /// Scenario: standard (4 workers, 200 jobs, 10 min), small, seed_document.
+    #[arg(long, default_value = "standard")]
+    scenario: String,
+    /// Chaos phase length in simulated seconds (overrides the scenario's).
+    #[arg(long)]
+    chaos_secs: Option<u64>,
+    /// Jobs (overrides the scenario's).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Run this fault plan (JSON, or a fixture with a "plan" field) instead of the seed's.
+    #[arg(long)]
+    plan: Option<PathBuf>,
+    /// Stop the batch at the first failing seed.
+    #[arg(long)]
+    fail_fast: bool,
+}
+
+fn builder(args: &Args, seed: u64) -> anyhow::Result<SimBuilder> {
+    let variant = Variant::parse(&args.variant).with_context(|| format!("unknown variant {:?}", args.variant))?;
+    let mut b = match args.scenario.as_str() {
+        "standard" => SimBuilder::new(),
+        "small" => SimBuilder::small(),
+        "seed_document" => SimBuilder::seed_document(),
+        other => bail!("unknown scenario {other:?}"),
+    };
+    if args.variant != "stuckless" || args.scenario != "seed_document" {
+        b = b.variant(variant);
+    }
+    if let Some(s) = args.chaos_secs {
+        b = b.chaos(Duration::from_secs(s));
+    }
+    if let Some(j) = args.jobs {
+        b = b.jobs(j);
+    }
+    if let Some(path) = &args.plan {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)?;
+        let plan: FaultPlan = serde_json::from_value(value.get("plan").cloned().unwrap_or(value))?;
+        b = b.plan(plan);
+    }
+    Ok(b.seed(seed).keep_trace(args.verbose))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let seeds: Vec<u64> = match args.seed {
+        Some(seed) => vec![seed],
+        None => (args.first_seed..args.first_seed + args.seeds).collect(),
+    };
+    let progress = std::io::stderr().is_terminal() && seeds.len() > 1;
+    let mut summary = Summary::default();
+    let started = Instant::now();
+    for (n, seed) in seeds.iter().enumerate() {
+        let outcome = builder(&args, *seed)?.run();
+        if args.verbose {
+            if let Some(trace) = &outcome.trace {
+                print!("{trace}");
+            }
+            println!("{}", serde_json::to_string_pretty(&outcome.plan)?);
+            println!(
+                "seed {} simulated {:.0}s jobs {} status {:?} ops {} trace {:016x}",
+                outcome.seed,
+                outcome.simulated.as_secs_f64(),
+                outcome.jobs,
+                outcome.by_status,
+                outcome.ops,
+                outcome.trace_hash
+            );
+        }
+        if !outcome.passed() {
+            if progress {
+                eprintln!();
+            }
+            eprint!("{}", outcome.failure_report());
+        }
+        summary.add(&outcome);
+        if progress {
+            let done = n + 1;
+            let width = 40;
+            let filled = done * width / seeds.len();
+            eprint!(
+                "\r[{}{}] {done}/{} seeds, {} failed",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                seeds.len(),
+                summary.failed_seeds.len()
+            );
+        }
+        if args.fail_fast && !outcome.passed() {
+            break;
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    print!("{}", summary.render(Some(started.elapsed())));
+    if !summary.failed_seeds.is_empty() {
+        bail!("{} seed(s) failed: {:?}", summary.failed_seeds.len(), summary.failed_seeds);
+    }
+    Ok(())
+}

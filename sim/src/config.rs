@@ -1,0 +1,234 @@
+//! What a simulated world looks like: [`SimBuilder`] over a private config.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use stuckless_core::RetryPolicy;
+
+use crate::api::{NORMAL_MAX, RETRY_AFTER_MAX};
+use crate::plan::FaultPlan;
+use crate::variants::Variant;
+
+/// The settings of one world. Defaults are the standard scenario:
+///
+/// | setting | default | why |
+/// |---|---|---|
+/// | `seed` | 0 | decides the plan, the workload, the network and the API |
+/// | `workers` | 4 | |
+/// | `jobs` | 200 | enqueued over the first 80 % of the chaos phase |
+/// | `chaos` | 10 min | faults happen only in this phase |
+/// | `faults` | true | false: a plan with no faults (the plan can still be set) |
+/// | `plan` | from the seed | a fixed plan replaces the seed's (fixtures, proptest) |
+/// | `variant` | `Stuckless` | which broken variant, if any |
+/// | `concurrency` | 10 | worker default |
+/// | `lease` | 30 s | worker default |
+/// | `heartbeat_interval` | 10 s | worker default |
+/// | `reap_interval` | 15 s | worker default |
+/// | `poll_interval` | 30 s | worker default; wake-ups come over LISTEN |
+/// | `shutdown_grace` | 8 s | worker default |
+/// | `kind_timeout` | 150 s | a hung API call ends; longer than the slowest answer |
+/// | `max_attempts` | 5 | core default |
+/// | `tick` | 100 ms | see below |
+/// | `latency` | 1–50 ms | one-way, per message, seeded |
+/// | `sample_every` | 1 s | how often the oracle compares the store with its model |
+/// | `stop_on_violation` | false | end the run at the first violation |
+/// | `keep_trace` | false | keep the full trace text in the outcome (its hash is always kept) |
+///
+/// **Tick and latency.** turmoil advances every host by one tick per step, and
+/// a message is delivered at the first step after its latency, so the tick is
+/// both the cost driver (steps per simulated second) and the time resolution
+/// of the network. The shortest interval that matters to the queue is a
+/// second (the seed document's poll); leases, heartbeats and reaps are tens of
+/// seconds. 100 ms is ten steps per shortest interval — fine enough that
+/// races between a completion and a reap, or two claims, still interleave —
+/// and cheap enough for thousands of simulated seconds per wall second. Real
+/// Postgres round trips are 1–50 ms, so a round trip here costs one or two
+/// ticks; timers inside a host still fire at their exact instants.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Config {
+    pub seed: u64,
+    pub workers: usize,
+    pub jobs: usize,
+    pub chaos: Duration,
+    pub faults: bool,
+    pub plan: Option<FaultPlan>,
+    pub variant: Variant,
+    pub concurrency: u32,
+    pub lease: Duration,
+    pub heartbeat_interval: Duration,
+    pub reap_interval: Duration,
+    pub poll_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub kind_timeout: Duration,
+    pub max_attempts: i32,
+    pub tick: Duration,
+    pub min_latency: Duration,
+    pub max_latency: Duration,
+    pub sample_every: Duration,
+    pub stop_on_violation: bool,
+    pub keep_trace: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: 0,
+            workers: 4,
+            jobs: 200,
+            chaos: Duration::from_secs(600),
+            faults: true,
+            plan: None,
+            variant: Variant::Stuckless,
+            concurrency: 10,
+            lease: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            reap_interval: Duration::from_secs(15),
+            poll_interval: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(8),
+            kind_timeout: Duration::from_secs(150),
+            max_attempts: 5,
+            tick: Duration::from_millis(100),
+            min_latency: Duration::from_millis(1),
+            max_latency: Duration::from_millis(50),
+            sample_every: Duration::from_secs(1),
+            stop_on_violation: false,
+            keep_trace: false,
+        }
+    }
+}
+
+impl Config {
+    /// The longest the liveness phase may take: a held job comes back within
+    /// lease + reap interval, a hung attempt ends within the kind timeout,
+    /// backoff adds at most the sum of its delays (or a 429's Retry-After),
+    /// pickup takes at most a poll, and the queue drains in waves of
+    /// `workers × concurrency` normal-length jobs.
+    pub fn liveness_bound(&self) -> Duration {
+        let retry = RetryPolicy::default();
+        let slots = (self.workers as u64 * u64::from(self.concurrency)).max(1);
+        let waves = (self.jobs as u64).div_ceil(slots) as u32 + 1;
+        self.lease
+            + self.reap_interval
+            + self.poll_interval
+            + self.kind_timeout
+            + retry.max_total_delay(self.max_attempts).max(RETRY_AFTER_MAX)
+            + self.shutdown_grace
+            + NORMAL_MAX * waves
+            + Duration::from_secs(60)
+    }
+}
+
+/// Builds a world. Every default is listed on [`Config`]'s table.
+#[derive(Clone, Debug, Default)]
+pub struct SimBuilder {
+    pub(crate) config: Config,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$name = value;
+            self
+        }
+    };
+}
+
+impl SimBuilder {
+    /// The standard scenario (4 workers, 200 jobs, 10 simulated minutes of
+    /// chaos with every fault kind).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A small, fast scenario for tests: 3 workers, 40 jobs, 3 minutes of chaos.
+    pub fn small() -> Self {
+        Self::default().workers(3).jobs(40).chaos(Duration::from_secs(180))
+    }
+
+    /// The seed document's design: 1 s polling, a 5-minute lock, a 60 s
+    /// heartbeat, no recovery of expired locks, no faults but the ones set.
+    pub fn seed_document() -> Self {
+        Self::default()
+            .workers(1)
+            .jobs(5)
+            .chaos(Duration::from_secs(120))
+            .faults(false)
+            .poll_interval(Duration::from_secs(1))
+            .lease(Duration::from_secs(300))
+            .heartbeat_interval(Duration::from_secs(60))
+            .variant(Variant::NoReaper)
+    }
+
+    setter!(
+        /// Decides everything random. Default 0.
+        seed: u64
+    );
+    setter!(
+        /// Worker hosts. Default 4.
+        workers: usize
+    );
+    setter!(
+        /// Jobs enqueued. Default 200.
+        jobs: usize
+    );
+    setter!(
+        /// Length of the chaos phase. Default 10 min.
+        chaos: Duration
+    );
+    setter!(
+        /// Whether the seed generates faults. Default true.
+        faults: bool
+    );
+    setter!(
+        /// The broken variant to run. Default none.
+        variant: Variant
+    );
+    setter!(
+        /// Worker concurrency. Default 10.
+        concurrency: u32
+    );
+    setter!(
+        /// Worker lease. Default 30 s.
+        lease: Duration
+    );
+    setter!(
+        /// Worker heartbeat interval. Default 10 s.
+        heartbeat_interval: Duration
+    );
+    setter!(
+        /// Worker reap interval. Default 15 s.
+        reap_interval: Duration
+    );
+    setter!(
+        /// Worker poll interval. Default 30 s.
+        poll_interval: Duration
+    );
+    setter!(
+        /// Per-attempt limit of the API-calling job kind. Default 150 s.
+        kind_timeout: Duration
+    );
+    setter!(
+        /// turmoil tick. Default 100 ms.
+        tick: Duration
+    );
+    setter!(
+        /// End at the first violation. Default false.
+        stop_on_violation: bool
+    );
+    setter!(
+        /// Keep the full trace text. Default false.
+        keep_trace: bool
+    );
+
+    /// Runs this fixed plan instead of the seed's. Default: the seed's.
+    pub fn plan(mut self, plan: FaultPlan) -> Self {
+        self.config.plan = Some(plan);
+        self
+    }
+
+    /// Runs the world to its end.
+    pub fn run(self) -> crate::report::RunOutcome {
+        crate::world::run(self.config)
+    }
+}

@@ -1,0 +1,410 @@
+//! Fault plans: timed faults as data, generated from a seed (swarm style) or
+//! by proptest, saved to and replayed from fixtures.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::api::ApiMode;
+
+/// Which way a partition cuts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Nothing passes either way.
+    Both,
+    /// The worker's requests are lost; the db's messages still arrive.
+    ToDb,
+    /// The db's replies are lost after it committed.
+    FromDb,
+}
+
+/// One fault. Each heals itself after its duration; the heal at the end of
+/// the chaos phase repairs whatever is still broken.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Kill a worker (in-flight state lost); restart it after `down_ms`.
+    Crash {
+        /// Worker index.
+        worker: usize,
+        /// Time until restart.
+        down_ms: u64,
+    },
+    /// Freeze a worker's traffic (a stop-the-world pause): everything it sends
+    /// is held and arrives when it resumes, possibly after its lease expired.
+    Pause {
+        /// Worker index.
+        worker: usize,
+        /// Pause length.
+        for_ms: u64,
+    },
+    /// Cut a worker off the db.
+    Partition {
+        /// Worker index.
+        worker: usize,
+        /// Length.
+        for_ms: u64,
+        /// Which way.
+        direction: Direction,
+    },
+    /// Lose single messages between a worker and the db at random.
+    LoseMessages {
+        /// Worker index.
+        worker: usize,
+        /// Chance each message is lost.
+        probability: f64,
+        /// Length.
+        for_ms: u64,
+    },
+    /// Slow a worker's link to the db.
+    Delay {
+        /// Worker index.
+        worker: usize,
+        /// One-way latency while it lasts.
+        latency_ms: u64,
+        /// Length.
+        for_ms: u64,
+    },
+    /// Restart the database: connections drop, committed data survives.
+    DbRestart {
+        /// Time until it is back.
+        down_ms: u64,
+    },
+    /// Change the external API's behaviour.
+    Api {
+        /// The new behaviour.
+        mode: ApiMode,
+        /// Length.
+        for_ms: u64,
+    },
+    /// Set a worker's clock offset from true time.
+    Skew {
+        /// Worker index.
+        worker: usize,
+        /// Offset; negative is behind.
+        offset_ms: i64,
+    },
+    /// SIGTERM a worker (graceful shutdown); restart it after `down_ms`.
+    Sigterm {
+        /// Worker index.
+        worker: usize,
+        /// Time until restart.
+        down_ms: u64,
+    },
+}
+
+impl Fault {
+    /// The fault's kind, as counted in summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Crash { .. } => "crash",
+            Fault::Pause { .. } => "pause",
+            Fault::Partition { .. } => "partition",
+            Fault::LoseMessages { .. } => "lose_messages",
+            Fault::Delay { .. } => "delay",
+            Fault::DbRestart { .. } => "db_restart",
+            Fault::Api { .. } => "api",
+            Fault::Skew { .. } => "skew",
+            Fault::Sigterm { .. } => "sigterm",
+        }
+    }
+
+    /// The worker it hits, if one.
+    pub fn worker(&self) -> Option<usize> {
+        match self {
+            Fault::Crash { worker, .. }
+            | Fault::Pause { worker, .. }
+            | Fault::Partition { worker, .. }
+            | Fault::LoseMessages { worker, .. }
+            | Fault::Delay { worker, .. }
+            | Fault::Skew { worker, .. }
+            | Fault::Sigterm { worker, .. } => Some(*worker),
+            Fault::DbRestart { .. } | Fault::Api { .. } => None,
+        }
+    }
+
+    /// How long it lasts before it heals itself.
+    pub fn duration(&self) -> Duration {
+        Duration::from_millis(match self {
+            Fault::Crash { down_ms, .. } | Fault::DbRestart { down_ms } | Fault::Sigterm { down_ms, .. } => *down_ms,
+            Fault::Pause { for_ms, .. }
+            | Fault::Partition { for_ms, .. }
+            | Fault::LoseMessages { for_ms, .. }
+            | Fault::Delay { for_ms, .. }
+            | Fault::Api { for_ms, .. } => *for_ms,
+            Fault::Skew { .. } => 0,
+        })
+    }
+}
+
+/// Every fault kind, in a fixed order.
+pub const FAULT_KINDS: [&str; 9] = [
+    "crash",
+    "pause",
+    "partition",
+    "lose_messages",
+    "delay",
+    "db_restart",
+    "api",
+    "skew",
+    "sigterm",
+];
+
+/// A fault at a time (milliseconds from the start of the run).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimedFault {
+    /// When, in simulated milliseconds from the start.
+    pub at_ms: u64,
+    /// What.
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// The faults of one run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultPlan {
+    /// Faults, ascending `at_ms`.
+    pub faults: Vec<TimedFault>,
+    /// Chance that one wake-up to one worker is lost during the chaos phase.
+    pub notification_loss_probability: f64,
+}
+
+/// How likely each fault kind is per ten-second slot of the chaos phase.
+/// Drawn per seed, with some kinds switched off entirely (swarm testing), so
+/// different seeds stress different mixes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Swarm {
+    /// Chance of a worker crash per slot.
+    pub crash_probability: f64,
+    /// Chance of a worker pause per slot.
+    pub pause_probability: f64,
+    /// Chance of a partition per slot.
+    pub partition_probability: f64,
+    /// Chance of a message-loss burst per slot.
+    pub lose_messages_probability: f64,
+    /// Chance of a slow link per slot.
+    pub delay_probability: f64,
+    /// Chance of a db restart per slot.
+    pub db_restart_probability: f64,
+    /// Chance of an API behaviour change per slot.
+    pub api_probability: f64,
+    /// Chance of a clock skew change per slot.
+    pub skew_probability: f64,
+    /// Chance of a SIGTERM per slot.
+    pub sigterm_probability: f64,
+    /// Chance a wake-up is lost.
+    pub notification_loss_probability: f64,
+}
+
+/// Bounds of the generated faults' parameters.
+pub mod ranges {
+    /// Crash down time, ms.
+    pub const CRASH_DOWN_MIN: u64 = 1_000;
+    /// Crash down time, ms.
+    pub const CRASH_DOWN_MAX: u64 = 90_000;
+    /// Pause length, ms: up to three leases, so zombies happen.
+    pub const PAUSE_MIN: u64 = 5_000;
+    /// Pause length, ms.
+    pub const PAUSE_MAX: u64 = 90_000;
+    /// Partition length, ms.
+    pub const PARTITION_MIN: u64 = 1_000;
+    /// Partition length, ms.
+    pub const PARTITION_MAX: u64 = 60_000;
+    /// Message-loss probability.
+    pub const LOSS_PROBABILITY_MAX: f64 = 0.3;
+    /// Burst length, ms.
+    pub const LOSS_MAX: u64 = 30_000;
+    /// Slow link latency, ms.
+    pub const DELAY_LATENCY_MIN: u64 = 200;
+    /// Slow link latency, ms: beyond the client's 5 s call timeout.
+    pub const DELAY_LATENCY_MAX: u64 = 8_000;
+    /// Slow link length, ms.
+    pub const DELAY_MAX: u64 = 40_000;
+    /// Db down time, ms.
+    pub const DB_DOWN_MIN: u64 = 500;
+    /// Db down time, ms.
+    pub const DB_DOWN_MAX: u64 = 20_000;
+    /// API fault length, ms.
+    pub const API_MIN: u64 = 10_000;
+    /// API fault length, ms.
+    pub const API_MAX: u64 = 180_000;
+    /// Largest clock offset, ms either way.
+    pub const SKEW_MAX: i64 = 60_000;
+    /// Down time after SIGTERM, ms.
+    pub const SIGTERM_DOWN_MIN: u64 = 0;
+    /// Down time after SIGTERM, ms.
+    pub const SIGTERM_DOWN_MAX: u64 = 30_000;
+}
+
+impl Swarm {
+    /// Draws per-kind probabilities; each kind is off with chance 1/4.
+    pub fn draw(rng: &mut impl Rng) -> Swarm {
+        let mut p = |max: f64| if rng.random_bool(0.25) { 0.0 } else { rng.random_range(0.0..max) };
+        Swarm {
+            crash_probability: p(0.15),
+            pause_probability: p(0.10),
+            partition_probability: p(0.15),
+            lose_messages_probability: p(0.10),
+            delay_probability: p(0.10),
+            db_restart_probability: p(0.05),
+            api_probability: p(0.10),
+            skew_probability: p(0.10),
+            sigterm_probability: p(0.10),
+            notification_loss_probability: p(0.5),
+        }
+    }
+
+    /// A plan for `workers` workers over a chaos phase of `chaos`.
+    pub fn plan(&self, rng: &mut impl Rng, workers: usize, chaos: Duration) -> FaultPlan {
+        use ranges::*;
+        let slot = 10_000u64;
+        let mut faults = Vec::new();
+        let chaos_ms = chaos.as_millis() as u64;
+        let mut t = 0;
+        while t < chaos_ms {
+            let kinds: [(f64, u8); 9] = [
+                (self.crash_probability, 0),
+                (self.pause_probability, 1),
+                (self.partition_probability, 2),
+                (self.lose_messages_probability, 3),
+                (self.delay_probability, 4),
+                (self.db_restart_probability, 5),
+                (self.api_probability, 6),
+                (self.skew_probability, 7),
+                (self.sigterm_probability, 8),
+            ];
+            for (p, kind) in kinds {
+                if p <= 0.0 || !rng.random_bool(p) {
+                    continue;
+                }
+                let at_ms = t + rng.random_range(0..slot);
+                if at_ms >= chaos_ms {
+                    continue;
+                }
+                let worker = rng.random_range(0..workers);
+                let fault = match kind {
+                    0 => Fault::Crash {
+                        worker,
+                        down_ms: rng.random_range(CRASH_DOWN_MIN..=CRASH_DOWN_MAX),
+                    },
+                    1 => Fault::Pause {
+                        worker,
+                        for_ms: rng.random_range(PAUSE_MIN..=PAUSE_MAX),
+                    },
+                    2 => Fault::Partition {
+                        worker,
+                        for_ms: rng.random_range(PARTITION_MIN..=PARTITION_MAX),
+                        direction: [Direction::Both, Direction::ToDb, Direction::FromDb][rng.random_range(0..3)],
+                    },
+                    3 => Fault::LoseMessages {
+                        worker,
+                        probability: (rng.random_range(0.01..LOSS_PROBABILITY_MAX) * 100.0).round() / 100.0,
+                        for_ms: rng.random_range(1_000..=LOSS_MAX),
+                    },
+                    4 => Fault::Delay {
+                        worker,
+                        latency_ms: rng.random_range(DELAY_LATENCY_MIN..=DELAY_LATENCY_MAX),
+                        for_ms: rng.random_range(1_000..=DELAY_MAX),
+                    },
+                    5 => Fault::DbRestart {
+                        down_ms: rng.random_range(DB_DOWN_MIN..=DB_DOWN_MAX),
+                    },
+                    6 => Fault::Api {
+                        mode: [ApiMode::Slow, ApiMode::Hung, ApiMode::RateLimited, ApiMode::Failing]
+                            [rng.random_range(0..4)],
+                        for_ms: rng.random_range(API_MIN..=API_MAX),
+                    },
+                    7 => Fault::Skew {
+                        worker,
+                        offset_ms: rng.random_range(-SKEW_MAX..=SKEW_MAX),
+                    },
+                    _ => Fault::Sigterm {
+                        worker,
+                        down_ms: rng.random_range(SIGTERM_DOWN_MIN..=SIGTERM_DOWN_MAX),
+                    },
+                };
+                faults.push(TimedFault { at_ms, fault });
+            }
+            t += slot;
+        }
+        faults.sort_by_key(|f| f.at_ms);
+        FaultPlan {
+            faults,
+            notification_loss_probability: (self.notification_loss_probability * 100.0).round() / 100.0,
+        }
+    }
+}
+
+impl FaultPlan {
+    /// The swarm-style plan a seed stands for.
+    pub fn from_seed(seed: u64, workers: usize, chaos: Duration) -> (Swarm, FaultPlan) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5157_4152_4d00_0000);
+        let swarm = Swarm::draw(&mut rng);
+        let plan = swarm.plan(&mut rng, workers, chaos);
+        (swarm, plan)
+    }
+
+    /// Faults per kind, in [`FAULT_KINDS`] order.
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        FAULT_KINDS
+            .iter()
+            .map(|k| (*k, self.faults.iter().filter(|f| f.fault.kind() == *k).count() as u64))
+            .collect()
+    }
+}
+
+/// A proptest strategy for plans over `workers` workers and a chaos phase of
+/// `chaos`; shrinking drops faults and shortens them.
+pub fn strategy(workers: usize, chaos: Duration) -> BoxedStrategy<FaultPlan> {
+    use ranges::*;
+    let chaos_ms = chaos.as_millis() as u64;
+    let w = 0..workers;
+    let fault = prop_oneof![
+        (w.clone(), CRASH_DOWN_MIN..CRASH_DOWN_MAX).prop_map(|(worker, down_ms)| Fault::Crash { worker, down_ms }),
+        (w.clone(), PAUSE_MIN..PAUSE_MAX).prop_map(|(worker, for_ms)| Fault::Pause { worker, for_ms }),
+        (w.clone(), PARTITION_MIN..PARTITION_MAX, 0..3usize).prop_map(|(worker, for_ms, d)| Fault::Partition {
+            worker,
+            for_ms,
+            direction: [Direction::Both, Direction::ToDb, Direction::FromDb][d],
+        }),
+        (w.clone(), 1..30u32, 1_000..LOSS_MAX).prop_map(|(worker, p, for_ms)| Fault::LoseMessages {
+            worker,
+            probability: f64::from(p) / 100.0,
+            for_ms,
+        }),
+        (w.clone(), DELAY_LATENCY_MIN..DELAY_LATENCY_MAX, 1_000..DELAY_MAX).prop_map(|(worker, latency_ms, for_ms)| {
+            Fault::Delay {
+                worker,
+                latency_ms,
+                for_ms,
+            }
+        }),
+        (DB_DOWN_MIN..DB_DOWN_MAX).prop_map(|down_ms| Fault::DbRestart { down_ms }),
+        (0..4usize, API_MIN..API_MAX).prop_map(|(m, for_ms)| Fault::Api {
+            mode: [ApiMode::Slow, ApiMode::Hung, ApiMode::RateLimited, ApiMode::Failing][m],
+            for_ms,
+        }),
+        (w.clone(), -SKEW_MAX..SKEW_MAX).prop_map(|(worker, offset_ms)| Fault::Skew { worker, offset_ms }),
+        (w, SIGTERM_DOWN_MIN..SIGTERM_DOWN_MAX).prop_map(|(worker, down_ms)| Fault::Sigterm { worker, down_ms }),
+    ];
+    (
+        proptest::collection::vec((0..chaos_ms.max(1), fault), 0..12),
+        0..50u32,
+    )
+        .prop_map(|(faults, loss)| {
+            let mut faults: Vec<TimedFault> = faults
+                .into_iter()
+                .map(|(at_ms, fault)| TimedFault { at_ms, fault })
+                .collect();
+            faults.sort_by_key(|f| f.at_ms);
+            FaultPlan {
+                faults,
+                notification_loss_probability: f64::from(loss) / 100.0,
+            }
+        })
+        .boxed()
+}

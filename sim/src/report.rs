@@ -1,0 +1,335 @@
+//! What a run found, and the summary of many runs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use stuckless_core::{Job, JobId, MemStore, Storage};
+
+use crate::api::SharedApi;
+use crate::config::Config;
+use crate::oracle::{Invariant, SharedOracle, Violation};
+use crate::plan::{FaultPlan, Swarm, FAULT_KINDS};
+use crate::variants::Variant;
+use crate::world::replay_command;
+
+/// The verdict and measurements of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunOutcome {
+    /// The seed.
+    pub seed: u64,
+    /// The variant run.
+    pub variant: Variant,
+    /// The swarm probabilities, when the plan came from the seed.
+    pub swarm: Option<Swarm>,
+    /// The fault plan run.
+    pub plan: FaultPlan,
+    /// Simulated time.
+    pub simulated: Duration,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Jobs enqueued.
+    pub jobs: u64,
+    /// Final status counts.
+    pub by_status: BTreeMap<String, u64>,
+    /// Every job classified: ok, lost, completed_twice, stale_write, stuck, violated.
+    pub classes: BTreeMap<String, u64>,
+    /// Invariant violations, in the order found.
+    pub violations: Vec<Violation>,
+    /// Per job, the longest time it sat running with an expired lease.
+    pub expired_running: Vec<Duration>,
+    /// Per job, the longest time it sat due while a worker had capacity.
+    pub starved: Vec<Duration>,
+    /// Pickup latency of every claim.
+    pub pickups: Vec<Duration>,
+    /// Jobs whose API effect happened more than once.
+    pub duplicate_jobs: u64,
+    /// Extra API effects in total (at-least-once duplicates).
+    pub duplicate_effects: u64,
+    /// Calls the API received.
+    pub api_calls: u64,
+    /// Storage operations the db answered.
+    pub ops: u64,
+    /// FNV-1a hash of the full trace.
+    pub trace_hash: u64,
+    /// The full trace, when asked for.
+    #[serde(skip)]
+    pub trace: Option<String>,
+    /// History of each job with a violation: the oracle's view, then the
+    /// store's own event log.
+    pub histories: BTreeMap<JobId, Vec<String>>,
+    /// A simulation error (a host failed), if any.
+    pub error: Option<String>,
+}
+
+/// FNV-1a, so trace hashes are stable across platforms and releases.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl RunOutcome {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn build(
+        config: &Config,
+        swarm: Option<Swarm>,
+        plan: FaultPlan,
+        simulated: Duration,
+        injected: BTreeMap<&'static str, u64>,
+        jobs: &[Job],
+        store: &Arc<MemStore>,
+        oracle: &SharedOracle,
+        api: &SharedApi,
+        error: Option<String>,
+    ) -> RunOutcome {
+        let oracle = oracle.lock().expect("oracle lock");
+        let api = api.lock().expect("api lock");
+        let violations = oracle.violations().to_vec();
+        let mut by_status = BTreeMap::new();
+        for job in jobs {
+            *by_status.entry(job.status.to_string()).or_insert(0) += 1;
+        }
+        let mut worst: BTreeMap<JobId, Invariant> = BTreeMap::new();
+        for v in &violations {
+            if let Some(id) = v.job {
+                worst.entry(id).or_insert(v.invariant);
+            }
+        }
+        let mut classes = BTreeMap::new();
+        for id in oracle.job_ids() {
+            let class = match worst.get(&id) {
+                None => "ok",
+                Some(Invariant::JobLost) => "lost",
+                Some(Invariant::CompletedTwice) => "completed_twice",
+                Some(Invariant::StaleWriteAccepted) => "stale_write",
+                Some(Invariant::Stuck | Invariant::ExpiredLeaseNotReaped | Invariant::DueJobStarved) => "stuck",
+                Some(_) => "violated",
+            };
+            *classes.entry(class.to_owned()).or_insert(0) += 1;
+        }
+        let mut histories = BTreeMap::new();
+        if !worst.is_empty() {
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            for id in worst.keys().take(5) {
+                let mut lines = oracle.history(*id);
+                if let Ok(events) = rt.block_on(store.job_events(*id)) {
+                    for e in events {
+                        lines.push(format!(
+                            "  store event: {} {} e{} attempt {} worker {:?} {}",
+                            e.at,
+                            e.kind,
+                            e.epoch,
+                            e.attempt,
+                            e.worker_id,
+                            e.detail.unwrap_or_default()
+                        ));
+                    }
+                }
+                histories.insert(*id, lines);
+            }
+        }
+        let stuck = oracle.stuck_times();
+        let (duplicate_jobs, duplicate_effects) = api.duplicates();
+        let mut faults: BTreeMap<String, u64> = FAULT_KINDS.iter().map(|k| ((*k).to_owned(), 0)).collect();
+        for (k, n) in injected {
+            faults.insert(k.to_owned(), n);
+        }
+        RunOutcome {
+            seed: config.seed,
+            variant: config.variant,
+            swarm,
+            plan,
+            simulated,
+            faults,
+            jobs: oracle.job_ids().len() as u64,
+            by_status,
+            classes,
+            violations,
+            expired_running: stuck.iter().map(|s| s.1).collect(),
+            starved: stuck.iter().map(|s| s.2).collect(),
+            pickups: oracle.pickups().to_vec(),
+            duplicate_jobs,
+            duplicate_effects,
+            api_calls: api.calls,
+            ops: oracle.ops(),
+            trace_hash: fnv1a(oracle.trace().as_bytes()),
+            trace: config.keep_trace.then(|| oracle.trace().to_owned()),
+            histories,
+            error,
+        }
+    }
+
+    /// Whether no invariant was violated and the simulation ran to its end.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && self.error.is_none()
+    }
+
+    /// The command that replays this run.
+    pub fn replay(&self) -> String {
+        replay_command(self.seed, self.variant)
+    }
+
+    /// Everything needed to understand a failure: seed, plan, invariants,
+    /// the jobs' histories and the replay command.
+    pub fn failure_report(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "FAILED seed {} (variant {})", self.seed, self.variant.name());
+        if let Some(e) = &self.error {
+            let _ = writeln!(out, "simulation error: {e}");
+        }
+        let _ = writeln!(
+            out,
+            "plan: {}",
+            serde_json::to_string(&self.plan).unwrap_or_default()
+        );
+        for v in self.violations.iter().take(10) {
+            let _ = writeln!(
+                out,
+                "invariant {} at {:.3}s job {:?}: {}",
+                v.invariant.name(),
+                v.at.as_secs_f64(),
+                v.job.map(|j| j.0),
+                v.detail
+            );
+        }
+        if self.violations.len() > 10 {
+            let _ = writeln!(out, "... and {} more violations", self.violations.len() - 10);
+        }
+        for (id, lines) in &self.histories {
+            let _ = writeln!(out, "history of job {id}:");
+            for line in lines {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        let _ = writeln!(out, "replay: {}", self.replay());
+        out
+    }
+}
+
+/// Percentile of sorted durations (nearest rank).
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Totals over many runs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Seeds with at least one violation or error.
+    pub failed_seeds: Vec<u64>,
+    /// Simulated time, total.
+    pub simulated: Duration,
+    /// Faults injected by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Jobs enqueued.
+    pub jobs: u64,
+    /// Job classes.
+    pub classes: BTreeMap<String, u64>,
+    /// Violations by invariant.
+    pub violations: BTreeMap<String, u64>,
+    /// Per-job longest expired-running times.
+    pub expired_running: Vec<Duration>,
+    /// Per-job longest due-with-capacity times.
+    pub starved: Vec<Duration>,
+    /// Pickup latencies.
+    pub pickups: Vec<Duration>,
+    /// Jobs with duplicate API effects.
+    pub duplicate_jobs: u64,
+    /// Extra API effects.
+    pub duplicate_effects: u64,
+    /// Storage operations.
+    pub ops: u64,
+}
+
+impl Summary {
+    /// Adds one run.
+    pub fn add(&mut self, run: &RunOutcome) {
+        self.seeds += 1;
+        if !run.passed() {
+            self.failed_seeds.push(run.seed);
+        }
+        self.simulated += run.simulated;
+        for (k, n) in &run.faults {
+            *self.faults.entry(k.clone()).or_insert(0) += n;
+        }
+        self.jobs += run.jobs;
+        for (k, n) in &run.classes {
+            *self.classes.entry(k.clone()).or_insert(0) += n;
+        }
+        for v in &run.violations {
+            *self.violations.entry(v.invariant.name()).or_insert(0) += 1;
+        }
+        self.expired_running.extend(&run.expired_running);
+        self.starved.extend(&run.starved);
+        self.pickups.extend(&run.pickups);
+        self.duplicate_jobs += run.duplicate_jobs;
+        self.duplicate_effects += run.duplicate_effects;
+        self.ops += run.ops;
+    }
+
+    /// The summary as text; `wall` adds the speed figures (not deterministic,
+    /// so snapshots leave it out).
+    pub fn render(&self, wall: Option<Duration>) -> String {
+        let mut out = String::new();
+        let sorted = |v: &[Duration]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        let expired = sorted(&self.expired_running);
+        let starved = sorted(&self.starved);
+        let pickups = sorted(&self.pickups);
+        let fmt = |d: Duration| format!("{:.1}s", d.as_secs_f64());
+        let pct = |v: &[Duration]| {
+            format!(
+                "p50 {} p90 {} p99 {} max {}",
+                fmt(percentile(v, 50.0)),
+                fmt(percentile(v, 90.0)),
+                fmt(percentile(v, 99.0)),
+                fmt(v.last().copied().unwrap_or_default())
+            )
+        };
+        let _ = writeln!(out, "seeds            {}", self.seeds);
+        let _ = writeln!(out, "failed seeds     {:?}", self.failed_seeds);
+        let _ = writeln!(out, "simulated time   {:.0}s", self.simulated.as_secs_f64());
+        let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(out, "faults           {}", faults.join(", "));
+        let _ = writeln!(out, "jobs             {}", self.jobs);
+        let classes: Vec<String> = self.classes.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(out, "job classes      {}", classes.join(", "));
+        let violations: Vec<String> = self.violations.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "violations       {}",
+            if violations.is_empty() { "none".to_owned() } else { violations.join(", ") }
+        );
+        let _ = writeln!(out, "expired running  {}", pct(&expired));
+        let _ = writeln!(out, "due, idle worker {}", pct(&starved));
+        let _ = writeln!(out, "pickup latency   {}", pct(&pickups));
+        let _ = writeln!(
+            out,
+            "duplicate effects {} extra on {} jobs (at-least-once)",
+            self.duplicate_effects, self.duplicate_jobs
+        );
+        let _ = writeln!(out, "storage ops      {}", self.ops);
+        if let Some(wall) = wall {
+            let w = wall.as_secs_f64().max(1e-9);
+            let _ = writeln!(
+                out,
+                "speed            {:.2} seeds/s, {:.0}x simulated/wall ({:.2}s wall)",
+                self.seeds as f64 / w,
+                self.simulated.as_secs_f64() / w,
+                w
+            );
+        }
+        out
+    }
+}

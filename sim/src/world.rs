@@ -1,0 +1,471 @@
+//! The turmoil world: a db host, worker hosts, the API host and a producer,
+//! driven step by step through a fault plan, a heal and a liveness phase.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use stuckless_core::{JobStatus, MemStore, NotifyWaker, ShutdownHandle, Timestamp, Worker, WorkerEvent};
+
+use crate::api::{self, ApiMode, ApiState, SharedApi};
+use crate::clock::{DriverTime, SimClock, BASE};
+use crate::config::Config;
+use crate::net_store::{listen, DbHost, NetStore};
+use crate::oracle::{Limits, Oracle, SharedOracle};
+use crate::plan::{Direction, Fault, FaultPlan, Swarm, TimedFault};
+use crate::report::RunOutcome;
+use crate::variants::Variant;
+use crate::workload::{self, KIND};
+
+const DB: &str = "db";
+const API: &str = "api";
+
+/// A worker host's name (also its worker id).
+pub fn worker_name(index: usize) -> String {
+    format!("w{}", index + 1)
+}
+
+/// State a worker host keeps across restarts, shared with the driver.
+#[derive(Clone)]
+struct WorkerHost {
+    name: String,
+    seed: u64,
+    config: Arc<Config>,
+    skew: Arc<AtomicI64>,
+    driver: DriverTime,
+    oracle: SharedOracle,
+    shutdown: Arc<Mutex<Option<ShutdownHandle>>>,
+    sigterm: Arc<tokio::sync::Notify>,
+    /// Set by the host when its worker finished a shutdown.
+    exited: Arc<AtomicBool>,
+}
+
+impl WorkerHost {
+    async fn run(self) -> turmoil::Result {
+        let clock = Arc::new(SimClock::new(self.skew.clone(), self.driver.clone()));
+        let storage = Arc::new(NetStore::new(self.name.clone(), DB));
+        let waker = NotifyWaker::new();
+        tokio::task::spawn_local(listen(self.name.clone(), DB.to_owned(), waker.clone()));
+        let oracle = self.oracle.clone();
+        let name = self.name.clone();
+        let c = &self.config;
+        let worker = Worker::builder(self.name.clone(), storage, clock)
+            .concurrency(c.concurrency)
+            .lease(c.lease)
+            .heartbeat_interval(c.heartbeat_interval)
+            .reap_interval(c.reap_interval)
+            .poll_interval(c.poll_interval)
+            .shutdown_grace(c.shutdown_grace)
+            .rng_seed(self.seed)
+            .waker(Arc::new(waker))
+            .observer(Arc::new(move |event: &WorkerEvent| {
+                oracle.lock().expect("oracle lock").worker_event(&name, event)
+            }))
+            .handler(KIND, api::handler)
+            .kind_timeout(KIND, c.kind_timeout)
+            .build()?;
+        *self.shutdown.lock().expect("shutdown lock") = Some(worker.shutdown_handle());
+        if self.config.variant.drops_jobs_on_shutdown() {
+            // The broken shutdown: exit at SIGTERM, whatever is in flight.
+            tokio::select! {
+                biased;
+                _ = self.sigterm.notified() => {}
+                _ = worker.run() => {}
+            }
+        } else {
+            let _ = worker.run().await;
+        }
+        self.exited.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// What the driver does at a time: a planned fault, or its self-heal.
+#[derive(Clone, Debug)]
+enum Action {
+    Fault(TimedFault),
+    Restart(usize),
+    Resume(usize),
+    Repair(usize, Direction),
+    StopLoss(usize),
+    StopDelay(usize),
+    DbUp,
+    ApiNormal,
+}
+
+struct Driver {
+    config: Arc<Config>,
+    sim: turmoil::Sim<'static>,
+    driver: DriverTime,
+    oracle: SharedOracle,
+    store: Arc<MemStore>,
+    api: SharedApi,
+    loss: Arc<Mutex<f64>>,
+    hosts: Vec<WorkerHost>,
+    names: Vec<String>,
+    /// Per worker: when a SIGTERM was sent, until its worker exits.
+    terminating: BTreeMap<usize, Timestamp>,
+    actions: BTreeMap<(u64, u64), Action>,
+    next_action: u64,
+    injected: BTreeMap<&'static str, u64>,
+    producer_done: Arc<AtomicBool>,
+}
+
+impl Driver {
+    fn now(&self) -> Timestamp {
+        BASE + self.sim.elapsed()
+    }
+
+    fn schedule(&mut self, at_ms: u64, action: Action) {
+        self.next_action += 1;
+        self.actions.insert((at_ms, self.next_action), action);
+    }
+
+    fn log(&self, line: &str) {
+        self.oracle.lock().expect("oracle lock").log(self.now(), line);
+    }
+
+    fn window(&self, who: &str, length: Duration) {
+        let now = self.now();
+        self.oracle.lock().expect("oracle lock").fault_window(who, now, now + length);
+    }
+
+    fn apply(&mut self, action: Action) {
+        let now_ms = self.sim.elapsed().as_millis() as u64;
+        match action {
+            Action::Fault(TimedFault { fault, .. }) => {
+                *self.injected.entry(fault.kind()).or_insert(0) += 1;
+                self.log(&format!("FAULT {}", serde_json::to_string(&fault).unwrap_or_default()));
+                let length = fault.duration();
+                let end = now_ms + length.as_millis() as u64;
+                let name = fault.worker().map(|w| self.names[w].clone());
+                // A SIGTERM is not a fault to the oracle: a worker must drain
+                // cleanly, and invariant 8 checks that it did.
+                if let (Some(name), false) = (&name, matches!(fault, Fault::Sigterm { .. })) {
+                    self.window(name, length);
+                }
+                match fault {
+                    Fault::Crash { worker, .. } => {
+                        if self.sim.is_host_running(self.names[worker].as_str()) {
+                            self.sim.crash(self.names[worker].as_str());
+                            self.terminating.remove(&worker);
+                        }
+                        self.schedule(end, Action::Restart(worker));
+                    }
+                    Fault::Pause { worker, .. } => {
+                        let w = self.names[worker].clone();
+                        self.sim.hold(w.as_str(), DB);
+                        self.sim.hold(w.as_str(), API);
+                        self.schedule(end, Action::Resume(worker));
+                    }
+                    Fault::Partition { worker, direction, .. } => {
+                        let w = self.names[worker].as_str();
+                        match direction {
+                            Direction::Both => self.sim.partition(w, DB),
+                            Direction::ToDb => self.sim.partition_oneway(w, DB),
+                            Direction::FromDb => self.sim.partition_oneway(DB, w),
+                        }
+                        self.schedule(end, Action::Repair(worker, direction));
+                    }
+                    Fault::LoseMessages { worker, probability, .. } => {
+                        let w = self.names[worker].clone();
+                        self.sim.set_link_fail_rate(w.as_str(), DB, probability.clamp(0.0, 1.0));
+                        self.schedule(end, Action::StopLoss(worker));
+                    }
+                    Fault::Delay { worker, latency_ms, .. } => {
+                        let w = self.names[worker].as_str();
+                        self.sim.set_link_latency(w, DB, Duration::from_millis(latency_ms));
+                        self.schedule(end, Action::StopDelay(worker));
+                    }
+                    Fault::DbRestart { .. } => {
+                        self.window("*", length);
+                        if self.sim.is_host_running(DB) {
+                            self.sim.crash(DB);
+                        }
+                        self.schedule(end, Action::DbUp);
+                    }
+                    Fault::Api { mode, .. } => {
+                        self.api.lock().expect("api lock").mode = mode;
+                        self.schedule(end, Action::ApiNormal);
+                    }
+                    Fault::Skew { worker, offset_ms } => {
+                        self.hosts[worker].skew.store(offset_ms * 1000, Ordering::SeqCst);
+                    }
+                    Fault::Sigterm { worker, .. } => {
+                        if self.sim.is_host_running(self.names[worker].as_str())
+                            && !self.terminating.contains_key(&worker)
+                        {
+                            self.terminating.insert(worker, self.now());
+                            let host = &self.hosts[worker];
+                            if let Some(handle) = host.shutdown.lock().expect("shutdown lock").as_ref() {
+                                handle.graceful();
+                            }
+                            host.sigterm.notify_one();
+                        }
+                        self.schedule(end, Action::Restart(worker));
+                    }
+                }
+            }
+            Action::Restart(worker) => self.restart(worker),
+            Action::Resume(worker) => {
+                let w = self.names[worker].clone();
+                self.sim.release(w.as_str(), DB);
+                self.sim.release(w.as_str(), API);
+            }
+            Action::Repair(worker, direction) => {
+                let w = self.names[worker].as_str();
+                match direction {
+                    Direction::Both => self.sim.repair(w, DB),
+                    Direction::ToDb => self.sim.repair_oneway(w, DB),
+                    Direction::FromDb => self.sim.repair_oneway(DB, w),
+                }
+            }
+            Action::StopLoss(worker) => {
+                let w = self.names[worker].clone();
+                self.sim.set_link_fail_rate(w.as_str(), DB, 0.0);
+            }
+            Action::StopDelay(worker) => {
+                let w = self.names[worker].as_str();
+                self.sim.set_link_latency(w, DB, self.config.min_latency);
+                self.sim.set_link_max_message_latency(w, DB, self.config.max_latency);
+            }
+            Action::DbUp => {
+                if !self.sim.is_host_running(DB) {
+                    self.sim.bounce(DB);
+                }
+            }
+            Action::ApiNormal => self.api.lock().expect("api lock").mode = ApiMode::Normal,
+        }
+    }
+
+    fn restart(&mut self, worker: usize) {
+        let name = self.names[worker].clone();
+        if !self.sim.is_host_running(name.as_str()) {
+            self.hosts[worker].exited.store(false, Ordering::SeqCst);
+            self.terminating.remove(&worker);
+            self.log(&format!("restart {name}"));
+            self.sim.bounce(name.as_str());
+        }
+    }
+
+    /// Ends every fault: links repaired and released, hosts restarted, the
+    /// API normal, wake-ups reliable; clocks keep their offsets but stop
+    /// changing.
+    fn heal(&mut self) {
+        self.actions.clear();
+        self.log("HEAL");
+        *self.loss.lock().expect("loss lock") = 0.0;
+        self.api.lock().expect("api lock").mode = ApiMode::Normal;
+        if !self.sim.is_host_running(DB) {
+            self.sim.bounce(DB);
+        }
+        for worker in 0..self.names.len() {
+            let w = self.names[worker].clone();
+            self.sim.release(w.as_str(), DB);
+            self.sim.release(w.as_str(), API);
+            self.sim.repair(w.as_str(), DB);
+            self.sim.set_link_fail_rate(w.as_str(), DB, 0.0);
+            self.sim.set_link_latency(w.as_str(), DB, self.config.min_latency);
+            self.sim.set_link_max_message_latency(w.as_str(), DB, self.config.max_latency);
+            self.restart(worker);
+        }
+    }
+
+    /// Checks workers that finished a graceful shutdown (invariant 8) when
+    /// nothing disturbed their drain.
+    fn check_exits(&mut self) {
+        for worker in 0..self.hosts.len() {
+            if !self.hosts[worker].exited.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            let now = self.now();
+            let Some(since) = self.terminating.remove(&worker) else { continue };
+            let name = self.names[worker].clone();
+            let jobs = self.store.jobs();
+            let mut oracle = self.oracle.lock().expect("oracle lock");
+            oracle.log(now, &format!("{name} finished its shutdown"));
+            if oracle.healthy(&name, since, now) {
+                oracle.check_shutdown(now, &name, &jobs);
+            }
+        }
+    }
+
+    fn sample(&mut self, healed: Option<Timestamp>) -> bool {
+        let jobs = self.store.jobs();
+        let mut running: BTreeMap<&str, u32> = BTreeMap::new();
+        for job in jobs.iter().filter(|j| j.status == JobStatus::Running) {
+            if let Some(owner) = job.lease_owner.as_deref() {
+                *running.entry(owner).or_insert(0) += 1;
+            }
+        }
+        let mut capacity = false;
+        for worker in 0..self.names.len() {
+            let name = self.names[worker].clone();
+            if self.sim.is_host_running(name.as_str())
+                && !self.terminating.contains_key(&worker)
+                && running.get(name.as_str()).copied().unwrap_or(0) < self.config.concurrency
+            {
+                capacity = true;
+            }
+        }
+        let now = self.now();
+        self.oracle.lock().expect("oracle lock").sample(now, &jobs, capacity, healed);
+        jobs.iter().all(|j| j.status.is_terminal())
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        self.sim.step().map_err(|e| e.to_string())?;
+        self.driver.set(self.sim.elapsed());
+        Ok(())
+    }
+}
+
+/// Runs one world to its end and judges it.
+pub(crate) fn run(config: Config) -> RunOutcome {
+    let config = Arc::new(config);
+    let seed = config.seed;
+    let (swarm, plan): (Option<Swarm>, FaultPlan) = match &config.plan {
+        Some(plan) => (None, plan.clone()),
+        None if config.faults => {
+            let (swarm, plan) = FaultPlan::from_seed(seed, config.workers, config.chaos);
+            (Some(swarm), plan)
+        }
+        None => (None, FaultPlan::default()),
+    };
+    let sim = turmoil::Builder::new()
+        .tick_duration(config.tick)
+        .simulation_duration(Duration::from_secs(100 * 86_400))
+        .min_message_latency(config.min_latency)
+        .max_message_latency(config.max_latency)
+        .tcp_capacity(4096)
+        .rng_seed(seed)
+        .build();
+    let driver = DriverTime::default();
+    let oracle = Oracle::new(Limits {
+        lease: config.lease,
+        reap_interval: config.reap_interval,
+        poll_interval: config.poll_interval,
+        slack: Duration::from_secs(3),
+    })
+    .shared();
+    let store = Arc::new(MemStore::with_clock(Arc::new(SimClock::exact(driver.clone()))));
+    let api = ApiState::new(ChaCha8Rng::seed_from_u64(seed ^ 0x4150_4900));
+    let loss = Arc::new(Mutex::new(plan.notification_loss_probability));
+    let mut d = Driver {
+        config: config.clone(),
+        sim,
+        driver: driver.clone(),
+        oracle: oracle.clone(),
+        store: store.clone(),
+        api: api.clone(),
+        loss: loss.clone(),
+        hosts: Vec::new(),
+        names: (0..config.workers).map(worker_name).collect(),
+        terminating: BTreeMap::new(),
+        actions: BTreeMap::new(),
+        next_action: 0,
+        injected: BTreeMap::new(),
+        producer_done: Arc::new(AtomicBool::new(false)),
+    };
+
+    let db = DbHost {
+        store: store.clone(),
+        clock: SimClock::exact(driver.clone()),
+        oracle: oracle.clone(),
+        variant: config.variant,
+        notification_loss: loss,
+        rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x4e4f_5449_4659))),
+    };
+    d.sim.host(DB, move || db.clone().serve());
+    let api_state = api.clone();
+    d.sim.host(API, move || api::serve(api_state.clone()));
+    for worker in 0..config.workers {
+        let host = WorkerHost {
+            name: d.names[worker].clone(),
+            seed: seed.wrapping_mul(31).wrapping_add(worker as u64),
+            config: config.clone(),
+            skew: Arc::new(AtomicI64::new(0)),
+            driver: driver.clone(),
+            oracle: oracle.clone(),
+            shutdown: Arc::new(Mutex::new(None)),
+            sigterm: Arc::new(tokio::sync::Notify::new()),
+            exited: Arc::new(AtomicBool::new(false)),
+        };
+        d.hosts.push(host.clone());
+        d.sim.host(d.names[worker].as_str(), move || host.clone().run());
+    }
+    let schedule = Arc::new(workload::schedule(seed, config.jobs, config.chaos, config.max_attempts));
+    let (producer_clock, done) = (SimClock::exact(driver.clone()), d.producer_done.clone());
+    d.sim.host("producer", move || {
+        workload::produce(schedule.clone(), producer_clock.clone(), done.clone())
+    });
+    for fault in &plan.faults {
+        d.schedule(fault.at_ms, Action::Fault(fault.clone()));
+    }
+
+    let chaos_end = config.chaos;
+    let end = chaos_end + config.liveness_bound();
+    let mut next_sample = Duration::ZERO;
+    let mut healed: Option<Timestamp> = None;
+    let mut error = None;
+    let mut finished_early = false;
+    while d.sim.elapsed() < end {
+        let now_ms = d.sim.elapsed().as_millis() as u64;
+        while let Some(entry) = d.actions.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let action = entry.remove();
+            d.apply(action);
+        }
+        if healed.is_none() && d.sim.elapsed() >= chaos_end {
+            d.heal();
+            healed = Some(d.now());
+        }
+        if let Err(e) = d.step() {
+            error = Some(e);
+            break;
+        }
+        d.check_exits();
+        if d.sim.elapsed() >= next_sample {
+            next_sample = d.sim.elapsed() + config.sample_every;
+            let all_terminal = d.sample(healed);
+            if healed.is_some() && all_terminal && d.producer_done.load(Ordering::SeqCst) {
+                finished_early = true;
+                break;
+            }
+        }
+        if config.stop_on_violation && !oracle.lock().expect("oracle lock").violations().is_empty() {
+            break;
+        }
+    }
+    let now = d.now();
+    let jobs = store.jobs();
+    if healed.is_some() && !finished_early && error.is_none() && !config.stop_on_violation {
+        oracle.lock().expect("oracle lock").check_terminal(now, &jobs);
+    }
+    RunOutcome::build(
+        &config,
+        swarm,
+        plan,
+        d.sim.elapsed(),
+        d.injected,
+        &jobs,
+        &store,
+        &oracle,
+        &api,
+        error,
+    )
+}
+
+/// The command that replays `seed` under `variant`.
+pub fn replay_command(seed: u64, variant: Variant) -> String {
+    if variant == Variant::Stuckless {
+        format!("make sim SEED={seed}")
+    } else {
+        format!("make sim SEED={seed} SIM_ARGS=\"--variant {}\"", variant.name())
+    }
+}
