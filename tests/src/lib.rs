@@ -5,7 +5,8 @@
 //!
 //! 1. `DATABASE_URL`, if set: a server where the URL's user may `CREATE
 //!    DATABASE` (e.g. `postgres://postgres@127.0.0.1:5432/postgres`). Each
-//!    test gets its own database `stuckless_t_<pid>_<n>`, dropped afterwards.
+//!    test gets its own database `stuckless_t_<pid>_<n>` (ICU `en-US`
+//!    collation where available, as on managed Postgres), dropped afterwards.
 //! 2. Otherwise testcontainers starts `postgres:16-alpine` once per test
 //!    process, if a Docker engine is reachable.
 //! 3. Otherwise the test panics with instructions, unless
@@ -108,10 +109,21 @@ impl TestDb {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
+        // A natural-language collation where the server has ICU, as managed
+        // Postgres (Supabase: en_US) has: there text order differs from Rust's
+        // byte order, so a missing `collate "C"` shows up in tests.
+        let icu =
+            format!("create database \"{name}\" template template0 locale_provider icu icu_locale 'en-US'");
+        if sqlx::query(sqlx::AssertSqlSafe(icu))
             .execute(&mut admin)
             .await
-            .map_err(|e| format!("cannot create test database {name} on {admin_url}: {e}\n{HOW_TO}"))?;
+            .is_err()
+        {
+            sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
+                .execute(&mut admin)
+                .await
+                .map_err(|e| format!("cannot create test database {name} on {admin_url}: {e}\n{HOW_TO}"))?;
+        }
         let url = with_database(&admin_url, &name);
         let pool = PgPoolOptions::new()
             .max_connections(12)
