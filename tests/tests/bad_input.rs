@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use stuckless_core::job::limits;
 use stuckless_core::{
-    ClaimRequest, Epoch, FailRequest, JobId, MemStore, NewJob, Storage, StorageError, Timestamp, WorkerRegistration,
+    ClaimRequest, Epoch, FailRequest, JobId, MemStore, NewJob, Storage, StorageError, Timestamp,
+    WorkerRegistration,
 };
 use stuckless_tests::{manual_clock, TestDb};
 
@@ -35,9 +36,15 @@ async fn refuses_bad_input(s: &dyn Storage) {
     let big = json!({"blob": "x".repeat(limits::MAX_PAYLOAD_BYTES)});
     let mut cases: Vec<(NewJob, &str)> = vec![
         (NewJob::new("", "k", json!(1)), "queue"),
-        (NewJob::new("q".repeat(limits::MAX_NAME_BYTES + 1), "k", json!(1)), "queue"),
+        (
+            NewJob::new("q".repeat(limits::MAX_NAME_BYTES + 1), "k", json!(1)),
+            "queue",
+        ),
         (NewJob::new("q", "", json!(1)), "kind"),
-        (NewJob::new("q", "k".repeat(limits::MAX_NAME_BYTES + 1), json!(1)), "kind"),
+        (
+            NewJob::new("q", "k".repeat(limits::MAX_NAME_BYTES + 1), json!(1)),
+            "kind",
+        ),
         (NewJob::new("q", "k", big), "payload"),
         (NewJob::new("q", "k", json!({"a": "nul \u{0} inside"})), "payload"),
         (NewJob::new("q", "k", json!({"nul\u{0}key": 1})), "payload"),
@@ -57,7 +64,10 @@ async fn refuses_bad_input(s: &dyn Storage) {
         let shown = format!("{:.80?}", format!("{job:?}"));
         let err = s.job_insert(job.clone()).await.unwrap_err();
         assert_eq!(field_of(&err), Some(field), "{shown}: {err}");
-        assert!(err.to_string().contains(field), "the message names the field: {err}");
+        assert!(
+            err.to_string().contains(field),
+            "the message names the field: {err}"
+        );
         // In a batch, one bad job refuses the whole batch.
         let err = s.job_insert_many(vec![ok(), job, ok()]).await.unwrap_err();
         assert_eq!(field_of(&err), Some(field), "{shown} in a batch: {err}");
@@ -90,13 +100,25 @@ async fn refuses_bad_input(s: &dyn Storage) {
         limit: 1,
         lease,
     };
-    let err = s.job_claim(claim(HOSTILE[0], "default", Duration::from_secs(30))).await.unwrap_err();
+    let err = s
+        .job_claim(claim(HOSTILE[0], "default", Duration::from_secs(30)))
+        .await
+        .unwrap_err();
     assert_eq!(field_of(&err), Some("worker_id"), "{err}");
-    let err = s.job_claim(claim("w1", HOSTILE[1], Duration::from_secs(30))).await.unwrap_err();
+    let err = s
+        .job_claim(claim("w1", HOSTILE[1], Duration::from_secs(30)))
+        .await
+        .unwrap_err();
     assert_eq!(field_of(&err), Some("queue"), "{err}");
-    let err = s.job_claim(claim("w1", "default", Duration::MAX)).await.unwrap_err();
+    let err = s
+        .job_claim(claim("w1", "default", Duration::MAX))
+        .await
+        .unwrap_err();
     assert_eq!(field_of(&err), Some("lease"), "{err}");
-    let claimed = s.job_claim(claim("w1", "default", Duration::from_secs(30))).await.unwrap();
+    let claimed = s
+        .job_claim(claim("w1", "default", Duration::from_secs(30)))
+        .await
+        .unwrap();
     let (id, epoch) = (claimed[0].id(), claimed[0].epoch());
     let err = s
         .job_heartbeat(id, epoch, Duration::from_secs(30), Some(json!("\u{0}")))
@@ -112,7 +134,10 @@ async fn refuses_bad_input(s: &dyn Storage) {
     let err = s.job_fail(id, epoch, never).await.unwrap_err();
     assert_eq!(field_of(&err), Some("retry_after"), "{err}");
     let job = s.job_get(id).await.unwrap().unwrap();
-    assert_eq!(job.lease_expires_at, claimed[0].job.lease_expires_at, "refused writes changed nothing");
+    assert_eq!(
+        job.lease_expires_at, claimed[0].job.lease_expires_at,
+        "refused writes changed nothing"
+    );
     // A hostile error message is data: stored (NUL stripped), never executed.
     let fail = FailRequest {
         error: format!("{} \u{0} {}", HOSTILE[0], HOSTILE[3]),
@@ -128,28 +153,47 @@ async fn refuses_bad_input(s: &dyn Storage) {
         concurrency: 1,
         metadata,
     };
-    let err = s.worker_register(registration("", "default", json!({}))).await.unwrap_err();
+    let err = s
+        .worker_register(registration("", "default", json!({})))
+        .await
+        .unwrap_err();
     assert_eq!(field_of(&err), Some("worker_id"), "{err}");
-    let err = s.worker_register(registration("w1", "bad queue", json!({}))).await.unwrap_err();
+    let err = s
+        .worker_register(registration("w1", "bad queue", json!({})))
+        .await
+        .unwrap_err();
     assert_eq!(field_of(&err), Some("queue"), "{err}");
-    let err = s.worker_register(registration("w1", "default", json!({"host": "a\u{0}b"}))).await.unwrap_err();
+    let err = s
+        .worker_register(registration("w1", "default", json!({"host": "a\u{0}b"})))
+        .await
+        .unwrap_err();
     assert_eq!(field_of(&err), Some("metadata"), "{err}");
     let huge = json!("m".repeat(limits::MAX_PROGRESS_BYTES));
-    let err = s.worker_register(registration("w1", "default", huge)).await.unwrap_err();
+    let err = s
+        .worker_register(registration("w1", "default", huge))
+        .await
+        .unwrap_err();
     assert_eq!(field_of(&err), Some("metadata"), "{err}");
     assert!(s.worker_list().await.unwrap().is_empty(), "no worker registered");
     // Ids Postgres could not even store are simply unknown.
     let err = s.worker_heartbeat("nul\u{0}", 1).await.unwrap_err();
     assert_eq!(err, StorageError::WorkerNotFound("nul\u{0}".into()));
     s.worker_deregister("nul\u{0}").await.unwrap();
-    s.worker_register(registration(HOSTILE[0].split('\'').next().unwrap(), "default", json!({"x": HOSTILE})))
-        .await
-        .unwrap();
+    s.worker_register(registration(
+        HOSTILE[0].split('\'').next().unwrap(),
+        "default",
+        json!({"x": HOSTILE}),
+    ))
+    .await
+    .unwrap();
     assert_eq!(s.worker_list().await.unwrap()[0].metadata, json!({"x": HOSTILE}));
     // Ids out of any range are just not found.
     for id in [i64::MIN, -1, 0, i64::MAX] {
         assert_eq!(s.job_get(JobId(id)).await.unwrap(), None);
-        assert_eq!(s.job_complete(JobId(id), Epoch(i64::MAX)).await.unwrap_err(), StorageError::NotFound(JobId(id)));
+        assert_eq!(
+            s.job_complete(JobId(id), Epoch(i64::MAX)).await.unwrap_err(),
+            StorageError::NotFound(JobId(id))
+        );
     }
 }
 
@@ -173,7 +217,10 @@ async fn postgres_refuses_bad_input_and_the_schema_is_intact() {
     .await
     .unwrap();
     assert_eq!(tables, vec!["_sqlx_migrations", "job_events", "jobs", "workers"]);
-    let jobs: i64 = sqlx::query_scalar("select count(*) from stuckless.jobs").fetch_one(db.pool()).await.unwrap();
+    let jobs: i64 = sqlx::query_scalar("select count(*) from stuckless.jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
     assert_eq!(jobs, HOSTILE.len() as i64);
 }
 
@@ -184,14 +231,27 @@ async fn postgres_refuses_payload_text_that_is_not_json() {
     };
     // Text from another language that is not JSON: refused by the jsonb cast
     // (22P02) before stuckless.enqueue runs; nothing written.
-    for text in ["{not json", "", "{'single': 'quotes'}", "[1, 2", "\"\\u0000\"", "NaN"] {
+    for text in [
+        "{not json",
+        "",
+        "{'single': 'quotes'}",
+        "[1, 2",
+        "\"\\u0000\"",
+        "NaN",
+    ] {
         let err = sqlx::query("select stuckless.enqueue('default', 'k', $1::text::jsonb)")
             .bind(text)
             .execute(db.pool())
             .await
             .unwrap_err();
-        let code = err.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
-        assert!(matches!(code.as_deref(), Some("22P02") | Some("22P05")), "{text:?}: {err}");
+        let code = err
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.to_string());
+        assert!(
+            matches!(code.as_deref(), Some("22P02") | Some("22P05")),
+            "{text:?}: {err}"
+        );
     }
     // Hostile names through the SQL API: a typed refusal, never SQL.
     for hostile in HOSTILE {
@@ -200,10 +260,16 @@ async fn postgres_refuses_payload_text_that_is_not_json() {
             .execute(db.pool())
             .await
             .unwrap_err();
-        let code = err.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
+        let code = err
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.to_string());
         assert_eq!(code.as_deref(), Some("22023"), "{hostile:?}: {err}");
     }
-    let jobs: i64 = sqlx::query_scalar("select count(*) from stuckless.jobs").fetch_one(db.pool()).await.unwrap();
+    let jobs: i64 = sqlx::query_scalar("select count(*) from stuckless.jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
     assert_eq!(jobs, 0);
     // The same text parsed on the Rust side is a typed serde error before any
     // NewJob exists.
