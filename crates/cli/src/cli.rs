@@ -21,7 +21,7 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Log filter in tracing-subscriber's EnvFilter syntax.
-    #[arg(long, env = "RUST_LOG", global = true, default_value = "info")]
+    #[arg(long, env = "RUST_LOG", global = true, default_value = "info,sqlx=warn")]
     pub log_level: String,
 
     /// Print machine-readable JSON instead of human tables.
