@@ -50,5 +50,5 @@ chaos: ## Long chaos run: real workers, fault proxies, seeded faults, end-of-run
 	./target/release/stuckless-chaos $(CHAOS_ARGS)
 
 bench: ## Throughput, pickup latency, idle queries and crash recovery against a fresh database (BENCH_ARGS)
-	$(CARGO) build --release -p stuckless-harness --bins
+	$(CARGO) build --release -p stuckless-harness --bins -p stuckless-cli
 	./target/release/stuckless-bench $(BENCH_ARGS)

@@ -27,10 +27,12 @@ use sqlx::postgres::PgPoolOptions;
 use stuckless_core::{JobContext, JobError, NewJob, Storage, TokioClock, Worker, WorkerEvent};
 use stuckless_pg::{PgStorage, PgWaker};
 
+use crate::chaos::{ChaosConfig, WorkerCommand};
 use crate::db::RunDb;
 use crate::error::{Context, HarnessError, HarnessResult};
 use crate::process::{ChildGuard, Signal};
 use crate::proxy::FaultProxy;
+use crate::recorder::Recorder;
 use crate::recording::CHAOS_KIND;
 use crate::timed::TimedStorage;
 
@@ -340,49 +342,45 @@ pub struct RecoveryTimings {
 }
 
 /// SIGKILLs a real worker process holding a job, `runs` times, and times
-/// each job's completion by the surviving worker process.
+/// each job's completion by the surviving worker process. The job's handler
+/// (the chaos kind: the harness worker's recording handler, or `stuckless
+/// worker`'s http handler calling the recorder) holds the first attempt for
+/// ten minutes and finishes any later attempt at once.
 pub async fn recovery(
     server_url: &str,
-    worker_bin: &std::path::Path,
+    worker: &WorkerCommand,
     runs: usize,
     timings: RecoveryTimings,
     log_dir: &std::path::Path,
 ) -> HarnessResult<Vec<Line>> {
     let db = RunDb::create(server_url, "stuckless_bench").await?;
-    let result = recovery_on(&db, worker_bin, runs, timings, log_dir).await;
+    let result = recovery_on(&db, worker, runs, timings, log_dir).await;
     db.drop_now().await?;
     result
 }
 
 async fn recovery_on(
     db: &RunDb,
-    worker_bin: &std::path::Path,
+    worker: &WorkerCommand,
     runs: usize,
     t: RecoveryTimings,
     log_dir: &std::path::Path,
 ) -> HarnessResult<Vec<Line>> {
     std::fs::create_dir_all(log_dir).context("creating the log dir")?;
-    let ms = |d: Duration| d.as_millis().to_string();
+    let recorder = Recorder::start(db.pool().clone()).await?;
+    let mut config = ChaosConfig::short(0, worker.clone());
+    config.lease = t.lease;
+    config.heartbeat = t.heartbeat;
+    config.reap_interval = t.reap_interval;
+    config.poll_interval = t.poll_interval;
+    let url = db.direct_url();
     let spawn = |id: String| -> HarnessResult<ChildGuard> {
-        let args = vec![
-            "--database-url".to_string(),
-            db.direct_url(),
-            "--worker-id".into(),
-            id.clone(),
-            "--lease-ms".into(),
-            ms(t.lease),
-            "--heartbeat-ms".into(),
-            ms(t.heartbeat),
-            "--reap-ms".into(),
-            ms(t.reap_interval),
-            "--poll-ms".into(),
-            ms(t.poll_interval),
-        ];
+        let (args, envs) = worker.command(&config, &url, &id, &recorder);
         ChildGuard::spawn(
             id.clone(),
-            worker_bin,
+            worker.program(),
             &args,
-            &[],
+            &envs,
             &log_dir.join(format!("{id}.log")),
         )
     };
@@ -453,7 +451,7 @@ async fn recovery_on(
         let recovery_ms = finished.map(|f| (f - killed_at) as f64 / 1000.0);
         lines.push(
             Line::new("recovery")
-                .kv("mode", "real_processes_stuckless-chaos-worker")
+                .kv("mode", format!("real_processes_{}", worker.name()))
                 .kv("run", run + 1)
                 .kv("lease_ms", t.lease.as_millis())
                 .kv("reap_ms", t.reap_interval.as_millis())

@@ -31,7 +31,8 @@ pub enum WorkerCommand {
 }
 
 impl WorkerCommand {
-    fn program(&self) -> &PathBuf {
+    /// The binary's path.
+    pub fn program(&self) -> &PathBuf {
         match self {
             WorkerCommand::Cli(p) | WorkerCommand::Harness(p) => p,
         }
@@ -45,8 +46,9 @@ impl WorkerCommand {
         }
     }
 
-    /// Command line and environment of one worker.
-    fn command(
+    /// Command line and environment of worker `worker_id` connecting to `url`
+    /// with `config`'s timings, its chaos handler reporting to `recorder`.
+    pub fn command(
         &self,
         config: &ChaosConfig,
         url: &str,

@@ -62,6 +62,7 @@ impl RunDb {
         let mut conn = admin.connect().await.context(format!(
             "connecting to {server_url} (is Postgres running? `make pg-start`)"
         ))?;
+        sweep_orphans(&mut conn, prefix).await;
         sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
             .execute(&mut conn)
             .await
@@ -181,4 +182,28 @@ async fn drop_database(admin: &PgConnectOptions, name: &str) -> HarnessResult<()
     .await
     .context(format!("dropping database {name}"))?;
     Ok(())
+}
+
+/// Drops `<prefix>_<pid>_<n>` databases whose process is gone (a run that was
+/// killed before it could drop its own).
+async fn sweep_orphans(conn: &mut sqlx::PgConnection, prefix: &str) {
+    let pattern = format!("{}\\_%", prefix.replace('_', "\\_"));
+    let Ok(names) = sqlx::query_scalar::<_, String>("select datname from pg_database where datname like $1")
+        .bind(&pattern)
+        .fetch_all(&mut *conn)
+        .await
+    else {
+        return;
+    };
+    for name in names {
+        let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('_')) else {
+            continue;
+        };
+        let pid = rest.split('_').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if pid.is_some() && !alive {
+            let sql = format!("drop database if exists \"{name}\" with (force)");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await;
+        }
+    }
 }

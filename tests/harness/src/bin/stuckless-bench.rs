@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use stuckless_harness::bench::{self, RecoveryTimings};
+use stuckless_harness::chaos::WorkerCommand;
 use stuckless_harness::db::server_url;
 use stuckless_harness::process::workspace_binary;
 
@@ -38,7 +39,11 @@ struct Args {
     /// Reap interval of the recovery workers, ms.
     #[arg(long, default_value_t = 2000)]
     recovery_reap_ms: u64,
-    /// Worker binary for recovery (default: stuckless-chaos-worker beside this one).
+    /// Worker for recovery: `cli` (`stuckless worker`) or `harness`
+    /// (stuckless-chaos-worker).
+    #[arg(long, default_value = "cli")]
+    worker: String,
+    /// Path of the worker binary (default: beside this binary).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
     /// Only these measurements (throughput, pickup, idle, recovery).
@@ -65,10 +70,21 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", bench::idle(&url, Duration::from_secs(args.idle_s)).await?);
     }
     if wanted("recovery") {
-        let worker_bin = match args.worker_bin {
+        let default_bin = match args.worker.as_str() {
+            "cli" => "stuckless",
+            "harness" => "stuckless-chaos-worker",
+            other => anyhow::bail!("--worker must be cli or harness, not {other:?}"),
+        };
+        let worker_bin = match args.worker_bin.clone() {
             Some(p) => p,
-            None => workspace_binary("stuckless-chaos-worker")
-                .context("stuckless-chaos-worker not found beside this binary; pass --worker-bin")?,
+            None => workspace_binary(default_bin).with_context(|| {
+                format!("{default_bin} not found beside this binary; build it (make bench does) or pass --worker-bin")
+            })?,
+        };
+        let worker = if args.worker == "cli" {
+            WorkerCommand::Cli(worker_bin)
+        } else {
+            WorkerCommand::Harness(worker_bin)
         };
         let timings = RecoveryTimings {
             lease: Duration::from_millis(args.recovery_lease_ms),
@@ -77,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
             poll_interval: Duration::from_secs(1),
         };
         let log_dir = std::env::temp_dir().join("stuckless-bench-recovery");
-        for line in bench::recovery(&url, &worker_bin, args.recovery_runs, timings, &log_dir).await? {
+        for line in bench::recovery(&url, &worker, args.recovery_runs, timings, &log_dir).await? {
             println!("{line}");
         }
     }
