@@ -189,9 +189,16 @@ pub async fn diagnose(storage: &dyn Storage, id: JobId, stale_after: Duration) -
                     Case::ExpiredLease,
                     format!(
                         "The lease held by {owner} expired {} and nothing has taken the job back yet; {worker_state}; {heartbeat}. \
-                         Any running stuckless worker's reaper returns such a job to the queue within its reap interval. {live}, \
-                         so nobody has reaped it.",
-                        ago(expired_for)
+                         Any running stuckless worker's reaper returns such a job to the queue within its reap interval. {}",
+                        ago(expired_for),
+                        if live_workers_for_queue.is_empty() {
+                            format!("No live worker serves queue {:?}, so nobody will reap it until one starts.", job.queue)
+                        } else {
+                            format!(
+                                "{live}: one of them should reap it within its reap interval (15s by default); if this \
+                                 persists, they cannot reach this database or are wedged."
+                            )
+                        }
                     ),
                     Some(format!("stuckless requeue {id}")),
                     Some(format!(
