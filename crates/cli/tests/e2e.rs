@@ -215,3 +215,105 @@ fn wake_needs_the_secret_and_metrics_count_what_happened() {
         .unwrap()
         .contains("must be a non-negative integer"));
 }
+
+/// A one-thread HTTP server on 127.0.0.1 for the `http` handler: `/flaky`
+/// answers 429 (Retry-After: 1) the first time and 200 after; `/bad` answers
+/// 400. Returns the port and the raw requests it saw.
+fn app_endpoint() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let mut flaky_calls = 0;
+        // Bounded: the test needs a handful of requests.
+        for stream in listener.incoming().take(20) {
+            let Ok(mut s) = stream else { continue };
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut req = Vec::new();
+            // Read head and body (the payloads here are tiny).
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&req).to_string();
+            let reply = if text.starts_with("POST /flaky") {
+                flaky_calls += 1;
+                if flaky_calls == 1 {
+                    "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                }
+            } else {
+                "HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\nConnection: close\r\n\r\nbad payload"
+            };
+            log.lock().unwrap().push(text);
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn http_handler_retries_429_after_retry_after_and_kills_on_400() {
+    let env = Env::new();
+    let (port, seen) = app_endpoint();
+    let flaky = format!("flaky=http:http://127.0.0.1:{port}/flaky");
+    let bad = format!("bad=http:http://127.0.0.1:{port}/bad");
+    let _w = WorkerProc::start(
+        &env.url(),
+        "w-http-handler",
+        &[
+            "--handler",
+            &flaky,
+            "--handler",
+            &bad,
+            "--http-token",
+            "app-token",
+        ],
+    );
+    let f = env.sql_enqueue("flaky", r#"{"report_id": 7}"#);
+    let b = env.sql_enqueue("bad", r#"{"report_id": 8}"#);
+    assert!(wait_until("http jobs finished", Duration::from_secs(60), || {
+        env.status(f) == JobStatus::Succeeded && env.status(b) == JobStatus::Dead
+    }));
+    let fj = env.job(f);
+    assert_eq!(fj.attempt, 2, "one 429, then success");
+    assert_eq!(env.events(f), vec![JobEventKind::Retried]);
+    assert!(env.job(b).last_error.unwrap().contains("HTTP 400: bad payload"));
+    assert_eq!(env.job(b).attempt, 1, "a 400 is permanent: no retry");
+    let requests = seen.lock().unwrap().clone();
+    let first = requests
+        .iter()
+        .find(|r| r.starts_with("POST /flaky"))
+        .expect("flaky was called");
+    let lower = first.to_ascii_lowercase();
+    assert!(lower.contains(&format!("x-stuckless-job-id: {}", f.0)), "{first}");
+    assert!(
+        lower.contains(&format!("idempotency-key: stuckless-job-{}", f.0)),
+        "{first}"
+    );
+    assert!(lower.contains("authorization: bearer app-token"), "{first}");
+    assert!(
+        first.ends_with(r#"{"report_id":7}"#),
+        "payload is the body: {first}"
+    );
+}
