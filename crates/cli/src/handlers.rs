@@ -234,6 +234,31 @@ mod tests {
         ));
     }
 
+    /// The client really speaks TLS for https URLs: a local listener receives
+    /// a TLS ClientHello (record type 0x16), not plain HTTP or an "unsupported
+    /// scheme" refusal. No certificate is needed to see the handshake start.
+    #[tokio::test]
+    async fn https_urls_get_a_tls_handshake() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut first = [0u8; 1];
+            s.read_exact(&mut first).await.unwrap();
+            first[0]
+        });
+        let handler = HttpHandler::new(
+            format!("https://127.0.0.1:{port}/x"),
+            Duration::from_secs(5),
+            None,
+        )
+        .unwrap();
+        let result = handler.client.post(&handler.url).body("{}").send().await;
+        assert_eq!(server.await.unwrap(), 0x16, "expected a TLS handshake record");
+        assert!(result.is_err(), "the fake server never completes the handshake");
+    }
+
     #[test]
     fn handler_specs_parse_and_refuse_nonsense() {
         let specs = parse_handlers(&[
