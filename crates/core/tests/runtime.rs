@@ -585,3 +585,55 @@ fn builder_rejects_inconsistent_configuration() {
     assert!(err(world.worker("w1")).contains("handler"));
     assert!(err(world.worker("w1").queues(Vec::<String>::new()).handler("k", fine)).contains("queue"));
 }
+
+/// A clock that counts its readings and panics past a limit, so a worker that
+/// busy-loops fails the test instead of hanging it (paused time never
+/// advances while a task spins).
+struct CountingClock {
+    inner: Arc<TokioClock>,
+    reads: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Clock for CountingClock {
+    fn now(&self) -> Timestamp {
+        let n = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(n < 10_000, "the worker read its clock {n} times: it is spinning");
+        self.inner.now()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        self.inner.sleep(duration).await
+    }
+}
+
+/// Found by the simulator: a worker at full capacity past its poll time spun
+/// in its claim loop (the poll timer fired at once, and no claim was made
+/// without a free slot), stopping simulated time. It must wait instead.
+#[tokio::test(start_paused = true)]
+async fn a_worker_at_capacity_waits_instead_of_spinning_on_its_poll_timer() {
+    let world = World::new();
+    let clock = Arc::new(CountingClock {
+        inner: world.clock.clone(),
+        reads: AtomicU32::new(0),
+    });
+    let worker = Worker::builder("w1", world.store.clone(), clock.clone())
+        .concurrency(1)
+        .lease(LEASE)
+        .heartbeat_interval(HEARTBEAT)
+        .reap_interval(REAP)
+        .poll_interval(POLL)
+        .registry_heartbeat_interval(HEARTBEAT)
+        .handler("sleep", sleeper)
+        .build()
+        .unwrap();
+    let long = world.insert("sleep", json!({"secs": 5})).await;
+    let short = world.insert("sleep", json!({"secs": 1})).await;
+    let (shutdown, run) = spawn(worker);
+    let short = world.until_terminal(short, Duration::from_secs(30)).await;
+    assert_eq!(short.status, JobStatus::Succeeded);
+    assert_eq!(world.job(long).await.status, JobStatus::Succeeded);
+    shutdown.graceful();
+    run.await.unwrap();
+    assert!(clock.reads.load(Ordering::SeqCst) < 10_000);
+}

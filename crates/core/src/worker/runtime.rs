@@ -297,7 +297,11 @@ async fn claim_loop(
             Some(_) = attempts.join_next(), if !attempts.is_empty() => want_claim = true,
             _ = shared.kick.notified() => want_claim = true,
             _ = waker.wait(), if free > 0 => want_claim = true,
-            _ = shared.clock.sleep(until_poll) => want_claim = true,
+            // Off while no slot is free: past the poll time `until_poll` is
+            // zero, and a claim is skipped without a free slot, so this arm
+            // would complete at once forever (a busy loop that, on simulated
+            // time, stops time itself). A finishing attempt wakes us instead.
+            _ = shared.clock.sleep(until_poll), if free > 0 => want_claim = true,
         }
     }
 }
