@@ -146,7 +146,12 @@ pub async fn serve(state: SharedApi) -> turmoil::Result {
             };
             tokio::time::sleep(latency).await;
             if reply == ApiReply::Ok {
-                *state.lock().expect("api lock").effects.entry(request.job).or_insert(0) += 1;
+                *state
+                    .lock()
+                    .expect("api lock")
+                    .effects
+                    .entry(request.job)
+                    .or_insert(0) += 1;
             }
             let _ = write_frame(&mut conn, &reply).await;
         });
@@ -171,9 +176,10 @@ pub async fn handler(ctx: JobContext) -> Result<(), JobError> {
     };
     match reply {
         Ok(ApiReply::Ok) => Ok(()),
-        Ok(ApiReply::TooManyRequests { retry_after_ms }) => {
-            Err(JobError::retry_after("api: 429", Duration::from_millis(retry_after_ms)))
-        }
+        Ok(ApiReply::TooManyRequests { retry_after_ms }) => Err(JobError::retry_after(
+            "api: 429",
+            Duration::from_millis(retry_after_ms),
+        )),
         Ok(ApiReply::ServerError) => Err(JobError::retryable("api: 500")),
         Err(e) => Err(JobError::retryable(format!("api unreachable: {e}"))),
     }

@@ -62,7 +62,10 @@ impl SimClock {
 impl Clock for SimClock {
     fn now(&self) -> Timestamp {
         let at = BASE + self.elapsed();
-        Timestamp::from_micros(at.as_micros().saturating_add(self.skew_micros.load(Ordering::SeqCst)))
+        Timestamp::from_micros(
+            at.as_micros()
+                .saturating_add(self.skew_micros.load(Ordering::SeqCst)),
+        )
     }
 
     async fn sleep(&self, duration: Duration) {

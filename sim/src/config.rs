@@ -143,7 +143,10 @@ impl SimBuilder {
 
     /// A small, fast scenario for tests: 3 workers, 40 jobs, 3 minutes of chaos.
     pub fn small() -> Self {
-        Self::default().workers(3).jobs(40).chaos(Duration::from_secs(180))
+        Self::default()
+            .workers(3)
+            .jobs(40)
+            .chaos(Duration::from_secs(180))
     }
 
     /// The seed document's design: 1 s polling, a 5-minute lock, a 60 s

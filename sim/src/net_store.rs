@@ -15,9 +15,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use stuckless_core::{
-    ClaimRequest, ClaimedJob, Clock, CompleteOutcome, Epoch, FailOutcome, FailRequest, InsertOutcome, Job, JobEvent,
-    JobId, MemStore, NewJob, NotifyWaker, QueueStats, ReapOutcome, Storage, StorageError, StorageResult, Timestamp,
-    WorkerRecord, WorkerRegistration,
+    ClaimRequest, ClaimedJob, Clock, CompleteOutcome, Epoch, FailOutcome, FailRequest, InsertOutcome, Job,
+    JobEvent, JobId, MemStore, NewJob, NotifyWaker, QueueStats, ReapOutcome, Storage, StorageError,
+    StorageResult, Timestamp, WorkerRecord, WorkerRegistration,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
@@ -84,7 +84,9 @@ impl NetStore {
             Ok(Ok(Response::Error(e))) => Err(e.into()),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(io)) => Err(StorageError::Unavailable(format!("db connection: {io}"))),
-            Err(_) => Err(StorageError::Unavailable(format!("no reply within {CALL_TIMEOUT:?}"))),
+            Err(_) => Err(StorageError::Unavailable(format!(
+                "no reply within {CALL_TIMEOUT:?}"
+            ))),
         }
     }
 }
@@ -181,7 +183,9 @@ pub async fn listen(from: String, db: String, waker: NotifyWaker) {
         request: Request::Listen,
     };
     loop {
-        if let Ok(Ok(mut conn)) = tokio::time::timeout(CALL_TIMEOUT, TcpStream::connect((db.as_str(), DB_PORT))).await {
+        if let Ok(Ok(mut conn)) =
+            tokio::time::timeout(CALL_TIMEOUT, TcpStream::connect((db.as_str(), DB_PORT))).await
+        {
             if write_frame(&mut conn, &envelope).await.is_ok() {
                 // A wake after reconnecting: anything enqueued while the
                 // connection was down was not announced.
@@ -299,14 +303,22 @@ pub async fn dispatch(store: &dyn Storage, request: Request) -> Response {
         Request::Insert(job) => reply(store.job_insert(job).await, Response::Inserted),
         Request::InsertMany(jobs) => reply(store.job_insert_many(jobs).await, Response::InsertedMany),
         Request::Claim(req) => reply(store.job_claim(req).await, Response::Claimed),
-        Request::Heartbeat { id, epoch, lease, progress } => {
-            reply(store.job_heartbeat(id, epoch, lease, progress).await, Response::Time)
-        }
+        Request::Heartbeat {
+            id,
+            epoch,
+            lease,
+            progress,
+        } => reply(
+            store.job_heartbeat(id, epoch, lease, progress).await,
+            Response::Time,
+        ),
         Request::Complete { id, epoch } => reply(store.job_complete(id, epoch).await, Response::Completed),
         Request::CompleteMany(jobs) => reply(store.job_complete_many(jobs).await, |rs| {
             Response::CompletedMany(rs.into_iter().map(|r| r.map_err(WireError::from)).collect())
         }),
-        Request::Fail { id, epoch, request } => reply(store.job_fail(id, epoch, request).await, Response::Failed),
+        Request::Fail { id, epoch, request } => {
+            reply(store.job_fail(id, epoch, request).await, Response::Failed)
+        }
         Request::Release { id, epoch } => reply(store.job_release(id, epoch).await, |()| Response::Done),
         Request::Reap { limit } => reply(store.job_reap_expired(limit).await, Response::Reaped),
         Request::Cancel(id) => reply(store.job_cancel(id).await, Response::Job),

@@ -188,7 +188,10 @@ impl Oracle {
 
     /// Per job: its status in the oracle's model and when it became terminal.
     pub fn statuses(&self) -> Vec<(JobId, JobStatus, Option<Timestamp>)> {
-        self.jobs.iter().map(|(id, t)| (*id, t.status, t.finished_at)).collect()
+        self.jobs
+            .iter()
+            .map(|(id, t)| (*id, t.status, t.finished_at))
+            .collect()
     }
 
     /// Whether every known job is terminal.
@@ -200,7 +203,12 @@ impl Oracle {
         if !self.seen.insert((invariant, job)) {
             return;
         }
-        let line = format!("{} VIOLATION {} job={:?}: {detail}", secs(now), invariant.name(), job.map(|j| j.0));
+        let line = format!(
+            "{} VIOLATION {} job={:?}: {detail}",
+            secs(now),
+            invariant.name(),
+            job.map(|j| j.0)
+        );
         self.trace.push_str(&line);
         self.trace.push('\n');
         if let Some(t) = job.and_then(|j| self.jobs.get_mut(&j)) {
@@ -248,7 +256,12 @@ impl Oracle {
     /// Checks a fenced write the db accepted.
     fn accepted_write(&mut self, now: Timestamp, from: &str, op: &str, id: JobId, epoch: Epoch) -> bool {
         let Some(t) = self.jobs.get(&id) else {
-            self.violate(now, Invariant::JobLost, Some(id), format!("{op} accepted for unknown job"));
+            self.violate(
+                now,
+                Invariant::JobLost,
+                Some(id),
+                format!("{op} accepted for unknown job"),
+            );
             return false;
         };
         let (status, current) = (t.status, t.epoch);
@@ -310,7 +323,11 @@ impl Oracle {
                 finished_at: None,
             },
         );
-        self.note(now, job.id, format!("{from} insert run_at={} -> queued", secs(job.run_at)));
+        self.note(
+            now,
+            job.id,
+            format!("{from} insert run_at={} -> queued", secs(job.run_at)),
+        );
     }
 
     fn complete(&mut self, now: Timestamp, from: &str, id: JobId, epoch: Epoch, outcome: CompleteOutcome) {
@@ -319,7 +336,12 @@ impl Oracle {
             CompleteOutcome::Completed => {
                 let completions = self.jobs.get(&id).map_or(0, |t| t.completions);
                 if completions > 0 {
-                    self.violate(now, Invariant::CompletedTwice, Some(id), format!("second completion, by {from} at epoch {epoch}"));
+                    self.violate(
+                        now,
+                        Invariant::CompletedTwice,
+                        Some(id),
+                        format!("second completion, by {from} at epoch {epoch}"),
+                    );
                 }
                 self.accepted_write(now, from, "complete", id, epoch);
                 if let Some(t) = self.jobs.get_mut(&id) {
@@ -338,7 +360,9 @@ impl Oracle {
                         now,
                         Invariant::StaleWriteAccepted,
                         Some(id),
-                        format!("{from} told 'already completed' at epoch {epoch}, which did not complete it"),
+                        format!(
+                            "{from} told 'already completed' at epoch {epoch}, which did not complete it"
+                        ),
                     );
                 }
             }
@@ -372,7 +396,9 @@ impl Oracle {
                     }
                 }
             }
-            (Request::Complete { id, epoch }, Response::Completed(o)) => self.complete(now, from, *id, *epoch, *o),
+            (Request::Complete { id, epoch }, Response::Completed(o)) => {
+                self.complete(now, from, *id, *epoch, *o)
+            }
             (Request::CompleteMany(pairs), Response::CompletedMany(results)) => {
                 for ((id, epoch), result) in pairs.iter().zip(results) {
                     match result {
@@ -382,12 +408,17 @@ impl Oracle {
                 }
             }
             (Request::Fail { id, epoch, request }, Response::Failed(outcome)) => {
-                self.note(now, *id, format!("{from} fail e{epoch} ({}) -> {outcome:?}", request.error));
+                self.note(
+                    now,
+                    *id,
+                    format!("{from} fail e{epoch} ({}) -> {outcome:?}", request.error),
+                );
                 if self.accepted_write(now, from, "fail", *id, *epoch) {
                     match outcome {
                         FailOutcome::Retried { .. } => self.set_status(*id, JobStatus::Queued, now),
                         FailOutcome::Dead => {
-                            let (attempt, max) = self.jobs.get(id).map_or((0, 0), |t| (t.attempt, t.max_attempts));
+                            let (attempt, max) =
+                                self.jobs.get(id).map_or((0, 0), |t| (t.attempt, t.max_attempts));
                             if request.retry_after.is_some() && attempt < max {
                                 self.violate(
                                     now,
@@ -420,7 +451,11 @@ impl Oracle {
             }
             (Request::Cancel(id), Response::Job(job)) => {
                 let before = self.jobs.get(id).map(|t| t.status);
-                self.note(now, *id, format!("{from} cancel -> {} (was {before:?})", job.status));
+                self.note(
+                    now,
+                    *id,
+                    format!("{from} cancel -> {} (was {before:?})", job.status),
+                );
                 match before {
                     Some(JobStatus::Queued | JobStatus::Running | JobStatus::Cancelled) => {
                         self.set_status(*id, JobStatus::Cancelled, now)
@@ -431,7 +466,12 @@ impl Oracle {
                         Some(*id),
                         format!("cancel accepted while the job was {status}"),
                     ),
-                    None => self.violate(now, Invariant::JobLost, Some(*id), "cancel of an unknown job".into()),
+                    None => self.violate(
+                        now,
+                        Invariant::JobLost,
+                        Some(*id),
+                        "cancel of an unknown job".into(),
+                    ),
                 }
             }
             _ => {}
@@ -441,10 +481,22 @@ impl Oracle {
     fn claimed(&mut self, now: Timestamp, from: &str, job: &Job) {
         let id = job.id;
         let Some(t) = self.jobs.get(&id).cloned() else {
-            self.violate(now, Invariant::JobLost, Some(id), "claimed a job nobody enqueued".into());
+            self.violate(
+                now,
+                Invariant::JobLost,
+                Some(id),
+                "claimed a job nobody enqueued".into(),
+            );
             return;
         };
-        self.note(now, id, format!("{from} claim -> e{} attempt {}/{}", job.epoch, job.attempt, job.max_attempts));
+        self.note(
+            now,
+            id,
+            format!(
+                "{from} claim -> e{} attempt {}/{}",
+                job.epoch, job.attempt, job.max_attempts
+            ),
+        );
         match t.status {
             JobStatus::Queued => {}
             JobStatus::Running if t.expires.is_some_and(|e| e > now) => self.violate(
@@ -493,23 +545,40 @@ impl Oracle {
 
     fn reaped(&mut self, now: Timestamp, from: &str, id: JobId, dead: bool) {
         let Some(t) = self.jobs.get(&id).cloned() else {
-            self.violate(now, Invariant::JobLost, Some(id), "reaped a job nobody enqueued".into());
+            self.violate(
+                now,
+                Invariant::JobLost,
+                Some(id),
+                "reaped a job nobody enqueued".into(),
+            );
             return;
         };
         let holder = t.holder.clone().unwrap_or_default();
         self.note(
             now,
             id,
-            format!("{from} reap e{} (holder {holder}) -> {}", t.epoch, if dead { "dead" } else { "queued" }),
+            format!(
+                "{from} reap e{} (holder {holder}) -> {}",
+                t.epoch,
+                if dead { "dead" } else { "queued" }
+            ),
         );
         if t.status != JobStatus::Running {
-            self.violate(now, Invariant::IllegalTransition, Some(id), format!("reaped while {}", t.status));
+            self.violate(
+                now,
+                Invariant::IllegalTransition,
+                Some(id),
+                format!("reaped while {}", t.status),
+            );
         } else if t.expires.is_some_and(|e| e > now) {
             self.violate(
                 now,
                 Invariant::LiveLeaseReaped,
                 Some(id),
-                format!("reaped by {from}; the db had acknowledged {holder}'s lease until {}", secs(t.expires.unwrap_or(now))),
+                format!(
+                    "reaped by {from}; the db had acknowledged {holder}'s lease until {}",
+                    secs(t.expires.unwrap_or(now))
+                ),
             );
         } else if self.healthy(&holder, t.claimed_at, now) {
             self.violate(
@@ -535,8 +604,13 @@ impl Oracle {
 
     /// Records what a worker's runtime reported.
     pub fn worker_event(&mut self, worker: &str, event: &WorkerEvent) {
-        if let WorkerEvent::Claimed { attempt, pickup_latency } = event {
-            self.started.insert((worker.to_owned(), attempt.job_id, attempt.epoch));
+        if let WorkerEvent::Claimed {
+            attempt,
+            pickup_latency,
+        } = event
+        {
+            self.started
+                .insert((worker.to_owned(), attempt.job_id, attempt.epoch));
             self.pickups.push(*pickup_latency);
         }
     }
@@ -549,12 +623,22 @@ impl Oracle {
         let mut found = Vec::new();
         for job in store {
             present.insert(job.id);
-            let Some(t) = self.jobs.get_mut(&job.id) else { continue };
+            let Some(t) = self.jobs.get_mut(&job.id) else {
+                continue;
+            };
             if t.status.is_terminal() && job.status != t.status {
-                found.push((Invariant::IllegalTransition, job.id, format!("{} job became {}", t.status, job.status)));
+                found.push((
+                    Invariant::IllegalTransition,
+                    job.id,
+                    format!("{} job became {}", t.status, job.status),
+                ));
             }
             if job.attempt > job.max_attempts {
-                found.push((Invariant::AttemptsExceeded, job.id, format!("attempt {} of {}", job.attempt, job.max_attempts)));
+                found.push((
+                    Invariant::AttemptsExceeded,
+                    job.id,
+                    format!("attempt {} of {}", job.attempt, job.max_attempts),
+                ));
             }
             let expired = job.status == JobStatus::Running && job.lease_expires_at.is_some_and(|e| e <= now);
             measure(&mut t.expired_since, &mut t.expired_max, expired, now);
@@ -567,7 +651,10 @@ impl Oracle {
                     found.push((
                         Invariant::ExpiredLeaseNotReaped,
                         job.id,
-                        format!("running with a lease expired at {} and nobody reaps it", secs(job.lease_expires_at.unwrap_or(now))),
+                        format!(
+                            "running with a lease expired at {} and nobody reaps it",
+                            secs(job.lease_expires_at.unwrap_or(now))
+                        ),
                     ));
                 }
                 if over(t.starved_since).is_some_and(|d| d > self.limits.poll_interval + self.limits.slack) {
@@ -579,7 +666,12 @@ impl Oracle {
                 }
             }
         }
-        let lost: Vec<JobId> = self.jobs.keys().filter(|id| !present.contains(id)).copied().collect();
+        let lost: Vec<JobId> = self
+            .jobs
+            .keys()
+            .filter(|id| !present.contains(id))
+            .copied()
+            .collect();
         for id in lost {
             found.push((Invariant::JobLost, id, "missing from the store".into()));
         }
@@ -602,7 +694,9 @@ impl Oracle {
                 now,
                 Invariant::ShutdownLeftRunning,
                 Some(id),
-                format!("{worker} finished its graceful shutdown with this job still running at epoch {epoch}"),
+                format!(
+                    "{worker} finished its graceful shutdown with this job still running at epoch {epoch}"
+                ),
             );
         }
     }

@@ -130,7 +130,9 @@ impl Fault {
     /// How long it lasts before it heals itself.
     pub fn duration(&self) -> Duration {
         Duration::from_millis(match self {
-            Fault::Crash { down_ms, .. } | Fault::DbRestart { down_ms } | Fault::Sigterm { down_ms, .. } => *down_ms,
+            Fault::Crash { down_ms, .. } | Fault::DbRestart { down_ms } | Fault::Sigterm { down_ms, .. } => {
+                *down_ms
+            }
             Fault::Pause { for_ms, .. }
             | Fault::Partition { for_ms, .. }
             | Fault::LoseMessages { for_ms, .. }
@@ -243,7 +245,13 @@ pub mod ranges {
 impl Swarm {
     /// Draws per-kind probabilities; each kind is off with chance 1/4.
     pub fn draw(rng: &mut impl Rng) -> Swarm {
-        let mut p = |max: f64| if rng.random_bool(0.25) { 0.0 } else { rng.random_range(0.0..max) };
+        let mut p = |max: f64| {
+            if rng.random_bool(0.25) {
+                0.0
+            } else {
+                rng.random_range(0.0..max)
+            }
+        };
         Swarm {
             crash_probability: p(0.15),
             pause_probability: p(0.10),
@@ -298,7 +306,8 @@ impl Swarm {
                     2 => Fault::Partition {
                         worker,
                         for_ms: rng.random_range(PARTITION_MIN..=PARTITION_MAX),
-                        direction: [Direction::Both, Direction::ToDb, Direction::FromDb][rng.random_range(0..3)],
+                        direction: [Direction::Both, Direction::ToDb, Direction::FromDb]
+                            [rng.random_range(0..3)],
                     },
                     3 => Fault::LoseMessages {
                         worker,
@@ -314,8 +323,12 @@ impl Swarm {
                         down_ms: rng.random_range(DB_DOWN_MIN..=DB_DOWN_MAX),
                     },
                     6 => Fault::Api {
-                        mode: [ApiMode::Slow, ApiMode::Hung, ApiMode::RateLimited, ApiMode::Failing]
-                            [rng.random_range(0..4)],
+                        mode: [
+                            ApiMode::Slow,
+                            ApiMode::Hung,
+                            ApiMode::RateLimited,
+                            ApiMode::Failing,
+                        ][rng.random_range(0..4)],
                         for_ms: rng.random_range(API_MIN..=API_MAX),
                     },
                     7 => Fault::Skew {
@@ -352,7 +365,12 @@ impl FaultPlan {
     pub fn counts(&self) -> Vec<(&'static str, u64)> {
         FAULT_KINDS
             .iter()
-            .map(|k| (*k, self.faults.iter().filter(|f| f.fault.kind() == *k).count() as u64))
+            .map(|k| {
+                (
+                    *k,
+                    self.faults.iter().filter(|f| f.fault.kind() == *k).count() as u64,
+                )
+            })
             .collect()
     }
 }
@@ -364,32 +382,43 @@ pub fn strategy(workers: usize, chaos: Duration) -> BoxedStrategy<FaultPlan> {
     let chaos_ms = chaos.as_millis() as u64;
     let w = 0..workers;
     let fault = prop_oneof![
-        (w.clone(), CRASH_DOWN_MIN..CRASH_DOWN_MAX).prop_map(|(worker, down_ms)| Fault::Crash { worker, down_ms }),
+        (w.clone(), CRASH_DOWN_MIN..CRASH_DOWN_MAX)
+            .prop_map(|(worker, down_ms)| Fault::Crash { worker, down_ms }),
         (w.clone(), PAUSE_MIN..PAUSE_MAX).prop_map(|(worker, for_ms)| Fault::Pause { worker, for_ms }),
-        (w.clone(), PARTITION_MIN..PARTITION_MAX, 0..3usize).prop_map(|(worker, for_ms, d)| Fault::Partition {
-            worker,
-            for_ms,
-            direction: [Direction::Both, Direction::ToDb, Direction::FromDb][d],
+        (w.clone(), PARTITION_MIN..PARTITION_MAX, 0..3usize).prop_map(|(worker, for_ms, d)| {
+            Fault::Partition {
+                worker,
+                for_ms,
+                direction: [Direction::Both, Direction::ToDb, Direction::FromDb][d],
+            }
         }),
         (w.clone(), 1..30u32, 1_000..LOSS_MAX).prop_map(|(worker, p, for_ms)| Fault::LoseMessages {
             worker,
             probability: f64::from(p) / 100.0,
             for_ms,
         }),
-        (w.clone(), DELAY_LATENCY_MIN..DELAY_LATENCY_MAX, 1_000..DELAY_MAX).prop_map(|(worker, latency_ms, for_ms)| {
-            Fault::Delay {
-                worker,
-                latency_ms,
-                for_ms,
+        (w.clone(), DELAY_LATENCY_MIN..DELAY_LATENCY_MAX, 1_000..DELAY_MAX).prop_map(
+            |(worker, latency_ms, for_ms)| {
+                Fault::Delay {
+                    worker,
+                    latency_ms,
+                    for_ms,
+                }
             }
-        }),
+        ),
         (DB_DOWN_MIN..DB_DOWN_MAX).prop_map(|down_ms| Fault::DbRestart { down_ms }),
         (0..4usize, API_MIN..API_MAX).prop_map(|(m, for_ms)| Fault::Api {
-            mode: [ApiMode::Slow, ApiMode::Hung, ApiMode::RateLimited, ApiMode::Failing][m],
+            mode: [
+                ApiMode::Slow,
+                ApiMode::Hung,
+                ApiMode::RateLimited,
+                ApiMode::Failing
+            ][m],
             for_ms,
         }),
         (w.clone(), -SKEW_MAX..SKEW_MAX).prop_map(|(worker, offset_ms)| Fault::Skew { worker, offset_ms }),
-        (w, SIGTERM_DOWN_MIN..SIGTERM_DOWN_MAX).prop_map(|(worker, down_ms)| Fault::Sigterm { worker, down_ms }),
+        (w, SIGTERM_DOWN_MIN..SIGTERM_DOWN_MAX)
+            .prop_map(|(worker, down_ms)| Fault::Sigterm { worker, down_ms }),
     ];
     (
         proptest::collection::vec((0..chaos_ms.max(1), fault), 0..12),

@@ -105,14 +105,18 @@ impl RunOutcome {
                 Some(Invariant::JobLost) => "lost",
                 Some(Invariant::CompletedTwice) => "completed_twice",
                 Some(Invariant::StaleWriteAccepted) => "stale_write",
-                Some(Invariant::Stuck | Invariant::ExpiredLeaseNotReaped | Invariant::DueJobStarved) => "stuck",
+                Some(Invariant::Stuck | Invariant::ExpiredLeaseNotReaped | Invariant::DueJobStarved) => {
+                    "stuck"
+                }
                 Some(_) => "violated",
             };
             *classes.entry(class.to_owned()).or_insert(0) += 1;
         }
         let mut histories = BTreeMap::new();
         if !worst.is_empty() {
-            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
             for id in worst.keys().take(5) {
                 let mut lines = oracle.history(*id);
                 if let Ok(events) = rt.block_on(store.job_events(*id)) {
@@ -309,7 +313,11 @@ impl Summary {
         let _ = writeln!(
             out,
             "violations       {}",
-            if violations.is_empty() { "none".to_owned() } else { violations.join(", ") }
+            if violations.is_empty() {
+                "none".to_owned()
+            } else {
+                violations.join(", ")
+            }
         );
         let _ = writeln!(out, "expired running  {}", pct(&expired));
         let _ = writeln!(out, "due, idle worker {}", pct(&starved));

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use stuckless_core::storage::is_reapable;
-use stuckless_core::{ClaimedJob, CompleteOutcome, Epoch, Job, JobId, JobStatus, MemStore, ReapOutcome, Storage};
+use stuckless_core::{
+    ClaimedJob, CompleteOutcome, Epoch, Job, JobId, JobStatus, MemStore, ReapOutcome, Storage,
+};
 
 use crate::wire::{Request, Response, WireError};
 
@@ -80,14 +82,18 @@ impl Variant {
                 })
             }
             (Variant::UnfencedComplete, Request::CompleteMany(jobs)) => Some(Response::CompletedMany(
-                jobs.iter().map(|(id, epoch)| unfenced_complete(store, *id, *epoch)).collect(),
+                jobs.iter()
+                    .map(|(id, epoch)| unfenced_complete(store, *id, *epoch))
+                    .collect(),
             )),
             (Variant::ClaimReadThenWrite, Request::Claim(req)) => {
                 let now = store.storage_now().await.ok()?;
                 let mut due: Vec<_> = store
                     .jobs()
                     .into_iter()
-                    .filter(|j| j.status == JobStatus::Queued && j.run_at <= now && req.queues.contains(&j.queue))
+                    .filter(|j| {
+                        j.status == JobStatus::Queued && j.run_at <= now && req.queues.contains(&j.queue)
+                    })
                     .collect();
                 due.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.id));
                 due.truncate(req.limit as usize);

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stuckless_core::{
     ClaimRequest, ClaimedJob, CompleteOutcome, Epoch, FailOutcome, FailRequest, InsertOutcome, Job, JobEvent,
-    JobId, JobStatus, NewJob, QueueStats, ReapOutcome, StorageError, Timestamp, ValidationError, WorkerRecord,
-    WorkerRegistration,
+    JobId, JobStatus, NewJob, QueueStats, ReapOutcome, StorageError, Timestamp, ValidationError,
+    WorkerRecord, WorkerRegistration,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -32,18 +32,41 @@ pub enum Request {
     Insert(NewJob),
     InsertMany(Vec<NewJob>),
     Claim(ClaimRequest),
-    Heartbeat { id: JobId, epoch: Epoch, lease: Duration, progress: Option<Value> },
-    Complete { id: JobId, epoch: Epoch },
+    Heartbeat {
+        id: JobId,
+        epoch: Epoch,
+        lease: Duration,
+        progress: Option<Value>,
+    },
+    Complete {
+        id: JobId,
+        epoch: Epoch,
+    },
     CompleteMany(Vec<(JobId, Epoch)>),
-    Fail { id: JobId, epoch: Epoch, request: FailRequest },
-    Release { id: JobId, epoch: Epoch },
-    Reap { limit: u32 },
+    Fail {
+        id: JobId,
+        epoch: Epoch,
+        request: FailRequest,
+    },
+    Release {
+        id: JobId,
+        epoch: Epoch,
+    },
+    Reap {
+        limit: u32,
+    },
     Cancel(JobId),
-    Requeue { id: JobId, force: bool },
+    Requeue {
+        id: JobId,
+        force: bool,
+    },
     Get(JobId),
     Events(JobId),
     Register(WorkerRegistration),
-    WorkerHeartbeat { id: String, in_flight: u32 },
+    WorkerHeartbeat {
+        id: String,
+        in_flight: u32,
+    },
     Deregister(String),
     Workers,
     Stats,
@@ -106,10 +129,22 @@ pub enum Response {
 #[allow(missing_docs)]
 pub enum WireError {
     NotFound(JobId),
-    StaleEpoch { id: JobId, presented: Epoch, current: Epoch },
-    WrongStatus { id: JobId, status: JobStatus, operation: String, expected: String },
+    StaleEpoch {
+        id: JobId,
+        presented: Epoch,
+        current: Epoch,
+    },
+    WrongStatus {
+        id: JobId,
+        status: JobStatus,
+        operation: String,
+        expected: String,
+    },
     WorkerNotFound(String),
-    Invalid { field: String, reason: String },
+    Invalid {
+        field: String,
+        reason: String,
+    },
     Unavailable(String),
     Other(String),
 }
@@ -118,8 +153,21 @@ impl From<StorageError> for WireError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::NotFound(id) => WireError::NotFound(id),
-            StorageError::StaleEpoch { id, presented, current } => WireError::StaleEpoch { id, presented, current },
-            StorageError::WrongStatus { id, status, operation, expected } => WireError::WrongStatus {
+            StorageError::StaleEpoch {
+                id,
+                presented,
+                current,
+            } => WireError::StaleEpoch {
+                id,
+                presented,
+                current,
+            },
+            StorageError::WrongStatus {
+                id,
+                status,
+                operation,
+                expected,
+            } => WireError::WrongStatus {
                 id,
                 status,
                 operation: operation.to_owned(),
@@ -140,8 +188,22 @@ impl From<StorageError> for WireError {
 /// error's meaning survives even if the name is not a known one.
 fn static_name(name: &str) -> &'static str {
     const KNOWN: [&str; 16] = [
-        "complete", "fail", "heartbeat", "release", "cancel", "requeue", "running", "queued or running",
-        "queue", "kind", "payload", "progress", "worker_id", "max_attempts", "idempotency_key", "status",
+        "complete",
+        "fail",
+        "heartbeat",
+        "release",
+        "cancel",
+        "requeue",
+        "running",
+        "queued or running",
+        "queue",
+        "kind",
+        "payload",
+        "progress",
+        "worker_id",
+        "max_attempts",
+        "idempotency_key",
+        "status",
     ];
     KNOWN.iter().find(|k| **k == name).copied().unwrap_or("operation")
 }
@@ -150,15 +212,30 @@ impl From<WireError> for StorageError {
     fn from(e: WireError) -> Self {
         match e {
             WireError::NotFound(id) => StorageError::NotFound(id),
-            WireError::StaleEpoch { id, presented, current } => StorageError::StaleEpoch { id, presented, current },
-            WireError::WrongStatus { id, status, operation, expected } => StorageError::WrongStatus {
+            WireError::StaleEpoch {
+                id,
+                presented,
+                current,
+            } => StorageError::StaleEpoch {
+                id,
+                presented,
+                current,
+            },
+            WireError::WrongStatus {
+                id,
+                status,
+                operation,
+                expected,
+            } => StorageError::WrongStatus {
                 id,
                 status,
                 operation: static_name(&operation),
                 expected: static_name(&expected),
             },
             WireError::WorkerNotFound(w) => StorageError::WorkerNotFound(w),
-            WireError::Invalid { field, reason } => StorageError::Invalid(ValidationError::new(static_name(&field), reason)),
+            WireError::Invalid { field, reason } => {
+                StorageError::Invalid(ValidationError::new(static_name(&field), reason))
+            }
             WireError::Unavailable(m) => StorageError::Unavailable(m),
             WireError::Other(m) => StorageError::Other(m),
         }
@@ -177,7 +254,10 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, value: 
 pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(r: &mut R) -> io::Result<T> {
     let len = r.read_u32().await?;
     if len > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
     }
     let mut buf = vec![0; len as usize];
     r.read_exact(&mut buf).await?;

@@ -130,7 +130,10 @@ impl Driver {
 
     fn window(&self, who: &str, length: Duration) {
         let now = self.now();
-        self.oracle.lock().expect("oracle lock").fault_window(who, now, now + length);
+        self.oracle
+            .lock()
+            .expect("oracle lock")
+            .fault_window(who, now, now + length);
     }
 
     fn apply(&mut self, action: Action) {
@@ -138,7 +141,10 @@ impl Driver {
         match action {
             Action::Fault(TimedFault { fault, .. }) => {
                 *self.injected.entry(fault.kind()).or_insert(0) += 1;
-                self.log(&format!("FAULT {}", serde_json::to_string(&fault).unwrap_or_default()));
+                self.log(&format!(
+                    "FAULT {}",
+                    serde_json::to_string(&fault).unwrap_or_default()
+                ));
                 let length = fault.duration();
                 let end = now_ms + length.as_millis() as u64;
                 let name = fault.worker().map(|w| self.names[w].clone());
@@ -161,7 +167,9 @@ impl Driver {
                         self.sim.hold(w.as_str(), API);
                         self.schedule(end, Action::Resume(worker));
                     }
-                    Fault::Partition { worker, direction, .. } => {
+                    Fault::Partition {
+                        worker, direction, ..
+                    } => {
                         let w = self.names[worker].as_str();
                         match direction {
                             Direction::Both => self.sim.partition(w, DB),
@@ -170,14 +178,20 @@ impl Driver {
                         }
                         self.schedule(end, Action::Repair(worker, direction));
                     }
-                    Fault::LoseMessages { worker, probability, .. } => {
+                    Fault::LoseMessages {
+                        worker, probability, ..
+                    } => {
                         let w = self.names[worker].clone();
-                        self.sim.set_link_fail_rate(w.as_str(), DB, probability.clamp(0.0, 1.0));
+                        self.sim
+                            .set_link_fail_rate(w.as_str(), DB, probability.clamp(0.0, 1.0));
                         self.schedule(end, Action::StopLoss(worker));
                     }
-                    Fault::Delay { worker, latency_ms, .. } => {
+                    Fault::Delay {
+                        worker, latency_ms, ..
+                    } => {
                         let w = self.names[worker].as_str();
-                        self.sim.set_link_latency(w, DB, Duration::from_millis(latency_ms));
+                        self.sim
+                            .set_link_latency(w, DB, Duration::from_millis(latency_ms));
                         self.schedule(end, Action::StopDelay(worker));
                     }
                     Fault::DbRestart { .. } => {
@@ -230,7 +244,8 @@ impl Driver {
             Action::StopDelay(worker) => {
                 let w = self.names[worker].as_str();
                 self.sim.set_link_latency(w, DB, self.config.min_latency);
-                self.sim.set_link_max_message_latency(w, DB, self.config.max_latency);
+                self.sim
+                    .set_link_max_message_latency(w, DB, self.config.max_latency);
             }
             Action::DbUp => {
                 if !self.sim.is_host_running(DB) {
@@ -269,7 +284,8 @@ impl Driver {
             self.sim.repair(w.as_str(), DB);
             self.sim.set_link_fail_rate(w.as_str(), DB, 0.0);
             self.sim.set_link_latency(w.as_str(), DB, self.config.min_latency);
-            self.sim.set_link_max_message_latency(w.as_str(), DB, self.config.max_latency);
+            self.sim
+                .set_link_max_message_latency(w.as_str(), DB, self.config.max_latency);
             self.restart(worker);
         }
     }
@@ -282,7 +298,9 @@ impl Driver {
                 continue;
             }
             let now = self.now();
-            let Some(since) = self.terminating.remove(&worker) else { continue };
+            let Some(since) = self.terminating.remove(&worker) else {
+                continue;
+            };
             let name = self.names[worker].clone();
             let jobs = self.store.jobs();
             let mut oracle = self.oracle.lock().expect("oracle lock");
@@ -312,7 +330,10 @@ impl Driver {
             }
         }
         let now = self.now();
-        self.oracle.lock().expect("oracle lock").sample(now, &jobs, capacity, healed);
+        self.oracle
+            .lock()
+            .expect("oracle lock")
+            .sample(now, &jobs, capacity, healed);
         jobs.iter().all(|j| j.status.is_terminal())
     }
 
@@ -397,7 +418,12 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         d.hosts.push(host.clone());
         d.sim.host(d.names[worker].as_str(), move || host.clone().run());
     }
-    let schedule = Arc::new(workload::schedule(seed, config.jobs, config.chaos, config.max_attempts));
+    let schedule = Arc::new(workload::schedule(
+        seed,
+        config.jobs,
+        config.chaos,
+        config.max_attempts,
+    ));
     let (producer_clock, done) = (SimClock::exact(driver.clone()), d.producer_done.clone());
     d.sim.host("producer", move || {
         workload::produce(schedule.clone(), producer_clock.clone(), done.clone())

@@ -47,7 +47,8 @@ struct Args {
 }
 
 fn builder(args: &Args, seed: u64) -> anyhow::Result<SimBuilder> {
-    let variant = Variant::parse(&args.variant).with_context(|| format!("unknown variant {:?}", args.variant))?;
+    let variant =
+        Variant::parse(&args.variant).with_context(|| format!("unknown variant {:?}", args.variant))?;
     let mut b = match args.scenario.as_str() {
         "standard" => SimBuilder::new(),
         "small" => SimBuilder::small(),
@@ -126,7 +127,11 @@ fn main() -> anyhow::Result<()> {
     }
     print!("{}", summary.render(Some(started.elapsed())));
     if !summary.failed_seeds.is_empty() {
-        bail!("{} seed(s) failed: {:?}", summary.failed_seeds.len(), summary.failed_seeds);
+        bail!(
+            "{} seed(s) failed: {:?}",
+            summary.failed_seeds.len(),
+            summary.failed_seeds
+        );
     }
     Ok(())
 }
