@@ -63,6 +63,19 @@ pub enum Command {
     Stats(StaleArgs),
     /// List registered workers and whether each is alive.
     Workers(StaleArgs),
+    /// Measure throughput: enqueue N no-op jobs on a fresh queue and run them with an in-process worker.
+    Bench(BenchArgs),
+}
+
+/// `bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Jobs to enqueue and run.
+    #[arg(long, default_value_t = 10_000)]
+    pub jobs: u32,
+    /// Worker concurrency.
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: u32,
 }
 
 /// A job id argument.

@@ -4,6 +4,7 @@
 //! diagnose, handlers, metrics, the HTTP endpoints) are unit-tested on the
 //! in-memory store and reused by the examples. `main.rs` only calls [`main`].
 
+pub mod bench;
 pub mod cli;
 pub mod diagnose;
 pub mod handlers;
@@ -126,6 +127,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Workers(args) => {
             let storage = connect(url).await?;
             print(&ops::workers(&storage, args.stale_after).await?);
+        }
+        Command::Bench(args) => {
+            let storage = connect(url).await?;
+            print(&bench::run(Arc::new(storage), args.jobs, args.concurrency).await?);
         }
     }
     Ok(())

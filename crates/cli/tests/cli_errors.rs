@@ -36,6 +36,7 @@ fn bad_arguments_are_refused_before_anything_happens() {
         (&["worker", "--lease", "forever"], "invalid duration"),
         (&["worker", "--handler", "report=teleport"], "unknown handler"),
         (&["migrate", "--frobnicate"], "unexpected argument"),
+        (&["bench", "--jobs", "many"], "invalid value"),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
     for (args, needle) in cases {
@@ -62,6 +63,7 @@ fn an_unreachable_database_is_named_with_host_and_port() {
         &["stats"],
         &["workers"],
         &["worker", "--port", "0"],
+        &["bench", "--jobs", "1"],
     ];
     for args in commands {
         fails_with(
