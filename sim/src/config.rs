@@ -13,6 +13,7 @@ use crate::variants::Variant;
 ///
 /// | setting | default | why |
 /// |---|---|---|
+/// | `scenario` | `"standard"` | its name, for the replay command |
 /// | `seed` | 0 | decides the plan, the workload, the network and the API |
 /// | `workers` | 4 | |
 /// | `jobs` | 200 | enqueued over the first 80 % of the chaos phase |
@@ -46,6 +47,7 @@ use crate::variants::Variant;
 /// ticks; timers inside a host still fire at their exact instants.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Config {
+    pub scenario: &'static str,
     pub seed: u64,
     pub workers: usize,
     pub jobs: usize,
@@ -72,6 +74,7 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            scenario: "standard",
             seed: 0,
             workers: 4,
             jobs: 200,
@@ -150,13 +153,15 @@ impl SimBuilder {
     }
 
     /// The seed document's design: 1 s polling, a 5-minute lock, a 60 s
-    /// heartbeat, no recovery of expired locks, no faults but the ones set.
+    /// heartbeat, no recovery of expired locks; one worker, crashed once
+    /// ([`FaultPlan::seed_document`]).
     pub fn seed_document() -> Self {
-        Self::default()
-            .workers(1)
+        let mut b = Self::default();
+        b.config.scenario = "seed_document";
+        b.workers(1)
             .jobs(5)
             .chaos(Duration::from_secs(120))
-            .faults(false)
+            .plan(FaultPlan::seed_document())
             .poll_interval(Duration::from_secs(1))
             .lease(Duration::from_secs(300))
             .heartbeat_interval(Duration::from_secs(60))

@@ -223,7 +223,7 @@ impl Oracle {
     }
 
     fn note(&mut self, now: Timestamp, id: JobId, line: String) {
-        let line = format!("{} {line}", secs(now));
+        let line = format!("{} job {id}: {line}", secs(now));
         self.trace.push_str(&line);
         self.trace.push('\n');
         if let Some(t) = self.jobs.get_mut(&id) {

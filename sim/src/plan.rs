@@ -361,6 +361,21 @@ impl FaultPlan {
         (swarm, plan)
     }
 
+    /// The seed document's incident: the only worker crashes once, a minute
+    /// in, while it holds jobs, and comes back ten seconds later.
+    pub fn seed_document() -> FaultPlan {
+        FaultPlan {
+            faults: vec![TimedFault {
+                at_ms: 60_000,
+                fault: Fault::Crash {
+                    worker: 0,
+                    down_ms: 10_000,
+                },
+            }],
+            notification_loss_probability: 0.0,
+        }
+    }
+
     /// Faults per kind, in [`FAULT_KINDS`] order.
     pub fn counts(&self) -> Vec<(&'static str, u64)> {
         FAULT_KINDS

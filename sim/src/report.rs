@@ -18,6 +18,10 @@ use crate::world::replay_command;
 /// The verdict and measurements of one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunOutcome {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Whether the plan was fixed rather than drawn from the seed.
+    pub fixed_plan: bool,
     /// The seed.
     pub seed: u64,
     /// The variant run.
@@ -142,6 +146,8 @@ impl RunOutcome {
             faults.insert(k.to_owned(), n);
         }
         RunOutcome {
+            scenario: config.scenario.to_owned(),
+            fixed_plan: config.plan.is_some(),
             seed: config.seed,
             variant: config.variant,
             swarm,
@@ -173,7 +179,7 @@ impl RunOutcome {
 
     /// The command that replays this run.
     pub fn replay(&self) -> String {
-        replay_command(self.seed, self.variant)
+        replay_command(self.seed, &self.scenario, self.variant, self.fixed_plan)
     }
 
     /// Everything needed to understand a failure: seed, plan, invariants,

@@ -487,11 +487,22 @@ pub(crate) fn run(config: Config) -> RunOutcome {
     )
 }
 
-/// The command that replays `seed` under `variant`.
-pub fn replay_command(seed: u64, variant: Variant) -> String {
-    if variant == Variant::Stuckless {
+/// The command that replays `seed` of `scenario` under `variant`; a fixed
+/// plan (printed with the failure) is passed with `--plan FILE`.
+pub fn replay_command(seed: u64, scenario: &str, variant: Variant, fixed_plan: bool) -> String {
+    let mut args = Vec::new();
+    if scenario != "standard" {
+        args.push(format!("--scenario {scenario}"));
+    }
+    if variant != Variant::Stuckless {
+        args.push(format!("--variant {}", variant.name()));
+    }
+    if fixed_plan && scenario != "seed_document" {
+        args.push("--plan PLAN.json".to_owned());
+    }
+    if args.is_empty() {
         format!("make sim SEED={seed}")
     } else {
-        format!("make sim SEED={seed} SIM_ARGS=\"--variant {}\"", variant.name())
+        format!("make sim SEED={seed} SIM_ARGS=\"{}\"", args.join(" "))
     }
 }

@@ -29,6 +29,9 @@ struct Args {
     /// no_heartbeat, shutdown_drops_jobs, reaper_ignores_completion).
     #[arg(long, default_value = "stuckless")]
     variant: String,
+    /// With --scenario seed_document: run stuckless itself on that scenario.
+    #[arg(long)]
+    stuckless: bool,
     /// Scenario: standard (4 workers, 200 jobs, 10 min), small, seed_document.
     #[arg(long, default_value = "standard")]
     scenario: String,
@@ -55,7 +58,9 @@ fn builder(args: &Args, seed: u64) -> anyhow::Result<SimBuilder> {
         "seed_document" => SimBuilder::seed_document(),
         other => bail!("unknown scenario {other:?}"),
     };
-    if args.variant != "stuckless" || args.scenario != "seed_document" {
+    // The seed document's scenario runs its own broken design unless a
+    // variant is named.
+    if args.scenario != "seed_document" || args.variant != "stuckless" || args.stuckless {
         b = b.variant(variant);
     }
     if let Some(s) = args.chaos_secs {
