@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde_json::json;
-use stuckless_core::{Handler, Storage, TokioClock, Worker};
+use stuckless_core::{Handler, Storage, TokioClock, Worker, WorkerBuilder};
 use stuckless_pg::{PgStorage, PgWaker};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,20 +59,46 @@ pub fn plan(args: &WorkerArgs) -> anyhow::Result<Plan> {
         let (kind, d) = parse_pair(entry).context("invalid --kind-timeout")?;
         kind_timeouts.push((kind, parse_duration(&d).context("invalid --kind-timeout")?));
     }
-    Ok(Plan {
+    let plan = Plan {
         handlers,
         kind_timeouts,
-    })
+    };
+    // Dry run of the core's own validation (worker id, queues, heartbeat
+    // shorter than the lease, non-zero intervals, kind names) on a throwaway
+    // in-memory store, so those mistakes too are reported before connecting.
+    let id = args.worker_id.clone().unwrap_or_else(default_worker_id);
+    let clock = stuckless_core::ManualClock::new(stuckless_core::Timestamp::UNIX_EPOCH);
+    let store = Arc::new(stuckless_core::MemStore::new(clock.clone()));
+    let mut dry = settings(Worker::builder(id, store, Arc::new(clock)), args, &plan);
+    for (kind, _) in &plan.handlers {
+        dry = dry.handler(kind.clone(), handlers::noop);
+    }
+    dry.build().context("invalid worker configuration")?;
+    Ok(plan)
+}
+
+/// Applies the flags' settings to a builder (the real one and the dry run).
+fn settings(builder: WorkerBuilder, args: &WorkerArgs, plan: &Plan) -> WorkerBuilder {
+    let mut builder = builder
+        .queues(args.queues.clone())
+        .concurrency(args.concurrency)
+        .lease(args.lease)
+        .heartbeat_interval(args.heartbeat_interval)
+        .reap_interval(args.reap_interval)
+        .poll_interval(args.poll_interval)
+        .registry_heartbeat_interval(args.registry_heartbeat_interval)
+        .shutdown_grace(args.shutdown_grace);
+    for (kind, timeout) in &plan.kind_timeouts {
+        builder = builder.kind_timeout(kind.clone(), *timeout);
+    }
+    builder
 }
 
 /// Runs the worker until SIGTERM/SIGINT (twice: at once) and returns its exit.
 pub async fn run(args: WorkerArgs, plan: Plan, storage: PgStorage) -> anyhow::Result<()> {
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
     crate::logging::set_worker_id(&worker_id);
-    let Plan {
-        handlers: specs,
-        kind_timeouts,
-    } = plan;
+    let specs = plan.handlers.clone();
     if args.migrate {
         stuckless_pg::migrate(storage.pool())
             .await
@@ -90,19 +116,15 @@ pub async fn run(args: WorkerArgs, plan: Plan, storage: PgStorage) -> anyhow::Re
     let metrics = Metrics::new();
     let storage_arc: Arc<dyn Storage> = Arc::new(storage.clone());
     let waker = PgWaker::start(storage.pool().clone(), args.queues.clone());
-    let mut builder = Worker::builder(
-        worker_id.clone(),
-        storage_arc.clone(),
-        Arc::new(TokioClock::system()),
+    let mut builder = settings(
+        Worker::builder(
+            worker_id.clone(),
+            storage_arc.clone(),
+            Arc::new(TokioClock::system()),
+        ),
+        &args,
+        &plan,
     )
-    .queues(args.queues.clone())
-    .concurrency(args.concurrency)
-    .lease(args.lease)
-    .heartbeat_interval(args.heartbeat_interval)
-    .reap_interval(args.reap_interval)
-    .poll_interval(args.poll_interval)
-    .registry_heartbeat_interval(args.registry_heartbeat_interval)
-    .shutdown_grace(args.shutdown_grace)
     .waker(waker.clone())
     .observer(metrics.clone())
     .metadata(json!({
@@ -110,9 +132,6 @@ pub async fn run(args: WorkerArgs, plan: Plan, storage: PgStorage) -> anyhow::Re
         "version": env!("CARGO_PKG_VERSION"),
         "http": local.to_string(),
     }));
-    for (kind, timeout) in kind_timeouts {
-        builder = builder.kind_timeout(kind, timeout);
-    }
     for (kind, spec) in &specs {
         let inner: Arc<dyn Handler> = match spec {
             HandlerSpec::Noop => Arc::new(handlers::noop),

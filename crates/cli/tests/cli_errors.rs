@@ -35,6 +35,16 @@ fn bad_arguments_are_refused_before_anything_happens() {
         (&["workers", "--stale-after", "x"], "invalid duration"),
         (&["worker", "--lease", "forever"], "invalid duration"),
         (&["worker", "--handler", "report=teleport"], "unknown handler"),
+        (
+            &["worker", "--concurrency", "0"],
+            "concurrency must be at least 1",
+        ),
+        (
+            &["worker", "--lease", "5s", "--heartbeat-interval", "10s"],
+            "shorter than the lease",
+        ),
+        (&["worker", "--queues", "bad queue"], "invalid queue"),
+        (&["worker", "--kind-timeout", "report"], "KIND=VALUE"),
         (&["migrate", "--frobnicate"], "unexpected argument"),
         (&["bench", "--jobs", "many"], "invalid value"),
         (&["frobnicate"], "unrecognized subcommand"),
