@@ -215,6 +215,88 @@ async fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use stuckless_core::{ManualClock, MemStore, Timestamp};
+
+    /// Serves `endpoints` on 127.0.0.1 and sends one raw request.
+    async fn ask(endpoints: Endpoints, request: &str) -> (u16, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, Arc::new(endpoints), stop.clone()));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        stop.cancel();
+        server.await.unwrap();
+        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, text.split_once("\r\n\r\n").unwrap().1.to_owned())
+    }
+
+    fn endpoints(storage: Arc<dyn Storage>, listening: bool, wakes: Arc<AtomicU32>) -> Endpoints {
+        let flag = Arc::new(AtomicBool::new(listening));
+        Endpoints {
+            storage,
+            listener_connected: Box::new(move || flag.load(Ordering::SeqCst)),
+            wake: Box::new(move || {
+                wakes.fetch_add(1, Ordering::SeqCst);
+            }),
+            wake_secret: Some("s3cret".into()),
+            metrics: Metrics::new(),
+        }
+    }
+
+    fn mem() -> Arc<dyn Storage> {
+        Arc::new(MemStore::new(ManualClock::new(Timestamp::from_secs(1))))
+    }
+
+    #[tokio::test]
+    async fn readyz_needs_both_the_database_and_the_listener() {
+        let wakes = Arc::new(AtomicU32::new(0));
+        let get = "GET /readyz HTTP/1.1\r\n\r\n";
+        assert_eq!(ask(endpoints(mem(), true, wakes.clone()), get).await.0, 200);
+        let (status, body) = ask(endpoints(mem(), false, wakes.clone()), get).await;
+        assert_eq!(status, 503);
+        assert!(body.contains("LISTEN connection is down"), "{body}");
+        // A pool to a port where nothing listens: the database check fails.
+        let dead = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_lazy("postgres://postgres@127.0.0.1:1/nothing")
+            .unwrap();
+        let (status, body) = ask(
+            endpoints(Arc::new(stuckless_pg::PgStorage::new(dead)), true, wakes),
+            get,
+        )
+        .await;
+        assert_eq!(status, 503);
+        assert!(body.contains("database unreachable"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn wake_fires_only_with_the_right_bearer_token() {
+        let wakes = Arc::new(AtomicU32::new(0));
+        for (auth, status) in [
+            ("", 401),
+            ("Authorization: Bearer nope\r\n", 401),
+            ("Authorization: s3cret\r\n", 401),
+            ("Authorization: Bearer s3cret\r\n", 202),
+        ] {
+            let req = format!("POST /wake HTTP/1.1\r\n{auth}Content-Length: 0\r\n\r\n");
+            assert_eq!(
+                ask(endpoints(mem(), true, wakes.clone()), &req).await.0,
+                status,
+                "{auth:?}"
+            );
+        }
+        assert_eq!(wakes.load(Ordering::SeqCst), 1, "only the right token wakes");
+        assert_eq!(
+            ask(endpoints(mem(), true, wakes.clone()), "garbage\r\n\r\n")
+                .await
+                .0,
+            400
+        );
+    }
 
     #[test]
     fn constant_time_eq_compares_content_and_length() {
