@@ -57,11 +57,19 @@ enum Op {
         queues: Vec<usize>,
         limit: u32,
         lease_micros: u32,
+        /// `Duration::MAX`: refused alike (over 100 years).
+        huge: bool,
     },
     Heartbeat {
         lease: Lease,
         lease_micros: u32,
         progress: Option<u8>,
+        /// Progress `Some(null)`: stored as a JSON null, not "no change".
+        null_progress: bool,
+    },
+    /// A job far outside Postgres's time range: refused alike by both stores.
+    InsertAt {
+        micros: i64,
     },
     Complete(Lease),
     CompleteMany(Vec<Lease>),
@@ -133,10 +141,29 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => ins().prop_map(Op::Insert),
         1 => proptest::collection::vec(ins(), 0..5).prop_map(Op::InsertMany),
-        6 => (0..3usize, proptest::collection::vec(0..3usize, 0..3), 0u32..4, 1u32..40_000_000)
-            .prop_map(|(worker, queues, limit, lease_micros)| Op::Claim { worker, queues, limit, lease_micros }),
-        3 => (lease(), 1u32..40_000_000, proptest::option::of(any::<u8>()))
-            .prop_map(|(lease, lease_micros, progress)| Op::Heartbeat { lease, lease_micros, progress }),
+        6 => (
+            0..3usize,
+            proptest::collection::vec(0..3usize, 0..3),
+            0u32..4,
+            1u32..40_000_000,
+            proptest::bool::weighted(0.03)
+        )
+            .prop_map(|(worker, queues, limit, lease_micros, huge)| Op::Claim {
+                worker,
+                queues,
+                limit,
+                lease_micros,
+                huge
+            }),
+        3 => (lease(), 1u32..40_000_000, proptest::option::of(any::<u8>()), proptest::bool::weighted(0.1))
+            .prop_map(|(lease, lease_micros, progress, null_progress)| Op::Heartbeat {
+                lease,
+                lease_micros,
+                progress,
+                null_progress
+            }),
+        1 => prop_oneof![Just(i64::MIN), Just(i64::MAX), Just(-62_135_596_800_000_001i64), Just(253_402_300_800_000_000i64)]
+            .prop_map(|micros| Op::InsertAt { micros }),
         4 => lease().prop_map(Op::Complete),
         1 => proptest::collection::vec(lease(), 0..4).prop_map(Op::CompleteMany),
         3 => (lease(), proptest::option::weighted(0.7, 0u32..5_000_000), proptest::bool::weighted(0.1))
@@ -193,12 +220,17 @@ async fn apply(s: &dyn Storage, op: &Op, now: Timestamp, leases: &[(JobId, Epoch
             queues,
             limit,
             lease_micros,
+            huge,
         } => {
             let request = ClaimRequest {
                 worker_id: WORKERS[*worker].into(),
                 queues: queues.iter().map(|q| QUEUES[*q % 2].to_string()).collect(),
                 limit: *limit,
-                lease: Duration::from_micros(u64::from(*lease_micros)),
+                lease: if *huge {
+                    Duration::MAX
+                } else {
+                    Duration::from_micros(u64::from(*lease_micros))
+                },
             };
             format!("{:?}", s.job_claim(request).await)
         }
@@ -206,14 +238,20 @@ async fn apply(s: &dyn Storage, op: &Op, now: Timestamp, leases: &[(JobId, Epoch
             lease,
             lease_micros,
             progress,
+            null_progress,
         } => {
             let (id, epoch) = pick(lease);
             let lease = Duration::from_micros(u64::from(*lease_micros));
-            format!(
-                "{:?}",
-                s.job_heartbeat(id, epoch, lease, progress.map(|p| json!({"pct": p})))
-                    .await
-            )
+            let progress = if *null_progress {
+                Some(json!(null))
+            } else {
+                progress.map(|p| json!({"pct": p}))
+            };
+            format!("{:?}", s.job_heartbeat(id, epoch, lease, progress).await)
+        }
+        Op::InsertAt { micros } => {
+            let job = NewJob::new("default", "kind", json!(null)).run_at(Timestamp::from_micros(*micros));
+            format!("{:?}", s.job_insert(job).await)
         }
         Op::Complete(lease) => {
             let (id, epoch) = pick(lease);
@@ -298,13 +336,20 @@ async fn run_case(pg: &PgStorage, ops: &[Op], happy: bool) -> Result<(), TestCas
         let now = stuckless_core::Clock::now(&clock);
         let expected = apply(&mem, op, now, &leases).await;
         let actual = apply(&pg, op, now, &leases).await;
-        prop_assert_eq!(
-            &expected,
-            &actual,
-            "step {} {:?}: MemStore (left) vs Postgres (right)",
-            step,
-            op
-        );
+        if expected != actual {
+            // Both stores' jobs after the step, for the diagnosis.
+            let mem_jobs = mem.jobs();
+            let pg_jobs = pg.jobs_page(JobId(0), 1000).await;
+            prop_assert_eq!(
+                &expected,
+                &actual,
+                "step {} {:?}: MemStore (left) vs Postgres (right)\nMemStore jobs: {:#?}\nPostgres jobs: {:#?}",
+                step,
+                op,
+                mem_jobs,
+                pg_jobs
+            );
+        }
         if let Op::Claim { .. } = op {
             // Record the leases the model handed out (the same as Postgres's, just checked).
             let claimed: Vec<(JobId, Epoch)> = mem

@@ -469,3 +469,55 @@ async fn operator_listings_filter_by_time_and_page_by_id() {
     }
     assert_eq!(seen, vec![1, 2, 3, 4, 5]);
 }
+
+/// Regression (found by the differential test): a refused requeue or a no-op
+/// cancel dropped its transaction without ending it. sqlx only queues the
+/// ROLLBACK of a dropped transaction and flushes it from a background task
+/// when the connection goes back to the pool, so for a moment the `FOR
+/// UPDATE` row lock stayed held and a `SKIP LOCKED` claim on another
+/// connection skipped the job. Racy by nature: many rounds, each claim right
+/// after a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_operator_action_releases_its_row_lock_at_once() {
+    let Some(db) = db("a_refused_operator_action_releases_its_row_lock_at_once").await else {
+        return;
+    };
+    let s = db.storage();
+    s.job_insert(NewJob::new("default", "k", json!(1)).max_attempts(1000))
+        .await
+        .unwrap();
+    s.job_insert(NewJob::new("other", "k", json!(2))).await.unwrap();
+    s.job_cancel(JobId(2)).await.unwrap();
+    let claim = ClaimRequest {
+        worker_id: "w1".into(),
+        queues: vec!["default".into()],
+        limit: 1,
+        lease: Duration::from_secs(30),
+    };
+    let mut skipped = 0;
+    for _ in 0..300 {
+        let err = s.job_requeue(JobId(1), false).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StorageError::WrongStatus {
+                    status: JobStatus::Queued,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        s.job_cancel(JobId(2)).await.unwrap(); // a no-op cancel ends its transaction too
+        let claimed = s.job_claim(claim.clone()).await.unwrap();
+        if claimed.is_empty() {
+            skipped += 1;
+            continue;
+        }
+        s.job_release(claimed[0].id(), claimed[0].epoch()).await.unwrap();
+    }
+    println!("claims that skipped the locked job: {skipped} of 300");
+    assert_eq!(
+        skipped, 0,
+        "claims skipped a due job still locked by a finished operator call"
+    );
+}

@@ -277,6 +277,15 @@ fn refusal_error(
     Ok(None)
 }
 
+/// Ends a transaction that wrote nothing, *now*. Dropping it would only queue
+/// the ROLLBACK until a background task returns the connection to the pool,
+/// and meanwhile its `FOR UPDATE` row lock would make `SKIP LOCKED` claims on
+/// other connections skip the job (found by the differential test).
+async fn end<T>(tx: sqlx::Transaction<'_, sqlx::Postgres>, result: StorageResult<T>) -> StorageResult<T> {
+    tx.rollback().await.map_err(storage_error)?;
+    result
+}
+
 fn race_exhausted(id: JobId, operation: &str) -> StorageError {
     StorageError::Unavailable(format!(
         "{operation} of job {id} kept racing concurrent changes; retry"
@@ -457,6 +466,8 @@ impl Storage for PgStorage {
             let result = self.complete_one(&mut tx, id, epoch, now).await;
             // A transport error aborts the whole batch; refusals are per job.
             if let Err(e @ (StorageError::Unavailable(_) | StorageError::Other(_))) = &result {
+                // Roll back now, not lazily on drop: see `end`.
+                let _ = tx.rollback().await;
                 return Err(e.clone());
             }
             out.push(result);
@@ -525,19 +536,19 @@ impl Storage for PgStorage {
 
     async fn job_cancel(&self, id: JobId) -> StorageResult<Job> {
         let mut tx = self.pool.begin().await.map_err(storage_error)?;
-        let (now, mut job) = self
-            .lock_job(&mut tx, id)
-            .await?
-            .ok_or(StorageError::NotFound(id))?;
+        let Some((now, mut job)) = self.lock_job(&mut tx, id).await? else {
+            return end(tx, Err(StorageError::NotFound(id))).await;
+        };
         match job.status {
-            JobStatus::Cancelled => return Ok(job),
+            JobStatus::Cancelled => return end(tx, Ok(job)).await,
             JobStatus::Succeeded | JobStatus::Dead => {
-                return Err(StorageError::WrongStatus {
+                let refused = StorageError::WrongStatus {
                     id,
                     status: job.status,
                     operation: "cancel",
                     expected: "queued or running",
-                })
+                };
+                return end(tx, Err(refused)).await;
             }
             JobStatus::Queued | JobStatus::Running => {}
         }
@@ -558,17 +569,16 @@ impl Storage for PgStorage {
 
     async fn job_requeue(&self, id: JobId, force: bool) -> StorageResult<Job> {
         let mut tx = self.pool.begin().await.map_err(storage_error)?;
-        let (now, mut job) = self
-            .lock_job(&mut tx, id)
-            .await?
-            .ok_or(StorageError::NotFound(id))?;
+        let Some((now, mut job)) = self.lock_job(&mut tx, id).await? else {
+            return end(tx, Err(StorageError::NotFound(id))).await;
+        };
         let reset = job.status == JobStatus::Dead;
         let detail = match job.status {
             JobStatus::Dead => "dead job requeued by operator",
             JobStatus::Running if is_reapable(&job, now) => "expired lease requeued by operator",
             JobStatus::Running if force => "live lease revoked by operator (--force)",
             status => {
-                return Err(StorageError::WrongStatus {
+                let refused = StorageError::WrongStatus {
                     id,
                     status,
                     operation: "requeue",
@@ -577,7 +587,8 @@ impl Storage for PgStorage {
                     } else {
                         "dead, or running with an expired lease"
                     },
-                })
+                };
+                return end(tx, Err(refused)).await;
             }
         };
         sqlx::query(sql::REQUEUE)
