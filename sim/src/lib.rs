@@ -15,6 +15,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod fixture;
 pub mod net_store;
 pub mod oracle;
 pub mod plan;
@@ -25,6 +26,7 @@ pub mod workload;
 pub mod world;
 
 pub use config::SimBuilder;
+pub use fixture::{Expect, Fixture};
 pub use oracle::{Invariant, Violation};
 pub use plan::{Fault, FaultPlan, TimedFault};
 pub use report::{RunOutcome, Summary};

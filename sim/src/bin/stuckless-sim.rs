@@ -44,6 +44,13 @@ struct Args {
     /// Run this fault plan (JSON, or a fixture with a "plan" field) instead of the seed's.
     #[arg(long)]
     plan: Option<PathBuf>,
+    /// Write the (single) run as a regression fixture to this file, expecting
+    /// what it showed: pass or violation.
+    #[arg(long)]
+    save_fixture: Option<PathBuf>,
+    /// Why the fixture is kept (with --save-fixture).
+    #[arg(long, default_value = "")]
+    why: String,
     /// Stop the batch at the first failing seed.
     #[arg(long)]
     fail_fast: bool,
@@ -103,6 +110,21 @@ fn main() -> anyhow::Result<()> {
                 outcome.ops,
                 outcome.trace_hash
             );
+        }
+        if let Some(path) = &args.save_fixture {
+            let fixture = stuckless_sim::Fixture {
+                why: args.why.clone(),
+                scenario: outcome.scenario.clone(),
+                seed: outcome.seed,
+                variant: outcome.variant,
+                expect: if outcome.passed() {
+                    stuckless_sim::Expect::Pass
+                } else {
+                    stuckless_sim::Expect::Violation
+                },
+                plan: outcome.plan.clone(),
+            };
+            std::fs::write(path, serde_json::to_string_pretty(&fixture)? + "\n")?;
         }
         if !outcome.passed() {
             if progress {
