@@ -28,8 +28,8 @@ pub enum Invariant {
     StaleWriteAccepted,
     /// 2. A job was claimed while another lease on it was live.
     TwoLiveLeases,
-    /// 2. A lease the db had acknowledged as live, or held by a healthy
-    /// worker, was taken back.
+    /// 2. A lease the db had acknowledged as live, or one held by a healthy
+    ///    worker, was taken back.
     LiveLeaseReaped,
     /// 3. An enqueued job disappeared.
     JobLost,
@@ -44,7 +44,7 @@ pub enum Invariant {
     /// 7. A job sat running with an expired lease longer than the reap interval.
     ExpiredLeaseNotReaped,
     /// 7. A due job sat queued while a worker had free capacity, longer than
-    /// the poll interval.
+    ///    the poll interval.
     DueJobStarved,
     /// 8. A graceful shutdown left a job running.
     ShutdownLeftRunning,
@@ -389,11 +389,11 @@ impl Oracle {
                     self.claimed(now, from, &claimed.job);
                 }
             }
-            (Request::Heartbeat { id, epoch, .. }, Response::Time(expires)) => {
-                if self.accepted_write(now, from, "heartbeat", *id, *epoch) {
-                    if let Some(t) = self.jobs.get_mut(id) {
-                        t.expires = Some(*expires);
-                    }
+            (Request::Heartbeat { id, epoch, .. }, Response::Time(expires))
+                if self.accepted_write(now, from, "heartbeat", *id, *epoch) =>
+            {
+                if let Some(t) = self.jobs.get_mut(id) {
+                    t.expires = Some(*expires);
                 }
             }
             (Request::Complete { id, epoch }, Response::Completed(o)) => {
