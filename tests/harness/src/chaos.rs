@@ -238,6 +238,8 @@ pub struct ChaosReport {
     pub settle: Duration,
     /// Where the worker logs are.
     pub log_dir: PathBuf,
+    /// Findings that are not violations.
+    pub notes: Vec<String>,
 }
 
 impl ChaosReport {
@@ -256,6 +258,8 @@ impl ChaosReport {
         let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k}={n}")).collect();
         out.push(format!("faults {}", faults.join(" ")));
         out.extend(self.verdict.summary());
+        out.push(format!("notes={}", self.notes.len()));
+        out.extend(self.notes.iter().take(20).map(|n| format!("NOTE {n}")));
         let violations = self.verdict.violations();
         out.push(format!("violations={}", violations.len()));
         out.extend(violations.into_iter().take(50).map(|v| format!("VIOLATION {v}")));
@@ -285,6 +289,8 @@ struct Slot {
     generation: u32,
     worker_id: String,
     pending: Option<(Instant, Pending)>,
+    /// Database time of the latest SIGTERM.
+    term_at: Option<i64>,
 }
 
 impl Slot {
@@ -305,6 +311,7 @@ struct Run<'a> {
     slots: Vec<Slot>,
     faults: BTreeMap<&'static str, u64>,
     violations: Vec<String>,
+    notes: Vec<String>,
     workers_started: u64,
     max_restart: Duration,
 }
@@ -344,15 +351,45 @@ impl Run<'_> {
         Duration::from_millis(self.rng.random_range(lo_ms..=hi_ms))
     }
 
-    /// Jobs left running by a worker that shut down gracefully.
-    async fn left_running(&self, worker_id: &str) -> HarnessResult<i64> {
-        sqlx::query_scalar(
-            "select count(*) from stuckless.jobs where status = 'running' and lease_owner = $1",
+    /// The database clock, µs.
+    async fn db_now(&self) -> HarnessResult<i64> {
+        sqlx::query_scalar("select stuckless.to_micros(clock_timestamp())")
+            .fetch_one(self.db.pool())
+            .await
+            .context("reading the database clock")
+    }
+
+    /// After a graceful exit: jobs still `running` under the worker's name.
+    /// One it was still heartbeating when SIGTERM came (last heartbeat at most
+    /// a heartbeat interval + 1 s before it) is a violation: shutdown must
+    /// finish or release what it holds. One it had already given up on (its
+    /// local lease deadline passed while the database was unreachable, so the
+    /// database lease outlives the worker's interest in it) waits for the
+    /// reaper like any abandoned lease; that is noted, not a violation.
+    async fn check_left_running(&mut self, worker_id: &str, term_at: i64) -> HarnessResult<()> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "select id, stuckless.to_micros(heartbeat_at) from stuckless.jobs
+             where status = 'running' and lease_owner = $1 order by id",
         )
         .bind(worker_id)
-        .fetch_one(self.db.pool())
+        .fetch_all(self.db.pool())
         .await
-        .context("counting jobs left running")
+        .context("listing jobs left running")?;
+        let live_since = term_at - (self.config.heartbeat + Duration::from_secs(1)).as_micros() as i64;
+        for (id, heartbeat_at) in rows {
+            let ago_ms = (term_at - heartbeat_at) / 1000;
+            if heartbeat_at >= live_since {
+                self.violations.push(format!(
+                    "graceful shutdown: {worker_id} left job {id} running (last heartbeat {ago_ms} ms before SIGTERM)"
+                ));
+            } else {
+                self.notes.push(format!(
+                    "{worker_id} exited with job {id} still running under its name, abandoned before SIGTERM \
+                     (last heartbeat {ago_ms} ms before it); the reaper takes it back"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Applies a slot's due pending action (or any, when `force`).
@@ -372,12 +409,8 @@ impl Run<'_> {
                         "graceful shutdown: {worker_id} exited with {status} after SIGTERM"
                     ));
                 }
-                let left = self.left_running(&worker_id).await?;
-                if left > 0 {
-                    self.violations.push(format!(
-                        "graceful shutdown: {worker_id} left {left} job(s) running"
-                    ));
-                }
+                let term_at = self.slots[i].term_at.take().unwrap_or(i64::MAX);
+                self.check_left_running(&worker_id, term_at).await?;
                 self.slots[i].child = None;
                 self.slots[i].pending = None;
                 self.spawn(i)?;
@@ -485,6 +518,7 @@ impl Run<'_> {
                 self.slots[i].pending = Some((now + pause, Pending::Cont));
             }
             FaultKind::Term => {
+                self.slots[i].term_at = Some(self.db_now().await?);
                 if let Some(child) = self.slots[i].child.as_mut() {
                     child.signal(Signal::Term)?;
                 }
@@ -575,6 +609,7 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
             generation: 0,
             worker_id: String::new(),
             pending: None,
+            term_at: None,
         });
     }
     let mut run = Run {
@@ -585,6 +620,7 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
         slots,
         faults: BTreeMap::new(),
         violations: Vec::new(),
+        notes: Vec::new(),
         workers_started: 0,
         max_restart: Duration::ZERO,
     };
@@ -687,6 +723,7 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
     let settle = faults_over.elapsed();
 
     // Stop the workers gracefully; nothing may be left running.
+    let term_at = run.db_now().await?;
     for slot in run.slots.iter_mut() {
         if let Some(child) = slot.child.as_mut() {
             child.signal(Signal::Cont)?;
@@ -698,7 +735,7 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
         let limit = config.shutdown_grace + config.storage_timeout * 2;
         if let Some(child) = run.slots[i].child.as_mut() {
             match child.wait_for(limit).await {
-                Ok(status) if status.success() => {}
+                Ok(status) if status.success() => run.check_left_running(&worker_id, term_at).await?,
                 Ok(status) => run.violations.push(format!(
                     "graceful shutdown: {worker_id} exited with {status} at the end"
                 )),
@@ -730,5 +767,6 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
         elapsed: started.elapsed(),
         settle,
         log_dir: config.log_dir.clone(),
+        notes: run.notes,
     })
 }

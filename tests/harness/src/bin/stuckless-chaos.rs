@@ -127,7 +127,8 @@ async fn main() -> anyhow::Result<()> {
         println!("{line}");
     }
     if !report.verdict.passed() {
-        anyhow::bail!("chaos run seed={seed} found violations");
+        println!("chaos FAILED seed={seed}");
+        std::process::exit(1);
     }
     println!("chaos PASSED seed={seed}");
     Ok(())
