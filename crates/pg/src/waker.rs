@@ -39,7 +39,8 @@ struct Inner {
 
 impl PgWaker {
     /// Starts listening through a connection of `pool`; wakes for
-    /// notifications about any of `queues` (all queues when empty).
+    /// notifications about any of `queues` (all queues when empty). Spawns
+    /// its listener task, so call it inside a tokio runtime.
     pub fn start(pool: PgPool, queues: Vec<String>) -> Arc<PgWaker> {
         let inner = Arc::new(Inner {
             waker: NotifyWaker::new(),
