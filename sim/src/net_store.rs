@@ -47,11 +47,17 @@ const KEEPALIVE: Duration = Duration::from_secs(10);
 /// vanished do not pile up.
 const SERVER_IDLE: Duration = Duration::from_secs(120);
 
+/// A pooled connection idle this long is not reused: the server may have
+/// closed it. Like sqlx's idle timeout, it is shorter than the server's, so
+/// a call never spends itself on a connection the server already dropped.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
 /// A [`Storage`] that forwards every call to the db host.
 pub struct NetStore {
     from: String,
     db: String,
-    pool: Mutex<Vec<TcpStream>>,
+    /// Idle connections with the time they were last used.
+    pool: Mutex<Vec<(TcpStream, Duration)>>,
 }
 
 impl NetStore {
@@ -70,14 +76,20 @@ impl NetStore {
             request,
         };
         let exchange = async {
-            let pooled = self.pool.lock().expect("pool lock").pop();
+            let now = turmoil::sim_elapsed().unwrap_or_default();
+            let pooled = {
+                let mut pool = self.pool.lock().expect("pool lock");
+                pool.retain(|(_, used)| now.saturating_sub(*used) < POOL_IDLE);
+                pool.pop().map(|(conn, _)| conn)
+            };
             let mut conn = match pooled {
                 Some(conn) => conn,
                 None => TcpStream::connect((self.db.as_str(), DB_PORT)).await?,
             };
             write_frame(&mut conn, &envelope).await?;
             let response: Response = read_frame(&mut conn).await?;
-            self.pool.lock().expect("pool lock").push(conn);
+            let used = turmoil::sim_elapsed().unwrap_or_default();
+            self.pool.lock().expect("pool lock").push((conn, used));
             Ok::<_, std::io::Error>(response)
         };
         match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
