@@ -313,11 +313,22 @@ async fn sweep_orphans(admin: &mut sqlx::PgConnection) {
             Ok(names) => names,
             Err(_) => return,
         };
-    for name in names {
+    // Roles that tests create are named after their database: sweep them too.
+    let roles: Vec<String> =
+        sqlx::query_scalar("select rolname::text from pg_roles where rolname like 'stuckless\\_t\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    for name in names.into_iter().chain(roles) {
+        let is_role = !name.ends_with(|c: char| c.is_ascii_digit());
         let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
         let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
         if pid.is_some() && !alive {
-            let sql = format!("drop database if exists \"{name}\" with (force)");
+            let sql = if is_role {
+                format!("drop role if exists \"{name}\"")
+            } else {
+                format!("drop database if exists \"{name}\" with (force)")
+            };
             let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *admin).await;
         }
     }

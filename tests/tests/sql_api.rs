@@ -315,6 +315,18 @@ async fn waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed() 
         .await
         .unwrap();
     woken(&waker, "an insert after the reconnect").await;
+    // A released job is due again at once: other workers are woken for it.
+    let claimed = s
+        .job_claim(ClaimRequest {
+            worker_id: "w1".into(),
+            queues: vec!["default".into()],
+            limit: 1,
+            lease: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+    s.job_release(claimed[0].id(), claimed[0].epoch()).await.unwrap();
+    woken(&waker, "a release").await;
 }
 
 #[tokio::test]
