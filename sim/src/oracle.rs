@@ -602,17 +602,37 @@ impl Oracle {
         self.set_status(id, if dead { JobStatus::Dead } else { JobStatus::Queued }, now);
     }
 
-    /// Records what a worker's runtime reported.
+    /// Records what a worker's runtime reported. `started` holds the
+    /// attempts in flight: an attempt that ended (even by giving up a lost
+    /// lease, which leaves the job to the reaper) is no longer its
+    /// shutdown's business.
     pub fn worker_event(&mut self, worker: &str, event: &WorkerEvent) {
-        if let WorkerEvent::Claimed {
-            attempt,
-            pickup_latency,
-        } = event
-        {
-            self.started
-                .insert((worker.to_owned(), attempt.job_id, attempt.epoch));
-            self.pickups.push(*pickup_latency);
+        match event {
+            WorkerEvent::Claimed {
+                attempt,
+                pickup_latency,
+            } => {
+                self.started
+                    .insert((worker.to_owned(), attempt.job_id, attempt.epoch));
+                self.pickups.push(*pickup_latency);
+            }
+            WorkerEvent::Completed { attempt, .. }
+            | WorkerEvent::Retried { attempt, .. }
+            | WorkerEvent::Dead { attempt, .. }
+            | WorkerEvent::Released { attempt }
+            | WorkerEvent::LeaseLost { attempt, .. }
+            | WorkerEvent::StaleWriteRejected { attempt, .. } => {
+                self.started
+                    .remove(&(worker.to_owned(), attempt.job_id, attempt.epoch));
+            }
+            _ => {}
         }
+    }
+
+    /// A worker restarted: what its previous incarnation started is no longer
+    /// its shutdown's business (the reaper's, once the lease runs out).
+    pub fn restarted(&mut self, worker: &str) {
+        self.started.retain(|(w, _, _)| w != worker);
     }
 
     /// Compares the store with the model and measures stuck time.
@@ -686,6 +706,9 @@ impl Oracle {
         let left: Vec<(JobId, Epoch)> = store
             .iter()
             .filter(|j| j.status == JobStatus::Running && j.lease_owner.as_deref() == Some(worker))
+            // A lease already expired was given up by an attempt that ended
+            // (unconfirmed write, lost lease): the reaper's business.
+            .filter(|j| j.lease_expires_at.is_some_and(|e| e > now))
             .filter(|j| self.started.contains(&(worker.to_owned(), j.id, j.epoch)))
             .map(|j| (j.id, j.epoch))
             .collect();

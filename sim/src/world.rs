@@ -262,6 +262,7 @@ impl Driver {
             self.hosts[worker].exited.store(false, Ordering::SeqCst);
             self.terminating.remove(&worker);
             self.log(&format!("restart {name}"));
+            self.oracle.lock().expect("oracle lock").restarted(&name);
             self.sim.bounce(name.as_str());
         }
     }
