@@ -5,7 +5,7 @@ use stuckless_sim::{SimBuilder, Summary};
 
 /// Seeds of the small scenario run by `cargo test` (the release runner does
 /// thousands of the standard one).
-const SEEDS: u64 = 400;
+const SEEDS: u64 = 1000;
 
 #[test]
 fn stuckless_passes_a_batch_of_seeds_with_every_fault_kind() {
@@ -31,7 +31,7 @@ fn stuckless_passes_a_batch_of_seeds_with_every_fault_kind() {
 #[test]
 fn the_standard_scenario_passes_a_few_seeds() {
     let mut summary = Summary::default();
-    for seed in 1000..1012 {
+    for seed in 1000..1024 {
         let outcome = SimBuilder::new().seed(seed).run();
         assert!(outcome.passed(), "{}", outcome.failure_report());
         // Every enqueue lands once; a keyless insert retried after a lost
