@@ -151,6 +151,12 @@ pub struct ChaosConfig {
     pub log_dir: PathBuf,
     /// How long after the faults stop every job must be terminal.
     pub settle_timeout: Duration,
+    /// When set, the run database gets `idle_in_transaction_session_timeout`
+    /// of this length. A worker cut off in the middle of a multi-statement
+    /// transaction (the batched completion) otherwise leaves its backend idle
+    /// in transaction holding the rows' locks, and `skip locked` reapers pass
+    /// over those jobs until Postgres notices the connection is gone.
+    pub idle_in_transaction_timeout: Option<Duration>,
 }
 
 impl ChaosConfig {
@@ -176,6 +182,7 @@ impl ChaosConfig {
             restart_postgres: false,
             log_dir: std::env::temp_dir().join(format!("stuckless-chaos-{seed}")),
             settle_timeout: Duration::from_secs(60),
+            idle_in_transaction_timeout: None,
         }
     }
 }
@@ -599,6 +606,17 @@ pub async fn run(config: &ChaosConfig) -> HarnessResult<ChaosReport> {
 }
 
 async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessResult<ChaosReport> {
+    if let Some(timeout) = config.idle_in_transaction_timeout {
+        let sql = format!(
+            "alter database \"{}\" set idle_in_transaction_session_timeout = {}",
+            db.name(),
+            timeout.as_millis()
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(db.pool())
+            .await
+            .context("setting idle_in_transaction_session_timeout")?;
+    }
     let upstream = db.server_addr().await?;
     let mut slots = Vec::new();
     for index in 0..config.workers {

@@ -52,6 +52,12 @@ struct Args {
     /// `stuckless-chaos-worker` beside this binary).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+    /// Set the run database's idle_in_transaction_session_timeout (ms): bounds
+    /// how long a worker cut off mid-transaction keeps its rows locked (and
+    /// so unreapable). Off by default: the run shows what stuckless does on a
+    /// server without it.
+    #[arg(long)]
+    idle_in_transaction_timeout_ms: Option<u64>,
     /// Slack over lease + reap interval allowed in the stuck-time check, ms.
     #[arg(long, default_value_t = 1000)]
     slack_ms: u64,
@@ -93,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
     let ms = Duration::from_millis;
     let mut config = ChaosConfig::short(seed, worker);
     config.slack = ms(args.slack_ms);
+    config.idle_in_transaction_timeout = args.idle_in_transaction_timeout_ms.map(ms);
     config.duration = Duration::from_secs(args.duration_s);
     config.jobs = args.jobs;
     config.workers = args.workers;
@@ -107,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         config.log_dir = dir;
     }
     println!(
-        "chaos start seed={seed} worker={} workers={} jobs={} duration_s={} lease_ms={} reap_ms={} poll_ms={} slack_ms={} restart_postgres={}",
+        "chaos start seed={seed} worker={} workers={} jobs={} duration_s={} lease_ms={} reap_ms={} poll_ms={} slack_ms={} restart_postgres={} idle_in_transaction_timeout_ms={:?}",
         config.worker.name(),
         config.workers,
         config.jobs,
@@ -116,7 +123,8 @@ async fn main() -> anyhow::Result<()> {
         args.reap_ms,
         args.poll_ms,
         config.slack.as_millis(),
-        config.restart_postgres
+        config.restart_postgres,
+        args.idle_in_transaction_timeout_ms
     );
     println!(
         "replay: make chaos CHAOS_ARGS=\"--seed {seed} --duration-s {} --jobs {}\"",
