@@ -201,7 +201,7 @@ async fn local_lease_deadline_cancels_a_handler_whose_heartbeats_fail() {
         .unwrap();
     let (shutdown, running) = spawn(worker);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    partitioned.failing.store(1, Ordering::SeqCst);
+    partitioned.failing.store(u32::MAX, Ordering::SeqCst);
     let cut_at = world.clock.now();
     tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
     shutdown.graceful();
@@ -217,7 +217,8 @@ async fn local_lease_deadline_cancels_a_handler_whose_heartbeats_fail() {
     assert!(job.heartbeat_at.unwrap() <= cut_at);
 }
 
-/// Delegates to a `MemStore`, but heartbeats time out while `failing` is set.
+/// Delegates to a `MemStore`, but the next `failing` heartbeats fail as if
+/// the network dropped them (`u32::MAX`: all of them).
 struct HeartbeatsFail {
     inner: Arc<MemStore>,
     failing: AtomicU32,
@@ -241,7 +242,11 @@ impl Storage for HeartbeatsFail {
         lease: Duration,
         progress: Option<Value>,
     ) -> StorageResult<Timestamp> {
-        if self.failing.load(Ordering::SeqCst) == 1 {
+        let failing = self.failing.load(Ordering::SeqCst);
+        if failing > 0 {
+            if failing != u32::MAX {
+                self.failing.store(failing - 1, Ordering::SeqCst);
+            }
             return Err(StorageError::Unavailable("partitioned".into()));
         }
         self.inner.job_heartbeat(id, epoch, lease, progress).await
@@ -294,6 +299,38 @@ impl Storage for HeartbeatsFail {
     async fn storage_now(&self) -> StorageResult<Timestamp> {
         self.inner.storage_now().await
     }
+}
+
+/// Guards the bug the simulator found: after a transient heartbeat failure
+/// the worker waited a whole interval, so three dropped connections in a row
+/// cost a healthy worker its lease.
+#[tokio::test(start_paused = true)]
+async fn a_few_failed_heartbeats_are_retried_before_the_lease_runs_out() {
+    let world = World::new();
+    let id = world.insert("sleep", json!({"secs": 10})).await;
+    let flaky = Arc::new(HeartbeatsFail {
+        inner: world.store.clone(),
+        failing: AtomicU32::new(3),
+    });
+    let worker = Worker::builder("w1", flaky.clone(), world.clock.clone())
+        .lease(LEASE)
+        .heartbeat_interval(HEARTBEAT)
+        .reap_interval(REAP)
+        .poll_interval(POLL)
+        .handler("sleep", sleeper)
+        .build()
+        .unwrap();
+    let (shutdown, running) = spawn(worker);
+    let job = world.until_terminal(id, Duration::from_secs(60)).await;
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(
+        flaky.failing.load(Ordering::SeqCst),
+        0,
+        "all three failures must have been hit"
+    );
+    assert_eq!((report.lease_lost, report.completed), (0, 1), "{report:?}");
+    assert_eq!((job.status, job.attempt), (JobStatus::Succeeded, 1));
 }
 
 /// An operator cancelling a running job fences its holder out.

@@ -106,7 +106,11 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
                     break End::Cancelled(CancelReason::LeaseLost);
                 }
                 Err(error) => {
-                    warn!(%error, "heartbeat failed; lease kept until the local deadline");
+                    warn!(%error, "heartbeat failed; retrying soon, lease kept until the local deadline");
+                    // A transient failure (a dropped connection) must not wait a
+                    // whole interval: three in a row would cost a healthy
+                    // worker its lease. Retry at a quarter interval instead.
+                    next_heartbeat = shared.clock.now() + config.heartbeat_interval / 4;
                     if let Some(progress) = progress {
                         // Keep it for the next heartbeat unless newer progress came.
                         let _ = ctx

@@ -277,10 +277,14 @@ async fn claim_loop(
                     for job in claimed {
                         shared.in_flight.fetch_add(1, Ordering::SeqCst);
                         let shared = shared.clone();
-                        attempts.spawn(async move {
-                            attempt::run(&shared, job, sent_at).await;
-                            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                        });
+                        // In the worker's span, so every job line carries worker_id.
+                        attempts.spawn(
+                            async move {
+                                attempt::run(&shared, job, sent_at).await;
+                                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                            }
+                            .in_current_span(),
+                        );
                     }
                 }
                 Err(error) => {
