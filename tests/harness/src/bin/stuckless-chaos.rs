@@ -126,10 +126,17 @@ async fn main() -> anyhow::Result<()> {
         config.restart_postgres,
         args.idle_in_transaction_timeout_ms
     );
-    println!(
-        "replay: make chaos CHAOS_ARGS=\"--seed {seed} --duration-s {} --jobs {}\"",
-        args.duration_s, args.jobs
-    );
+    // Every argument as given, with the seed made explicit.
+    let mut replay = vec!["--seed".to_string(), seed.to_string()];
+    let mut given = std::env::args().skip(1);
+    while let Some(arg) = given.next() {
+        if arg == "--seed" {
+            given.next();
+        } else if !arg.starts_with("--seed=") {
+            replay.push(arg);
+        }
+    }
+    println!("replay: make chaos CHAOS_ARGS=\"{}\"", replay.join(" "));
     let report = chaos::run(&config).await?;
     for line in report.lines() {
         println!("{line}");
