@@ -27,8 +27,8 @@ lint: ## rustfmt check and clippy with warnings denied
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-sim: ## Randomized simulation batch (SEEDS=n), or replay one seed (SEED=n)
-	$(CARGO) run --release -p stuckless-sim --bin stuckless-sim -- $(if $(SEED),--seed $(SEED) --verbose,--seeds $(SEEDS)) $(SIM_ARGS)
+sim: ## Randomized simulation batch (SEEDS=n), or replay one seed (SEED=n, also draws sim-out/seed-n.svg)
+	$(CARGO) run --release -p stuckless-sim --bin stuckless-sim -- $(if $(SEED),--seed $(SEED) --verbose --timeline sim-out/seed-$(SEED).svg,--seeds $(SEEDS)) $(SIM_ARGS)
 
 sim-long: ## A long randomized batch (10,000 seeds)
 	$(CARGO) run --release -p stuckless-sim --bin stuckless-sim -- --seeds 10000 $(SIM_ARGS)

@@ -34,6 +34,7 @@ use crate::variants::Variant;
 /// | `sample_every` | 1 s | how often the oracle compares the store with its model |
 /// | `stop_on_violation` | false | end the run at the first violation |
 /// | `keep_trace` | false | keep the full trace text in the outcome (its hash is always kept) |
+/// | `keep_timeline` | false | record structured facts and draw the run as a [`stuckless_timeline::Timeline`] |
 ///
 /// **Tick and latency.** turmoil advances every host by one tick per step, and
 /// a message is delivered at the first step after its latency, so the tick is
@@ -69,6 +70,7 @@ pub(crate) struct Config {
     pub sample_every: Duration,
     pub stop_on_violation: bool,
     pub keep_trace: bool,
+    pub keep_timeline: bool,
 }
 
 impl Default for Config {
@@ -96,6 +98,7 @@ impl Default for Config {
             sample_every: Duration::from_secs(1),
             stop_on_violation: false,
             keep_trace: false,
+            keep_timeline: false,
         }
     }
 }
@@ -227,6 +230,11 @@ impl SimBuilder {
     setter!(
         /// Keep the full trace text. Default false.
         keep_trace: bool
+    );
+    setter!(
+        /// Record the facts the timeline picture needs and build it
+        /// ([`crate::RunOutcome::timeline`]). Default false.
+        keep_timeline: bool
     );
 
     /// Runs this fixed plan instead of the seed's. Default: the seed's.

@@ -20,6 +20,7 @@ pub mod net_store;
 pub mod oracle;
 pub mod plan;
 pub mod report;
+pub mod timeline;
 pub mod variants;
 pub mod wire;
 pub mod workload;

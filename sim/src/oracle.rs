@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use stuckless_core::{CompleteOutcome, Epoch, FailOutcome, Job, JobId, JobStatus, Timestamp, WorkerEvent};
 
 use crate::clock::BASE;
-use crate::wire::{Request, Response};
+use crate::timeline::{End, Fact};
+use crate::wire::{Request, Response, WireError};
 
 /// The oracle shared by the db host, the workers' observers and the driver.
 pub type SharedOracle = Arc<Mutex<Oracle>>;
@@ -119,6 +120,11 @@ pub struct Oracle {
     ops: u64,
     /// Only the first violation per (invariant, job) is kept.
     seen: BTreeSet<(Invariant, Option<JobId>)>,
+    /// Structured facts for the timeline picture, when asked for (they cost
+    /// memory a batch of seeds does not need).
+    facts: Option<Vec<Fact>>,
+    /// The capacity the last sample saw, so only changes become facts.
+    last_capacity: Option<bool>,
 }
 
 fn secs(at: Timestamp) -> String {
@@ -139,7 +145,34 @@ impl Oracle {
             pickups: Vec::new(),
             ops: 0,
             seen: BTreeSet::new(),
+            facts: None,
+            last_capacity: None,
         }
+    }
+
+    /// Starts keeping the structured facts the timeline is drawn from.
+    pub fn keep_facts(&mut self) {
+        self.facts.get_or_insert_with(Vec::new);
+    }
+
+    /// The facts kept so far (empty unless [`Oracle::keep_facts`] was called).
+    pub fn facts(&self) -> &[Fact] {
+        self.facts.as_deref().unwrap_or_default()
+    }
+
+    /// Records a fact, if facts are kept.
+    pub fn fact(&mut self, fact: Fact) {
+        if let Some(facts) = &mut self.facts {
+            facts.push(fact);
+        }
+    }
+
+    /// Claims the db answered, counted from the facts (0 unless kept).
+    pub fn claims(&self) -> usize {
+        self.facts()
+            .iter()
+            .filter(|f| matches!(f, Fact::Claimed { .. }))
+            .count()
     }
 
     /// Wraps it for sharing.
@@ -303,6 +336,11 @@ impl Oracle {
             self.note(now, job.id, format!("{from} insert (duplicate key) -> existing"));
             return;
         }
+        self.fact(Fact::Inserted {
+            at: now,
+            job: job.id,
+            run_at: job.run_at,
+        });
         self.jobs.insert(
             job.id,
             Track {
@@ -344,6 +382,14 @@ impl Oracle {
                     );
                 }
                 self.accepted_write(now, from, "complete", id, epoch);
+                self.fact(Fact::Ended {
+                    at: now,
+                    worker: from.to_owned(),
+                    job: id,
+                    epoch,
+                    end: End::Succeeded,
+                    error: None,
+                });
                 if let Some(t) = self.jobs.get_mut(&id) {
                     t.completions += 1;
                     t.completed_epoch = Some(epoch);
@@ -376,6 +422,9 @@ impl Oracle {
             (_, Response::Error(e)) => {
                 if let Some(id) = request_job(request) {
                     self.note(now, id, format!("{from} {} -> refused {e:?}", request.name()));
+                    if let Some(epoch) = request_epoch(request) {
+                        self.refused(now, from, request.name(), id, epoch, e);
+                    }
                 }
             }
             (_, Response::Inserted(o)) => self.insert(now, from, &o.job, o.inserted),
@@ -403,7 +452,10 @@ impl Oracle {
                 for ((id, epoch), result) in pairs.iter().zip(results) {
                     match result {
                         Ok(o) => self.complete(now, from, *id, *epoch, *o),
-                        Err(e) => self.note(now, *id, format!("{from} complete e{epoch} -> refused {e:?}")),
+                        Err(e) => {
+                            self.note(now, *id, format!("{from} complete e{epoch} -> refused {e:?}"));
+                            self.refused(now, from, "complete", *id, *epoch, e);
+                        }
                     }
                 }
             }
@@ -413,6 +465,17 @@ impl Oracle {
                     *id,
                     format!("{from} fail e{epoch} ({}) -> {outcome:?}", request.error),
                 );
+                self.fact(Fact::Ended {
+                    at: now,
+                    worker: from.to_owned(),
+                    job: *id,
+                    epoch: *epoch,
+                    end: match outcome {
+                        FailOutcome::Retried { run_at } => End::Retried { run_at: *run_at },
+                        FailOutcome::Dead => End::Dead,
+                    },
+                    error: Some(request.error.clone()),
+                });
                 if self.accepted_write(now, from, "fail", *id, *epoch) {
                     match outcome {
                         FailOutcome::Retried { .. } => self.set_status(*id, JobStatus::Queued, now),
@@ -434,6 +497,14 @@ impl Oracle {
             }
             (Request::Release { id, epoch }, Response::Done) => {
                 self.note(now, *id, format!("{from} release e{epoch} -> queued"));
+                self.fact(Fact::Ended {
+                    at: now,
+                    worker: from.to_owned(),
+                    job: *id,
+                    epoch: *epoch,
+                    end: End::Released,
+                    error: None,
+                });
                 if self.accepted_write(now, from, "release", *id, *epoch) {
                     if let Some(t) = self.jobs.get_mut(id) {
                         t.attempt -= 1;
@@ -457,9 +528,11 @@ impl Oracle {
                     format!("{from} cancel -> {} (was {before:?})", job.status),
                 );
                 match before {
-                    Some(JobStatus::Queued | JobStatus::Running | JobStatus::Cancelled) => {
+                    Some(JobStatus::Queued | JobStatus::Running) => {
+                        self.fact(Fact::Cancelled { at: now, job: *id });
                         self.set_status(*id, JobStatus::Cancelled, now)
                     }
+                    Some(JobStatus::Cancelled) => self.set_status(*id, JobStatus::Cancelled, now),
                     Some(status) => self.violate(
                         now,
                         Invariant::IllegalTransition,
@@ -533,6 +606,13 @@ impl Oracle {
                 format!("attempt {} of {}", job.attempt, job.max_attempts),
             );
         }
+        self.fact(Fact::Claimed {
+            at: now,
+            worker: from.to_owned(),
+            job: id,
+            epoch: job.epoch,
+            attempt: job.attempt,
+        });
         if let Some(t) = self.jobs.get_mut(&id) {
             t.status = JobStatus::Running;
             t.epoch = job.epoch;
@@ -554,6 +634,14 @@ impl Oracle {
             return;
         };
         let holder = t.holder.clone().unwrap_or_default();
+        self.fact(Fact::Reaped {
+            at: now,
+            by: from.to_owned(),
+            job: id,
+            epoch: t.epoch,
+            holder: holder.clone(),
+            dead,
+        });
         self.note(
             now,
             id,
@@ -606,7 +694,17 @@ impl Oracle {
     /// attempts in flight: an attempt that ended (even by giving up a lost
     /// lease, which leaves the job to the reaper) is no longer its
     /// shutdown's business.
-    pub fn worker_event(&mut self, worker: &str, event: &WorkerEvent) {
+    /// `now` is simulated time (no skew), for the timeline.
+    pub fn worker_event(&mut self, now: Timestamp, worker: &str, event: &WorkerEvent) {
+        if let WorkerEvent::LeaseLost { attempt, reason } = event {
+            self.fact(Fact::LeaseLost {
+                at: now,
+                worker: worker.to_owned(),
+                job: attempt.job_id,
+                epoch: attempt.epoch,
+                reason: format!("{reason:?}"),
+            });
+        }
         match event {
             WorkerEvent::Claimed {
                 attempt,
@@ -639,6 +737,12 @@ impl Oracle {
     /// `capacity` says whether some healthy worker had a free slot; `healed`
     /// is when the heal happened, once it has.
     pub fn sample(&mut self, now: Timestamp, store: &[Job], capacity: bool, healed: Option<Timestamp>) {
+        if self.last_capacity.replace(capacity) != Some(capacity) {
+            self.fact(Fact::Capacity {
+                at: now,
+                free: capacity,
+            });
+        }
         let mut present = BTreeSet::new();
         let mut found = Vec::new();
         for job in store {
@@ -750,12 +854,40 @@ impl Oracle {
     }
 }
 
+impl Oracle {
+    /// A fenced write the db refused as stale (epoch or status) becomes a
+    /// fact; a transient error (db down) does not: nothing was judged.
+    fn refused(&mut self, now: Timestamp, from: &str, op: &str, id: JobId, epoch: Epoch, e: &WireError) {
+        if matches!(e, WireError::StaleEpoch { .. } | WireError::WrongStatus { .. }) {
+            self.fact(Fact::Refused {
+                at: now,
+                worker: from.to_owned(),
+                job: id,
+                epoch,
+                op: op.to_owned(),
+                detail: format!("{e:?}"),
+            });
+        }
+    }
+}
+
 fn measure(since: &mut Option<Timestamp>, max: &mut Duration, on: bool, now: Timestamp) {
     if on {
         let start = *since.get_or_insert(now);
         *max = (*max).max(now.saturating_since(start));
     } else {
         *since = None;
+    }
+}
+
+fn request_epoch(request: &Request) -> Option<Epoch> {
+    match request {
+        Request::Heartbeat { epoch, .. }
+        | Request::Complete { epoch, .. }
+        | Request::Fail { epoch, .. }
+        | Request::Release { epoch, .. } => Some(*epoch),
+        Request::CompleteMany(pairs) if pairs.len() == 1 => Some(pairs[0].1),
+        _ => None,
     }
 }
 

@@ -9,11 +9,13 @@ use serde::Serialize;
 use stuckless_core::{Job, JobId, MemStore, Storage};
 
 use crate::api::SharedApi;
+use crate::clock::BASE;
 use crate::config::Config;
 use crate::oracle::{Invariant, SharedOracle, Violation};
 use crate::plan::{FaultPlan, Swarm, FAULT_KINDS};
 use crate::variants::Variant;
-use crate::world::replay_command;
+use crate::world::{replay_command, worker_name};
+use stuckless_timeline::Timeline;
 
 /// The verdict and measurements of one run.
 #[derive(Clone, Debug, Serialize)]
@@ -66,6 +68,12 @@ pub struct RunOutcome {
     pub histories: BTreeMap<JobId, Vec<String>>,
     /// A simulation error (a host failed), if any.
     pub error: Option<String>,
+    /// The run as a picture, when asked for ([`crate::SimBuilder::keep_timeline`]).
+    #[serde(skip)]
+    pub timeline: Option<Timeline>,
+    /// Claims the db answered, when the timeline was kept (else 0): one bar each.
+    #[serde(skip)]
+    pub claims: usize,
 }
 
 /// FNV-1a, so trace hashes are stable across platforms and releases.
@@ -145,6 +153,27 @@ impl RunOutcome {
         for (k, n) in injected {
             faults.insert(k.to_owned(), n);
         }
+        let timeline = config.keep_timeline.then(|| {
+            let title = format!(
+                "seed {} · {} · {} · {} · {} jobs{}",
+                config.seed,
+                config.scenario,
+                config.variant.name(),
+                if violations.is_empty() && error.is_none() {
+                    "passed".to_owned()
+                } else {
+                    format!("FAILED ({} violations)", violations.len())
+                },
+                oracle.job_ids().len(),
+                if config.plan.is_some() {
+                    " · fixed plan"
+                } else {
+                    ""
+                }
+            );
+            let workers: Vec<String> = (0..config.workers).map(worker_name).collect();
+            crate::timeline::build(title, &workers, BASE, BASE + simulated, oracle.facts())
+        });
         RunOutcome {
             scenario: config.scenario.to_owned(),
             fixed_plan: config.plan.is_some(),
@@ -167,6 +196,8 @@ impl RunOutcome {
             ops: oracle.ops(),
             trace_hash: fnv1a(oracle.trace().as_bytes()),
             trace: config.keep_trace.then(|| oracle.trace().to_owned()),
+            timeline,
+            claims: oracle.claims(),
             histories,
             error,
         }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use stuckless_core::{JobStatus, MemStore, NotifyWaker, ShutdownHandle, Timestamp, Worker, WorkerEvent};
+use stuckless_core::{
+    Clock, JobStatus, MemStore, NotifyWaker, ShutdownHandle, Timestamp, Worker, WorkerEvent,
+};
 
 use crate::api::{self, ApiMode, ApiState, SharedApi};
 use crate::clock::{DriverTime, SimClock, BASE};
@@ -17,6 +19,7 @@ use crate::net_store::{listen, DbHost, NetStore};
 use crate::oracle::{Limits, Oracle, SharedOracle};
 use crate::plan::{Direction, Fault, FaultPlan, Swarm, TimedFault};
 use crate::report::RunOutcome;
+use crate::timeline::Fact;
 use crate::variants::Variant;
 use crate::workload::{self, KIND};
 
@@ -51,6 +54,8 @@ impl WorkerHost {
         tokio::task::spawn_local(listen(self.name.clone(), DB.to_owned(), waker.clone()));
         let oracle = self.oracle.clone();
         let name = self.name.clone();
+        // True simulated time (no skew) for the timeline's facts.
+        let event_clock = SimClock::exact(self.driver.clone());
         let c = &self.config;
         let worker = Worker::builder(self.name.clone(), storage, clock)
             .concurrency(c.concurrency)
@@ -62,7 +67,10 @@ impl WorkerHost {
             .rng_seed(self.seed)
             .waker(Arc::new(waker))
             .observer(Arc::new(move |event: &WorkerEvent| {
-                oracle.lock().expect("oracle lock").worker_event(&name, event)
+                oracle
+                    .lock()
+                    .expect("oracle lock")
+                    .worker_event(event_clock.now(), &name, event)
             }))
             .handler(KIND, api::handler)
             .kind_timeout(KIND, c.kind_timeout)
@@ -128,6 +136,10 @@ impl Driver {
         self.oracle.lock().expect("oracle lock").log(self.now(), line);
     }
 
+    fn fact(&self, fact: Fact) {
+        self.oracle.lock().expect("oracle lock").fact(fact);
+    }
+
     fn window(&self, who: &str, length: Duration) {
         let now = self.now();
         self.oracle
@@ -152,6 +164,23 @@ impl Driver {
                 // cleanly, and invariant 8 checks that it did.
                 if let (Some(name), false) = (&name, matches!(fault, Fault::Sigterm { .. })) {
                     self.window(name, length);
+                }
+                // Only faults that took effect go into the picture: a crash of
+                // a host that is down, or a second SIGTERM, changes nothing.
+                let effective = match &fault {
+                    Fault::Crash { worker, .. } => self.sim.is_host_running(self.names[*worker].as_str()),
+                    Fault::Sigterm { worker, .. } => {
+                        self.sim.is_host_running(self.names[*worker].as_str())
+                            && !self.terminating.contains_key(worker)
+                    }
+                    Fault::DbRestart { .. } => self.sim.is_host_running(DB),
+                    _ => true,
+                };
+                if effective {
+                    self.fact(Fact::Fault {
+                        at: self.now(),
+                        fault: fault.clone(),
+                    });
                 }
                 match fault {
                     Fault::Crash { worker, .. } => {
@@ -262,6 +291,10 @@ impl Driver {
             self.hosts[worker].exited.store(false, Ordering::SeqCst);
             self.terminating.remove(&worker);
             self.log(&format!("restart {name}"));
+            self.fact(Fact::Restarted {
+                at: self.now(),
+                worker: name.clone(),
+            });
             self.oracle.lock().expect("oracle lock").restarted(&name);
             self.sim.bounce(name.as_str());
         }
@@ -273,6 +306,7 @@ impl Driver {
     fn heal(&mut self) {
         self.actions.clear();
         self.log("HEAL");
+        self.fact(Fact::Heal { at: self.now() });
         *self.loss.lock().expect("loss lock") = 0.0;
         self.api.lock().expect("api lock").mode = ApiMode::Normal;
         if !self.sim.is_host_running(DB) {
@@ -373,6 +407,9 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         slack: Duration::from_secs(3),
     })
     .shared();
+    if config.keep_timeline {
+        oracle.lock().expect("oracle lock").keep_facts();
+    }
     let store = Arc::new(MemStore::with_clock(Arc::new(SimClock::exact(driver.clone()))));
     let api = ApiState::new(ChaCha8Rng::seed_from_u64(seed ^ 0x4150_4900));
     let loss = Arc::new(Mutex::new(plan.notification_loss_probability));

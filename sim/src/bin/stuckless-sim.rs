@@ -54,6 +54,10 @@ struct Args {
     /// Stop the batch at the first failing seed.
     #[arg(long)]
     fail_fast: bool,
+    /// Draw the (single) run as an SVG timeline to this file: one lane per
+    /// worker, a bar per attempt, faults marked, waits shown. Needs --seed.
+    #[arg(long, requires = "seed")]
+    timeline: Option<PathBuf>,
 }
 
 fn builder(args: &Args, seed: u64) -> anyhow::Result<SimBuilder> {
@@ -82,7 +86,9 @@ fn builder(args: &Args, seed: u64) -> anyhow::Result<SimBuilder> {
         let plan: FaultPlan = serde_json::from_value(value.get("plan").cloned().unwrap_or(value))?;
         b = b.plan(plan);
     }
-    Ok(b.seed(seed).keep_trace(args.verbose))
+    Ok(b.seed(seed)
+        .keep_trace(args.verbose)
+        .keep_timeline(args.timeline.is_some()))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,6 +115,20 @@ fn main() -> anyhow::Result<()> {
                 outcome.by_status,
                 outcome.ops,
                 outcome.trace_hash
+            );
+        }
+        if let (Some(path), Some(timeline)) = (&args.timeline, &outcome.timeline) {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(path, stuckless_timeline::render_svg(timeline))
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "timeline: {} ({} attempts, {} marks, {} waits)",
+                path.display(),
+                timeline.attempts.len(),
+                timeline.marks.len(),
+                timeline.waits.len()
             );
         }
         if let Some(path) = &args.save_fixture {
