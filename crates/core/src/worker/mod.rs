@@ -31,9 +31,9 @@ pub use shutdown::ShutdownHandle;
 /// | `concurrency` | 10 | jobs run at once; claims never exceed free slots |
 /// | `lease` | 30 s | a dead worker's jobs come back after at most lease + reap interval |
 /// | `heartbeat_interval` | 10 s | a third of the lease: two heartbeats may be lost before it runs out |
-/// | `reap_interval` | 15 s | with the poll and registry heartbeat, under one idle query per 10 s |
+/// | `reap_interval` | 20 s | idle, a worker sends 3 reaps + 1 poll + 2 registry heartbeats a minute: one statement per 10 s |
 /// | `reap_batch` | 1000 | jobs taken back per reap statement |
-/// | `poll_interval` | 30 s | safety net for lost wake-ups only |
+/// | `poll_interval` | 60 s | safety net for lost wake-ups only |
 /// | `registry_heartbeat_interval` | 30 s | how often the worker says it is alive |
 /// | `shutdown_grace` | 8 s | fits Cloud Run's 10 s between SIGTERM and SIGKILL, leaving time to release |
 /// | `cancel_grace` | 2 s | how long a cancelled handler may take to return before it is aborted |
@@ -74,9 +74,9 @@ impl Config {
             concurrency: 10,
             lease: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),
-            reap_interval: Duration::from_secs(15),
+            reap_interval: Duration::from_secs(20),
             reap_batch: 1000,
-            poll_interval: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(60),
             registry_heartbeat_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(8),
             cancel_grace: Duration::from_secs(2),
@@ -170,7 +170,7 @@ impl WorkerBuilder {
         heartbeat_interval: Duration
     );
     setter!(
-        /// Time between reap passes. Default 15 s.
+        /// Time between reap passes. Default 20 s.
         reap_interval: Duration
     );
     setter!(
@@ -178,7 +178,7 @@ impl WorkerBuilder {
         reap_batch: u32
     );
     setter!(
-        /// Time between claims when no wake-up comes. Default 30 s.
+        /// Time between claims when no wake-up comes. Default 60 s.
         poll_interval: Duration
     );
     setter!(
