@@ -533,3 +533,42 @@ async fn a_refused_operator_action_releases_its_row_lock_at_once() {
         "claims skipped a due job still locked by a finished operator call"
     );
 }
+
+/// Guards the gap the long chaos run found: a worker cut off inside
+/// `complete_many`'s transaction held its rows' locks, and every reaper's
+/// `skip locked` passed over those expired jobs until the connection died.
+#[tokio::test]
+async fn connected_storage_ends_transactions_whose_client_went_silent() {
+    let Some(db) = db("connected_storage_ends_transactions_whose_client_went_silent").await else {
+        return;
+    };
+    let storage = PgStorage::connect(db.url()).await.unwrap();
+    let setting: String = sqlx::query_scalar("select current_setting('idle_in_transaction_session_timeout')")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    assert_eq!(setting, "5s");
+    storage.pool().close().await;
+}
+
+/// A single-queue claim must walk the claim index, not sort the queue.
+#[tokio::test]
+async fn single_queue_claim_uses_the_claim_index_in_order() {
+    let Some(db) = db("single_queue_claim_uses_the_claim_index_in_order").await else {
+        return;
+    };
+    let plan: Vec<String> = sqlx::query_scalar(
+        "explain select j.id from stuckless.jobs j where j.status = 'queued' \
+         and j.queue = (array['default']::text[])[1] and j.run_at <= now() \
+         order by j.priority desc, j.run_at, j.id limit 10 for update of j skip locked",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("jobs_claim_idx"), "{plan}");
+    assert!(
+        !plan.contains("Sort"),
+        "an ordered index walk needs no sort:\n{plan}"
+    );
+}

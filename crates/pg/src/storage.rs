@@ -78,6 +78,20 @@ impl PgStorage {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // Every transaction this storage opens is a few statements
+                    // with no pause between them, so one idle for 5 s has lost
+                    // its client (a partition mid-`complete_many`). Its row
+                    // locks would hide expired jobs from every reaper's
+                    // `skip locked` until TCP keepalive gave up, hours later;
+                    // the chaos run caught exactly that.
+                    sqlx::query("set idle_in_transaction_session_timeout = '5s'")
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            })
             .connect_with(options.clone())
             .await
             .map_err(unreachable)?;
@@ -406,7 +420,12 @@ impl Storage for PgStorage {
         if request.limit == 0 || request.queues.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(sql::CLAIM)
+        let statement = if request.queues.len() == 1 {
+            sql::CLAIM_ONE_QUEUE
+        } else {
+            sql::CLAIM
+        };
+        let rows = sqlx::query(statement)
             .bind(self.pinned_now())
             .bind(&request.queues)
             .bind(i64::from(request.limit))
