@@ -195,7 +195,7 @@ pub async fn diagnose(storage: &dyn Storage, id: JobId, stale_after: Duration) -
                             format!("No live worker serves queue {:?}, so nobody will reap it until one starts.", job.queue)
                         } else {
                             format!(
-                                "{live}: one of them should reap it within its reap interval (15s by default); if this \
+                                "{live}: one of them should reap it within its reap interval (20s by default); if this \
                                  persists, they cannot reach this database or are wedged."
                             )
                         }
