@@ -65,7 +65,55 @@ pub enum Command {
     Workers(StaleArgs),
     /// Measure throughput: enqueue N no-op jobs on a fresh queue and run them with an in-process worker.
     Bench(BenchArgs),
+    /// Draw recent history as an SVG: a lane per worker, a bar per attempt, reaps and waits.
+    Timeline(TimelineArgs),
 }
+
+/// `timeline` arguments.
+#[derive(Debug, Args)]
+#[command(after_long_help = TIMELINE_LIMITS)]
+pub struct TimelineArgs {
+    /// Left edge: a duration ago (10m, 2h, 90 = seconds) or an RFC 3339 time
+    /// in UTC (2026-11-29T02:44:00Z).
+    #[arg(long)]
+    pub since: String,
+    /// Right edge, same forms [default: now, by the database's clock].
+    #[arg(long)]
+    pub until: Option<String>,
+    /// The SVG file to write.
+    #[arg(long, default_value = "timeline.svg")]
+    pub out: std::path::PathBuf,
+    /// Most events, and most jobs, read; a warning says when it cut the picture short.
+    #[arg(long, default_value_t = 20_000)]
+    pub limit: u32,
+}
+
+/// What `stuckless timeline --help` says about what it cannot know.
+const TIMELINE_LIMITS: &str = "\
+How the picture is made, and its limits:
+  The database logs only abnormal transitions unless happy-path events are on:
+  retried, dead, released, reaped, cancelled and requeued events (each with
+  epoch, attempt, worker and time) end earlier attempts; the job row carries
+  the latest attempt (claimed_at, heartbeat_at, finished_at, lease_owner).
+  - An earlier attempt's claim time is not logged: its bar starts at the job's
+    previous event (or --since) and its tooltip says \"claim not logged\".
+  - A reaped attempt's bar ends at the lease expiry the reap recorded; when
+    the worker really stopped (crash, pause) is not known.
+  - Completions are not logged: a successful attempt (always a job's last)
+    comes from its row, from claimed_at to finished_at.
+  - Waits (due, not running) are drawn only where both ends are known: from
+    a lease expiry to its reap; after a reap, release or requeue until the
+    row's latest claim (or the right edge); a retried job from the row's
+    run_at while that retry is still pending (backoff itself is not a wait);
+    before a first claim only for jobs with no event in the window.
+  - Cancels and requeues end a bar only when its claim was logged.
+  - Worker crashes, pauses, partitions and database restarts are not in the
+    database: only their effects (lease expiries, reaps) show. Releases are
+    marked as the worker's shutdown.
+  - Lanes are the workers seen as lease owners or in events; a worker that ran
+    nothing in the window has no lane.
+  - Jobs read: those changed in the window, plus those queued or running
+    since before it; at most --limit of each, and of events.";
 
 /// `bench` arguments.
 #[derive(Debug, Args)]
@@ -169,10 +217,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "HEARTBEAT_INTERVAL", value_parser = duration_arg, default_value = "10s")]
     pub heartbeat_interval: Duration,
     /// Time between reap passes.
-    #[arg(long, env = "REAP_INTERVAL", value_parser = duration_arg, default_value = "15s")]
+    #[arg(long, env = "REAP_INTERVAL", value_parser = duration_arg, default_value = "20s")]
     pub reap_interval: Duration,
     /// Safety-net poll when no wake-up comes.
-    #[arg(long, env = "POLL_INTERVAL", value_parser = duration_arg, default_value = "30s")]
+    #[arg(long, env = "POLL_INTERVAL", value_parser = duration_arg, default_value = "60s")]
     pub poll_interval: Duration,
     /// Time between registry heartbeats ("this worker is alive").
     #[arg(long, env = "REGISTRY_HEARTBEAT_INTERVAL", value_parser = duration_arg, default_value = "30s")]

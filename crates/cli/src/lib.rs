@@ -12,6 +12,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
+pub mod timeline;
 pub mod util;
 pub mod worker;
 
@@ -131,6 +132,26 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => {
             let storage = connect(url).await?;
             print(&bench::run(Arc::new(storage), args.jobs, args.concurrency).await?);
+        }
+        Command::Timeline(args) => {
+            // Refuse a bad --since/--until before connecting: a typo is not
+            // a database problem.
+            timeline::validate_instant(&args.since).context("invalid --since")?;
+            if let Some(until) = &args.until {
+                timeline::validate_instant(until).context("invalid --until")?;
+            }
+            anyhow::ensure!(args.limit > 0, "--limit must be at least 1");
+            let storage = connect(url).await?;
+            print(
+                &timeline::run(
+                    &storage,
+                    &args.since,
+                    args.until.as_deref(),
+                    &args.out,
+                    args.limit,
+                )
+                .await?,
+            );
         }
     }
     Ok(())
