@@ -42,7 +42,7 @@ pub fn render_svg(timeline: &Timeline) -> String {
     global_marks(&mut body, timeline, plot_bottom, &scale);
 
     let mut svg = String::new();
-    let total_height = plot_bottom + 70.0;
+    let total_height = plot_bottom + 90.0;
     let _ = write!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{total_height:.0}" viewBox="0 0 {WIDTH} {total_height:.0}" font-family="sans-serif" font-size="11">"#
@@ -309,6 +309,19 @@ fn legend(out: &mut String, y: f64) {
         let _ = writeln!(
             out,
             r#"<text x="{x:.1}" y="{y:.1}" fill="{}">{glyph}</text><text x="{:.1}" y="{y:.1}">{}</text>"#,
+            kind.colour(),
+            x + 14.0,
+            kind.as_str()
+        );
+        x += 125.0;
+    }
+    // The spans drawn as washes: without a key they read as unexplained colour.
+    let y = y + 20.0;
+    let mut x = LEFT;
+    for kind in [MarkKind::ClockSkew, MarkKind::ApiOutage] {
+        let _ = writeln!(
+            out,
+            r#"<text x="{x:.1}" y="{y:.1}" fill="{}">▇</text><text x="{:.1}" y="{y:.1}">{}</text>"#,
             kind.colour(),
             x + 14.0,
             kind.as_str()
