@@ -592,3 +592,135 @@ fn waits(facts: &[Fact], attempts: &[Open], capacity: &[(Timestamp, bool)], end:
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn at(secs: u64) -> Timestamp {
+        BASE + Duration::from_secs(secs)
+    }
+
+    fn claim(t: u64, worker: &str, job: i64, epoch: i64) -> Fact {
+        Fact::Claimed {
+            at: at(t),
+            worker: worker.into(),
+            job: JobId(job),
+            epoch: Epoch(epoch),
+            attempt: epoch as i32,
+        }
+    }
+
+    #[test]
+    fn a_crash_cuts_the_bar_and_the_job_waits_for_the_reaper_then_a_claim() {
+        let workers = vec!["w1".to_owned(), "w2".to_owned()];
+        let facts = vec![
+            Fact::Inserted {
+                at: at(0),
+                job: JobId(1),
+                run_at: at(0),
+            },
+            claim(0, "w1", 1, 1),
+            Fact::Fault {
+                at: at(10),
+                fault: Fault::Crash {
+                    worker: 0,
+                    down_ms: 5_000,
+                },
+            },
+            Fact::Reaped {
+                at: at(45),
+                by: "w2".into(),
+                job: JobId(1),
+                epoch: Epoch(1),
+                holder: "w1".into(),
+                dead: false,
+            },
+            claim(50, "w2", 1, 2),
+            Fact::Ended {
+                at: at(60),
+                worker: "w2".into(),
+                job: JobId(1),
+                epoch: Epoch(2),
+                end: End::Retried { run_at: at(90) },
+                error: Some("boom".into()),
+            },
+            claim(95, "w2", 1, 3),
+        ];
+        let t = build("t".into(), &workers, at(0), at(100), &facts);
+        let bars: Vec<(&str, Micros, Micros, Outcome)> = t
+            .attempts
+            .iter()
+            .map(|a| (a.lane.as_str(), a.start, a.end, a.outcome))
+            .collect();
+        let us = |s: u64| micros(at(s));
+        assert_eq!(
+            bars,
+            [
+                ("w1", us(0), us(10), Outcome::Reaped),
+                ("w2", us(50), us(60), Outcome::Retried),
+                ("w2", us(95), us(100), Outcome::Unfinished),
+            ]
+        );
+        let waits: Vec<(Micros, Micros, bool)> = t
+            .waits
+            .iter()
+            .map(|w| (w.start, w.end, w.reason.contains("reaper")))
+            .collect();
+        // Crash to reap (held by a dead worker), reap to claim, retry due to
+        // claim; the backoff from 60 s to 90 s is not a wait.
+        assert_eq!(
+            waits,
+            [
+                (us(10), us(45), true),
+                (us(45), us(50), false),
+                (us(90), us(95), false)
+            ]
+        );
+        assert!(t
+            .marks
+            .iter()
+            .any(|m| m.kind == MarkKind::Crash && m.lane.as_deref() == Some("w1")));
+        assert!(t
+            .marks
+            .iter()
+            .any(|m| m.kind == MarkKind::Reap && m.lane.as_deref() == Some("w1")));
+    }
+
+    #[test]
+    fn a_zombie_bar_runs_past_the_reap_to_its_refused_write() {
+        let workers = vec!["w1".to_owned()];
+        let facts = vec![
+            claim(0, "w1", 7, 1),
+            Fact::Reaped {
+                at: at(40),
+                by: "w1".into(),
+                job: JobId(7),
+                epoch: Epoch(1),
+                holder: "w1".into(),
+                dead: false,
+            },
+            Fact::Refused {
+                at: at(70),
+                worker: "w1".into(),
+                job: JobId(7),
+                epoch: Epoch(1),
+                op: "complete".into(),
+                detail: "stale".into(),
+            },
+        ];
+        let t = build("t".into(), &workers, at(0), at(100), &facts);
+        assert_eq!(t.attempts.len(), 1);
+        assert_eq!(t.attempts[0].end, micros(at(70)));
+        assert_eq!(t.attempts[0].outcome, Outcome::Reaped);
+        assert!(t.marks.iter().any(|m| m.kind == MarkKind::StaleWriteRejected));
+        // Queued since the reap and never claimed again: one wait to the end.
+        assert_eq!(t.waits.len(), 1);
+        assert_eq!(
+            (t.waits[0].start, t.waits[0].end),
+            (micros(at(40)), micros(at(100)))
+        );
+    }
+}

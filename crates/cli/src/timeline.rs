@@ -560,3 +560,38 @@ fn latest_attempt(d: &mut JobDraw<'_>, j: &Job, no_events: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_a_duration_ago_or_an_instant() {
+        let now = parse_timestamp("2026-11-29T04:00:00Z").unwrap();
+        assert_eq!(
+            parse_instant("10m", now).unwrap(),
+            parse_timestamp("2026-11-29T03:50:00Z").unwrap()
+        );
+        assert_eq!(
+            parse_instant("90", now).unwrap(),
+            parse_timestamp("2026-11-29T03:58:30Z").unwrap()
+        );
+        assert_eq!(
+            parse_instant("2026-11-28T00:00:00Z", now).unwrap(),
+            parse_timestamp("2026-11-28T00:00:00Z").unwrap()
+        );
+        for bad in ["yesterday", "-5m", "2026-11-29T04:00:00+02:00", ""] {
+            assert!(parse_instant(bad, now).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn a_reap_detail_names_the_lease_expiry() {
+        assert_eq!(
+            reap_expiry(Some("lease expired at 2026-11-29T04:00:00.250000Z (owner w1)")),
+            Some(parse_timestamp("2026-11-29T04:00:00.25Z").unwrap())
+        );
+        assert_eq!(reap_expiry(Some("boom")), None);
+        assert_eq!(reap_expiry(None), None);
+    }
+}
