@@ -96,7 +96,8 @@ How the picture is made, and its limits:
   epoch, attempt, worker and time) end earlier attempts; the job row carries
   the latest attempt (claimed_at, heartbeat_at, finished_at, lease_owner).
   - An earlier attempt's claim time is not logged: its bar starts at the job's
-    previous event (or --since) and its tooltip says \"claim not logged\".
+    previous event, its creation or --since, whichever is latest, and its
+    tooltip says \"claim not logged\".
   - A reaped attempt's bar ends at the lease expiry the reap recorded; when
     the worker really stopped (crash, pause) is not known.
   - Completions are not logged: a successful attempt (always a job's last)

@@ -236,13 +236,19 @@ impl JobDraw<'_> {
                 return (claimed, job.lease_owner.clone(), None, true);
             }
         }
-        let from = if self.prev > self.since {
-            "the previous event"
-        } else {
-            "--since"
+        // No claim happens before the job exists: the creation time bounds
+        // an unlogged first claim far better than --since does.
+        let created = self
+            .job
+            .map(|j| j.created_at)
+            .filter(|c| *c > self.prev && *c <= before);
+        let (earliest, from) = match created {
+            Some(c) => (c, "the job's creation"),
+            None if self.prev > self.since => (self.prev, "the previous event"),
+            None => (self.prev, "--since"),
         };
         (
-            self.prev,
+            earliest,
             None,
             Some(format!("{INFERRED} (happy-path events off): drawn from {from}")),
             false,
