@@ -590,6 +590,23 @@ fn waits(facts: &[Fact], attempts: &[Open], capacity: &[(Timestamp, bool)], end:
     for (job, s) in state {
         close(&mut out, job, Some(s), end);
     }
+    // The seed document's incident: the worker stopped, the db still calls
+    // the job running under its lease, and nothing ever took it back.
+    for a in attempts.iter().filter(|a| a.db_end.is_none()) {
+        if let Some((stopped, why)) = &a.worker_end {
+            if end.saturating_since(*stopped) >= MIN_WAIT {
+                out.push(Wait {
+                    job_id: a.job.0,
+                    start: micros(*stopped),
+                    end: micros(end),
+                    reason: format!(
+                        "{why}; still running in the db under {}'s lease, never taken back",
+                        a.lane
+                    ),
+                });
+            }
+        }
+    }
     out
 }
 
@@ -687,6 +704,34 @@ mod tests {
             .marks
             .iter()
             .any(|m| m.kind == MarkKind::Reap && m.lane.as_deref() == Some("w1")));
+    }
+
+    #[test]
+    fn a_crashed_holder_never_reaped_leaves_a_wait_to_the_end() {
+        let workers = vec!["w1".to_owned()];
+        let facts = vec![
+            claim(5, "w1", 3, 1),
+            Fact::Fault {
+                at: at(60),
+                fault: Fault::Crash {
+                    worker: 0,
+                    down_ms: 10_000,
+                },
+            },
+        ];
+        let t = build("t".into(), &workers, at(0), at(800), &facts);
+        assert_eq!(t.attempts[0].outcome, Outcome::LeaseLost);
+        assert_eq!(t.attempts[0].end, micros(at(60)));
+        assert_eq!(t.waits.len(), 1);
+        assert_eq!(
+            (t.waits[0].start, t.waits[0].end),
+            (micros(at(60)), micros(at(800)))
+        );
+        assert!(
+            t.waits[0].reason.contains("never taken back"),
+            "{}",
+            t.waits[0].reason
+        );
     }
 
     #[test]
