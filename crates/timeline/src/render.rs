@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::model::{Attempt, MarkKind, Micros, Outcome, Timeline, Wait};
+use crate::model::{Attempt, Mark, MarkKind, Micros, Outcome, Timeline, Wait};
 
 const WIDTH: f64 = 1400.0;
 const LEFT: f64 = 170.0;
@@ -127,73 +127,85 @@ fn lane_background(out: &mut String, lane: &str, y: f64, height: f64) {
     );
 }
 
+/// Where marks are drawn: one worker's lane, or across every lane.
+struct MarkArea {
+    /// Top and bottom of a span's wash.
+    top: f64,
+    bottom: f64,
+    /// Wash opacity: lighter across every lane, where it covers other washes.
+    span_opacity: &'static str,
+    /// Where an instant's line starts, and where its glyph sits.
+    line_top: f64,
+    glyph_y: f64,
+    /// Extra line attributes (dashed across lanes) and glyph size.
+    line_style: &'static str,
+    glyph_size: u8,
+}
+
 fn lane_marks(out: &mut String, timeline: &Timeline, lane: &str, y: f64, height: f64, scale: &Scale) {
+    let area = MarkArea {
+        top: y,
+        bottom: y + height,
+        span_opacity: "0.35",
+        line_top: y,
+        glyph_y: y + 10.0,
+        line_style: "",
+        glyph_size: 12,
+    };
     for mark in timeline.marks.iter().filter(|m| m.lane.as_deref() == Some(lane)) {
-        let x = scale.x(mark.at);
-        let tip = tooltip(
-            mark.kind.as_str(),
-            mark.at,
-            mark.end,
-            mark.note.as_deref(),
-            timeline.start,
-        );
-        match mark.end {
-            Some(end) => {
-                let _ = writeln!(
-                    out,
-                    r#"<rect class="mark {kind}" x="{x:.1}" y="{y:.1}" width="{:.1}" height="{height:.1}" fill="{}" fill-opacity="0.35"><title>{tip}</title></rect>"#,
-                    (scale.x(end) - x).max(1.0),
-                    mark.kind.colour(),
-                    kind = mark.kind.as_str()
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    r#"<g class="mark {kind}"><line x1="{x:.1}" x2="{x:.1}" y1="{y:.1}" y2="{:.1}" stroke="{colour}" stroke-width="1.2"/><text x="{x:.1}" y="{:.1}" fill="{colour}" text-anchor="middle" font-size="12">{glyph}<title>{tip}</title></text></g>"#,
-                    y + height,
-                    y + 10.0,
-                    kind = mark.kind.as_str(),
-                    colour = mark.kind.colour(),
-                    glyph = mark.kind.glyph()
-                );
-            }
-        }
+        draw_mark(out, mark, &area, timeline.start, scale);
     }
 }
 
 fn global_marks(out: &mut String, timeline: &Timeline, bottom: f64, scale: &Scale) {
+    let area = MarkArea {
+        top: TOP,
+        bottom,
+        span_opacity: "0.18",
+        line_top: TOP - 4.0,
+        glyph_y: TOP - 6.0,
+        line_style: r#" stroke-dasharray="4 3""#,
+        glyph_size: 13,
+    };
     for mark in timeline.marks.iter().filter(|m| m.lane.is_none()) {
-        let x = scale.x(mark.at);
-        let tip = tooltip(
-            mark.kind.as_str(),
-            mark.at,
-            mark.end,
-            mark.note.as_deref(),
-            timeline.start,
-        );
-        match mark.end {
-            Some(end) => {
-                let _ = writeln!(
-                    out,
-                    r#"<rect class="mark {kind}" x="{x:.1}" y="{TOP}" width="{:.1}" height="{:.1}" fill="{}" fill-opacity="0.18"><title>{tip}</title></rect>"#,
-                    (scale.x(end) - x).max(1.0),
-                    bottom - TOP,
-                    mark.kind.colour(),
-                    kind = mark.kind.as_str()
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    r#"<g class="mark {kind}"><line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{bottom:.1}" stroke="{colour}" stroke-dasharray="4 3" stroke-width="1.2"/><text x="{x:.1}" y="{:.1}" fill="{colour}" text-anchor="middle" font-size="13">{glyph}<title>{tip}</title></text></g>"#,
-                    TOP - 4.0,
-                    TOP - 6.0,
-                    kind = mark.kind.as_str(),
-                    colour = mark.kind.colour(),
-                    glyph = mark.kind.glyph()
-                );
-            }
+        draw_mark(out, mark, &area, timeline.start, scale);
+    }
+}
+
+/// A span as a wash over the area, an instant as a line with its glyph.
+fn draw_mark(out: &mut String, mark: &Mark, area: &MarkArea, origin: Micros, scale: &Scale) {
+    let x = scale.x(mark.at);
+    let tip = tooltip(
+        mark.kind.as_str(),
+        mark.at,
+        mark.end,
+        mark.note.as_deref(),
+        origin,
+    );
+    let kind = mark.kind.as_str();
+    let colour = mark.kind.colour();
+    match mark.end {
+        Some(end) => {
+            let _ = writeln!(
+                out,
+                r#"<rect class="mark {kind}" x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}" fill-opacity="{}"><title>{tip}</title></rect>"#,
+                area.top,
+                (scale.x(end) - x).max(1.0),
+                area.bottom - area.top,
+                area.span_opacity,
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                r#"<g class="mark {kind}"><line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}" stroke="{colour}"{} stroke-width="1.2"/><text x="{x:.1}" y="{:.1}" fill="{colour}" text-anchor="middle" font-size="{}">{}<title>{tip}</title></text></g>"#,
+                area.line_top,
+                area.bottom,
+                area.line_style,
+                area.glyph_y,
+                area.glyph_size,
+                mark.kind.glyph(),
+            );
         }
     }
 }
