@@ -13,13 +13,10 @@ use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::error::StorageError;
-use crate::job::{
-    clamp_error, limits, validate_duration, validate_json, validate_name, ClaimedJob, Epoch, Job, JobEvent,
-    JobEventKind, JobId, JobStatus, NewJob,
-};
+use crate::job::{clamp_error, ClaimedJob, Epoch, Job, JobEvent, JobEventKind, JobId, JobStatus, NewJob};
 use crate::storage::{
-    is_reapable, ClaimRequest, CompleteOutcome, FailOutcome, FailRequest, InsertOutcome, QueueStats,
-    ReapOutcome, Storage, StorageResult, WorkerRecord, WorkerRegistration,
+    is_reapable, validate_heartbeat, ClaimRequest, CompleteOutcome, FailOutcome, FailRequest, InsertOutcome,
+    QueueStats, ReapOutcome, Storage, StorageResult, WorkerRecord, WorkerRegistration,
 };
 use crate::time::Timestamp;
 
@@ -245,11 +242,7 @@ impl Storage for MemStore {
     }
 
     async fn job_claim(&self, request: ClaimRequest) -> StorageResult<Vec<ClaimedJob>> {
-        validate_name("worker_id", &request.worker_id)?;
-        for queue in &request.queues {
-            validate_name("queue", queue)?;
-        }
-        validate_duration("lease", request.lease)?;
+        request.validate()?;
         let now = self.clock.now();
         let mut state = self.lock();
         let mut due: Vec<&Job> = state
@@ -292,10 +285,7 @@ impl Storage for MemStore {
         lease: Duration,
         progress: Option<Value>,
     ) -> StorageResult<Timestamp> {
-        if let Some(progress) = &progress {
-            validate_json("progress", progress, limits::MAX_PROGRESS_BYTES)?;
-        }
-        validate_duration("lease", lease)?;
+        validate_heartbeat(lease, progress.as_ref())?;
         let now = self.clock.now();
         let mut state = self.lock();
         let job = state.fenced(id, epoch, "heartbeat")?;
@@ -327,9 +317,7 @@ impl Storage for MemStore {
     }
 
     async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
-        if let Some(delay) = request.retry_after {
-            validate_duration("retry_after", delay)?;
-        }
+        request.validate()?;
         let now = self.clock.now();
         let mut state = self.lock();
         let job = state.fenced(id, epoch, "fail")?;
@@ -485,11 +473,7 @@ impl Storage for MemStore {
     }
 
     async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
-        validate_name("worker_id", &worker.id)?;
-        for queue in &worker.queues {
-            validate_name("queue", queue)?;
-        }
-        validate_json("metadata", &worker.metadata, limits::MAX_PROGRESS_BYTES)?;
+        worker.validate()?;
         let now = self.clock.now();
         self.lock().workers.insert(
             worker.id.clone(),

@@ -34,7 +34,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::StorageError;
-use crate::job::{ClaimedJob, Epoch, Job, JobEvent, JobId, JobStatus, NewJob};
+use crate::error::ValidationError;
+use crate::job::{
+    limits, validate_duration, validate_json, validate_name, ClaimedJob, Epoch, Job, JobEvent, JobId,
+    JobStatus, NewJob,
+};
 use crate::time::Timestamp;
 
 /// Result of a storage call.
@@ -262,4 +266,44 @@ pub trait Storage: Send + Sync + 'static {
 /// Whether a status is one a reap takes back.
 pub fn is_reapable(job: &Job, now: Timestamp) -> bool {
     job.status == JobStatus::Running && job.lease_expires_at.is_some_and(|at| at <= now)
+}
+
+impl ClaimRequest {
+    /// Checks the worker id, queue names and lease; every storage calls this first.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_name("worker_id", &self.worker_id)?;
+        for queue in &self.queues {
+            validate_name("queue", queue)?;
+        }
+        validate_duration("lease", self.lease)
+    }
+}
+
+impl FailRequest {
+    /// Checks the retry delay; every storage calls this first.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self.retry_after {
+            Some(delay) => validate_duration("retry_after", delay),
+            None => Ok(()),
+        }
+    }
+}
+
+impl WorkerRegistration {
+    /// Checks the id, queue names and metadata; every storage calls this first.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_name("worker_id", &self.id)?;
+        for queue in &self.queues {
+            validate_name("queue", queue)?;
+        }
+        validate_json("metadata", &self.metadata, limits::MAX_PROGRESS_BYTES)
+    }
+}
+
+/// Checks a heartbeat's progress and lease; every storage calls this first.
+pub fn validate_heartbeat(lease: Duration, progress: Option<&Value>) -> Result<(), ValidationError> {
+    if let Some(progress) = progress {
+        validate_json("progress", progress, limits::MAX_PROGRESS_BYTES)?;
+    }
+    validate_duration("lease", lease)
 }

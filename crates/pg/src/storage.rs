@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgPool, Row};
-use stuckless_core::job::{clamp_error, limits, validate_duration, validate_json, validate_name};
-use stuckless_core::storage::is_reapable;
+use stuckless_core::job::clamp_error;
+use stuckless_core::storage::{is_reapable, validate_heartbeat};
 use stuckless_core::time::duration_micros;
 use stuckless_core::{
     ClaimRequest, ClaimedJob, Clock, CompleteOutcome, Epoch, FailOutcome, FailRequest, InsertOutcome, Job,
@@ -412,11 +412,7 @@ impl Storage for PgStorage {
     }
 
     async fn job_claim(&self, request: ClaimRequest) -> StorageResult<Vec<ClaimedJob>> {
-        validate_name("worker_id", &request.worker_id)?;
-        for queue in &request.queues {
-            validate_name("queue", queue)?;
-        }
-        validate_duration("lease", request.lease)?;
+        request.validate()?;
         if request.limit == 0 || request.queues.is_empty() {
             return Ok(Vec::new());
         }
@@ -447,10 +443,7 @@ impl Storage for PgStorage {
         lease: Duration,
         progress: Option<Value>,
     ) -> StorageResult<Timestamp> {
-        if let Some(progress) = &progress {
-            validate_json("progress", progress, limits::MAX_PROGRESS_BYTES)?;
-        }
-        validate_duration("lease", lease)?;
+        validate_heartbeat(lease, progress.as_ref())?;
         let now = self.pinned_now();
         let row = self
             .fenced(id, epoch, "heartbeat", || {
@@ -496,9 +489,7 @@ impl Storage for PgStorage {
     }
 
     async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
-        if let Some(delay) = request.retry_after {
-            validate_duration("retry_after", delay)?;
-        }
+        request.validate()?;
         let now = self.pinned_now();
         let error = clamp_error(&request.error);
         let delay = request.retry_after.map(micros);
@@ -650,11 +641,7 @@ impl Storage for PgStorage {
     }
 
     async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
-        validate_name("worker_id", &worker.id)?;
-        for queue in &worker.queues {
-            validate_name("queue", queue)?;
-        }
-        validate_json("metadata", &worker.metadata, limits::MAX_PROGRESS_BYTES)?;
+        worker.validate()?;
         sqlx::query(sql::WORKER_REGISTER)
             .bind(self.pinned_now())
             .bind(&worker.id)
