@@ -7,6 +7,10 @@
 //! of waits showing where due jobs sat unclaimed and why. Every element has a
 //! tooltip. No scripts, fonts or external references.
 //!
+//! Where a run's attempts and waits come from is one reconstructor,
+//! [`reconstruct`]: each front end maps what it recorded into a neutral
+//! stream of [`TimelineEvent`]s, and the same rules draw both.
+//!
 //! ```
 //! use stuckless_timeline::{render_svg, Attempt, Outcome, Timeline};
 //!
@@ -25,8 +29,12 @@
 //! assert!(svg.starts_with("<svg") && svg.contains(r#"class="bar succeeded""#));
 //! ```
 
+mod event;
 mod model;
+mod reconstruct;
 mod render;
 
+pub use event::{Finish, Frame, TimelineEvent};
 pub use model::{Attempt, Mark, MarkKind, Micros, Outcome, Timeline, Wait};
+pub use reconstruct::{reconstruct, CLAIM_NOT_LOGGED, MIN_WAIT, UNKNOWN_LANE};
 pub use render::{escape, render_svg};
