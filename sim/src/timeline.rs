@@ -1,6 +1,9 @@
 //! One run as a picture: the facts the oracle and the driver record while a
 //! world runs (claims, the writes that ended attempts, reaps, refusals,
-//! faults, restarts), turned into a [`Timeline`] for `stuckless-timeline`.
+//! faults, restarts), mapped into `stuckless-timeline`'s neutral
+//! [`TimelineEvent`]s and reconstructed into a [`Timeline`] by the same rules
+//! `stuckless timeline` uses for a real database. What is left here is what
+//! only the simulator knows: faults as marks, spans cut at the heal.
 //!
 //! Facts are recorded only when asked for ([`crate::SimBuilder::keep_timeline`]),
 //! in the order the simulation produced them, so the picture of a seed is as
@@ -9,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use stuckless_core::{Epoch, JobId, Timestamp};
-use stuckless_timeline::{Attempt, Mark, MarkKind, Micros, Outcome, Timeline, Wait};
+use stuckless_timeline::{reconstruct, Finish, Frame, Mark, MarkKind, Micros, Timeline, TimelineEvent};
 
 use crate::clock::BASE;
 use crate::plan::{Direction, Fault};
@@ -150,37 +153,14 @@ pub enum Fact {
     },
 }
 
-/// Shorter waits are not drawn: see [`waits`].
-const MIN_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
-
 fn micros(t: Timestamp) -> Micros {
     t.as_micros()
 }
 
+/// Simulated time as a tooltip reads it: seconds since the run began.
 fn secs(t: Timestamp) -> String {
     let m = t.micros_since(BASE);
     format!("+{}.{:01}s", m / 1_000_000, (m % 1_000_000) / 100_000)
-}
-
-/// An attempt as it is being reconstructed.
-struct Open {
-    lane: String,
-    job: JobId,
-    epoch: Epoch,
-    attempt: i32,
-    start: Timestamp,
-    /// The db's end: an accepted write, a reap or a cancel.
-    db_end: Option<(Timestamp, Outcome, String)>,
-    /// The worker's own end: it crashed, gave up, or had a write refused.
-    worker_end: Option<(Timestamp, String)>,
-}
-
-/// Where a job stands, for waits.
-enum JobState {
-    /// Queued, due at this time, for this reason.
-    Due(Timestamp, String),
-    /// Held by a live worker, or terminal: not waiting.
-    Busy,
 }
 
 /// Builds the picture of one run. `workers` are the lane names; `start` and
@@ -192,427 +172,261 @@ pub fn build(
     end: Timestamp,
     facts: &[Fact],
 ) -> Timeline {
-    let mut attempts: Vec<Open> = Vec::new();
-    // (job, epoch) -> index into `attempts`; a BTreeMap so nothing depends on hashing.
-    let mut index: BTreeMap<(JobId, Epoch), usize> = BTreeMap::new();
-    // Latest attempt per job, for cancels (which carry no epoch).
-    let mut latest: BTreeMap<JobId, usize> = BTreeMap::new();
-    let mut marks: Vec<Mark> = Vec::new();
-    let mut heal: Option<Timestamp> = None;
-    let mut capacity: Vec<(Timestamp, bool)> = Vec::new();
-    // Clock offsets in force per worker: (since, offset ms).
-    let mut skews: BTreeMap<usize, (Timestamp, i64)> = BTreeMap::new();
-    let mut skew_spans: Vec<(usize, Timestamp, Timestamp, i64)> = Vec::new();
-    let mut api_spans: Vec<(Timestamp, Timestamp, String)> = Vec::new();
-    let mut spans: Vec<(usize, MarkKind, Timestamp, Timestamp, String)> = Vec::new();
-
-    for fact in facts {
-        match fact {
-            Fact::Claimed {
-                at,
-                worker,
-                job,
-                epoch,
-                attempt,
-            } => {
-                index.insert((*job, *epoch), attempts.len());
-                latest.insert(*job, attempts.len());
-                attempts.push(Open {
-                    lane: worker.clone(),
-                    job: *job,
-                    epoch: *epoch,
-                    attempt: *attempt,
-                    start: *at,
-                    db_end: None,
-                    worker_end: None,
-                });
-            }
-            Fact::Ended {
-                at,
-                job,
-                epoch,
-                end,
-                error,
-                ..
-            } => {
-                if let Some(a) = index.get(&(*job, *epoch)).map(|i| &mut attempts[*i]) {
-                    if a.db_end.is_none() {
-                        let (outcome, note) = match end {
-                            End::Succeeded => (Outcome::Succeeded, String::new()),
-                            End::Retried { run_at } => {
-                                (Outcome::Retried, format!("retry due at {}", secs(*run_at)))
-                            }
-                            End::Dead => (Outcome::Dead, String::new()),
-                            End::Released => (Outcome::Released, "given back at shutdown".into()),
-                        };
-                        let note = match error {
-                            Some(e) if note.is_empty() => e.clone(),
-                            Some(e) => format!("{e}; {note}"),
-                            None => note,
-                        };
-                        a.db_end = Some((*at, outcome, note));
-                    }
-                }
-            }
-            Fact::Reaped {
-                at,
-                by,
-                job,
-                epoch,
-                holder,
-                dead,
-            } => {
-                if let Some(a) = index.get(&(*job, *epoch)).map(|i| &mut attempts[*i]) {
-                    if a.db_end.is_none() {
-                        let to = if *dead { "dead" } else { "queued" };
-                        a.db_end = Some((
-                            *at,
-                            Outcome::Reaped,
-                            format!("reaped by {by} at {} -> {to}", secs(*at)),
-                        ));
-                    }
-                }
-                marks.push(Mark {
-                    lane: Some(holder.clone()),
-                    kind: MarkKind::Reap,
-                    at: micros(*at),
-                    end: None,
-                    note: Some(format!(
-                        "job {job} epoch {epoch} reaped by {by} -> {}",
-                        if *dead { "dead" } else { "queued" }
-                    )),
-                });
-            }
-            Fact::Cancelled { at, job } => {
-                if let Some(a) = latest.get(job).map(|i| &mut attempts[*i]) {
-                    if a.db_end.is_none() {
-                        a.db_end = Some((*at, Outcome::Cancelled, "cancelled while running".into()));
-                    }
-                }
-            }
-            Fact::Refused {
-                at,
-                worker,
-                job,
-                epoch,
-                op,
-                detail,
-            } => {
-                if let Some(a) = index.get(&(*job, *epoch)).map(|i| &mut attempts[*i]) {
-                    if a.worker_end.is_none() && a.lane == *worker {
-                        a.worker_end = Some((*at, format!("its {op} was refused at {}", secs(*at))));
-                    }
-                }
-                marks.push(Mark {
-                    lane: Some(worker.clone()),
-                    kind: MarkKind::StaleWriteRejected,
-                    at: micros(*at),
-                    end: None,
-                    note: Some(format!("{op} of job {job} at epoch {epoch} refused: {detail}")),
-                });
-            }
-            Fact::LeaseLost {
-                at,
-                worker,
-                job,
-                epoch,
-                reason,
-            } => {
-                if let Some(a) = index.get(&(*job, *epoch)).map(|i| &mut attempts[*i]) {
-                    if a.worker_end.is_none() && a.lane == *worker {
-                        a.worker_end =
-                            Some((*at, format!("{worker} gave it up ({reason}) at {}", secs(*at))));
-                    }
-                }
-            }
-            Fact::Fault { at, fault } => {
-                let lane = fault.worker().and_then(|w| workers.get(w).cloned());
-                let until = *at + fault.duration();
-                match fault {
-                    Fault::Crash { worker, down_ms } => {
-                        let name = workers.get(*worker).cloned().unwrap_or_default();
-                        // Every attempt the worker held ends here on its side.
-                        for a in attempts.iter_mut().filter(|a| a.lane == name) {
-                            if a.db_end.is_none() && a.worker_end.is_none() {
-                                a.worker_end = Some((*at, format!("{name} crashed at {}", secs(*at))));
-                            }
-                        }
-                        marks.push(Mark {
-                            lane,
-                            kind: MarkKind::Crash,
-                            at: micros(*at),
-                            end: None,
-                            note: Some(format!("down {:.1}s", *down_ms as f64 / 1000.0)),
-                        });
-                    }
-                    Fault::Sigterm { down_ms, .. } => marks.push(Mark {
-                        lane,
-                        kind: MarkKind::Sigterm,
-                        at: micros(*at),
-                        end: None,
-                        note: Some(format!(
-                            "graceful shutdown; restart after {:.1}s",
-                            *down_ms as f64 / 1000.0
-                        )),
-                    }),
-                    Fault::DbRestart { down_ms } => marks.push(Mark {
-                        lane: None,
-                        kind: MarkKind::DatabaseRestart,
-                        at: micros(*at),
-                        end: None,
-                        note: Some(format!("database down {:.1}s", *down_ms as f64 / 1000.0)),
-                    }),
-                    Fault::Pause { worker, .. } => {
-                        spans.push((*worker, MarkKind::Pause, *at, until, "traffic held".into()))
-                    }
-                    Fault::Partition {
-                        worker, direction, ..
-                    } => {
-                        let way = match direction {
-                            Direction::Both => "both ways",
-                            Direction::ToDb => "requests lost",
-                            Direction::FromDb => "replies lost",
-                        };
-                        spans.push((
-                            *worker,
-                            MarkKind::Partition,
-                            *at,
-                            until,
-                            format!("cut off the db, {way}"),
-                        ))
-                    }
-                    // No mark kind of their own: drawn as a partition whose
-                    // note says it is only a lossy or slow link.
-                    Fault::LoseMessages {
-                        worker, probability, ..
-                    } => spans.push((
-                        *worker,
-                        MarkKind::Partition,
-                        *at,
-                        until,
-                        format!("lossy link: {:.0}% of messages lost", probability * 100.0),
-                    )),
-                    Fault::Delay {
-                        worker, latency_ms, ..
-                    } => spans.push((
-                        *worker,
-                        MarkKind::Partition,
-                        *at,
-                        until,
-                        format!("slow link: {latency_ms} ms one way"),
-                    )),
-                    Fault::Api { mode, .. } => api_spans.push((*at, until, format!("API {mode:?}"))),
-                    Fault::Skew { worker, offset_ms } => {
-                        if let Some((since, off)) = skews.insert(*worker, (*at, *offset_ms)) {
-                            skew_spans.push((*worker, since, *at, off));
-                        }
-                    }
-                }
-            }
-            Fact::Restarted { at, worker } => marks.push(Mark {
-                lane: Some(worker.clone()),
-                kind: MarkKind::Restart,
-                at: micros(*at),
-                end: None,
-                note: None,
-            }),
-            Fact::Heal { at } => heal = Some(*at),
-            Fact::Capacity { at, free } => capacity.push((*at, *free)),
-            Fact::Inserted { .. } => {}
-        }
-    }
-    for (worker, (since, off)) in skews {
-        skew_spans.push((worker, since, end, off));
-    }
-
-    // Spans end at their self-heal or at the heal, whichever comes first.
-    let cut = |until: Timestamp| heal.map_or(until, |h| until.min(h)).min(end);
-    for (worker, kind, from, until, note) in spans {
-        marks.push(Mark {
-            lane: workers.get(worker).cloned(),
-            kind,
-            at: micros(from),
-            end: Some(micros(cut(until).max(from))),
-            note: Some(note),
-        });
-    }
-    for (from, until, note) in api_spans {
-        marks.push(Mark {
-            lane: None,
-            kind: MarkKind::ApiOutage,
-            at: micros(from),
-            end: Some(micros(cut(until).max(from))),
-            note: Some(note),
-        });
-    }
-    for (worker, from, until, off) in skew_spans.into_iter().filter(|s| s.3 != 0) {
-        marks.push(Mark {
-            lane: workers.get(worker).cloned(),
-            kind: MarkKind::ClockSkew,
-            at: micros(from),
-            end: Some(micros(until.max(from))),
-            note: Some(format!("clock {off:+} ms")),
-        });
-    }
-
-    let attempts_out: Vec<Attempt> = attempts.iter().map(|a| finish(a, end)).collect();
-    let waits = waits(facts, &attempts, &capacity, end);
-    Timeline {
+    let frame = Frame {
         title,
         start: micros(start),
         end: micros(end),
         lanes: workers.to_vec(),
-        attempts: attempts_out,
-        marks,
-        waits,
-    }
+        time: |t| secs(Timestamp::from_micros(t)),
+    };
+    let mut events: Vec<TimelineEvent> = facts.iter().filter_map(|f| event(f, workers)).collect();
+    events.extend(
+        fault_spans(workers, end, facts)
+            .into_iter()
+            .map(TimelineEvent::Mark),
+    );
+    reconstruct(&frame, &events)
 }
 
-/// When the worker stopped working on `a`, and the outcome and note of its bar.
-fn finish(a: &Open, end: Timestamp) -> Attempt {
-    let (bar_end, outcome, note) = match (&a.db_end, &a.worker_end) {
-        // An accepted write ends it on both sides.
-        (Some((at, outcome, note)), _) if *outcome != Outcome::Reaped && *outcome != Outcome::Cancelled => {
-            (*at, *outcome, note.clone())
-        }
-        // Reaped or cancelled: the bar lasts as long as the worker still
-        // worked on it (a zombie after a pause lasts past the reap).
-        (Some((_, outcome, note)), Some((wat, wnote))) => (*wat, *outcome, format!("{wnote}; {note}")),
-        (Some((at, outcome, note)), None) => (*at, *outcome, note.clone()),
-        (None, Some((wat, wnote))) => (*wat, Outcome::LeaseLost, wnote.clone()),
-        (None, None) => (
+/// The neutral event a fact is, if it is one; span faults are drawn by
+/// [`fault_spans`].
+fn event(fact: &Fact, workers: &[String]) -> Option<TimelineEvent> {
+    let name = |w: usize| workers.get(w).cloned();
+    Some(match fact {
+        Fact::Inserted { at, job, run_at } => TimelineEvent::Created {
+            at: micros(*at),
+            job: job.0,
+            run_at: Some(micros(*run_at)),
+        },
+        Fact::Claimed {
+            at,
+            worker,
+            job,
+            epoch,
+            attempt,
+        } => TimelineEvent::Claimed {
+            at: micros(*at),
+            job: job.0,
+            epoch: epoch.0,
+            attempt: *attempt,
+            worker: Some(worker.clone()),
+        },
+        Fact::Ended {
+            at,
+            worker,
+            job,
+            epoch,
             end,
-            Outcome::Unfinished,
-            "still running when the run ended".into(),
-        ),
-    };
-    Attempt {
-        lane: a.lane.clone(),
-        job_id: a.job.0,
-        epoch: a.epoch.0,
-        attempt: a.attempt,
-        start: micros(a.start),
-        end: micros(bar_end.max(a.start)),
-        outcome,
-        note: Some(note).filter(|n| !n.is_empty()),
-    }
-}
-
-/// Whether some worker had a free slot at `at`, by the latest sample.
-fn free_at(capacity: &[(Timestamp, bool)], at: Timestamp) -> bool {
-    let i = capacity.partition_point(|(t, _)| *t <= at);
-    i == 0 || capacity[i - 1].1
-}
-
-/// Spans in which a job was due (or held by a worker that had stopped) and
-/// nothing ran it. Backoff and future `run_at` are not waits: not due.
-fn waits(facts: &[Fact], attempts: &[Open], capacity: &[(Timestamp, bool)], end: Timestamp) -> Vec<Wait> {
-    let mut state: BTreeMap<JobId, JobState> = BTreeMap::new();
-    let mut out = Vec::new();
-    let by_key: BTreeMap<(JobId, Epoch), &Open> = attempts.iter().map(|a| ((a.job, a.epoch), a)).collect();
-    let close = |out: &mut Vec<Wait>, job: JobId, state: Option<JobState>, at: Timestamp| {
-        if let Some(JobState::Due(since, reason)) = state {
-            // A normal pickup (wake-up plus a round trip) takes a few ticks;
-            // drawing those would bury the waits that mean something.
-            if at.saturating_since(since) >= MIN_WAIT {
-                let reason = if free_at(capacity, since) {
-                    reason
-                } else {
-                    reason.replace(
-                        "waiting for a claim",
-                        "waiting for capacity (no worker had a free slot)",
-                    )
-                };
-                out.push(Wait {
-                    job_id: job.0,
-                    start: micros(since),
-                    end: micros(at),
-                    reason,
-                });
-            }
-        }
-    };
-    for fact in facts {
-        match fact {
-            Fact::Inserted { at, job, run_at } => {
-                let due = (*at).max(*run_at);
-                state.insert(*job, JobState::Due(due, "due, waiting for a claim".into()));
-            }
-            Fact::Claimed { at, job, .. } => {
-                let previous = state.insert(*job, JobState::Busy);
-                close(&mut out, *job, previous, *at);
-            }
-            Fact::Ended { at, job, end, .. } => {
-                let next = match end {
-                    End::Retried { run_at } => {
-                        JobState::Due((*run_at).max(*at), "retry due, waiting for a claim".into())
-                    }
-                    End::Released => JobState::Due(*at, "released at shutdown, waiting for a claim".into()),
-                    End::Succeeded | End::Dead => JobState::Busy,
-                };
-                state.insert(*job, next);
-            }
-            Fact::Reaped {
-                at,
-                job,
-                epoch,
-                dead,
-                holder,
-                ..
-            } => {
-                // The worker stopped before the reap: the job sat held by
-                // nobody until the lease ran out and a reaper came by.
-                if let Some((stopped, why)) = by_key.get(&(*job, *epoch)).and_then(|a| a.worker_end.clone()) {
-                    if stopped < *at {
-                        out.push(Wait {
-                            job_id: job.0,
-                            start: micros(stopped),
-                            end: micros(*at),
-                            reason: format!("{why}; {holder}'s lease held it until the reaper took it back"),
-                        });
-                    }
-                }
-                let next = if *dead {
-                    JobState::Busy
-                } else {
-                    JobState::Due(*at, "reaped, waiting for a claim".into())
-                };
-                let previous = state.insert(*job, next);
-                close(&mut out, *job, previous, *at);
-            }
-            Fact::Cancelled { at, job } => {
-                let previous = state.insert(*job, JobState::Busy);
-                close(&mut out, *job, previous, *at);
-            }
-            _ => {}
-        }
-    }
-    for (job, s) in state {
-        close(&mut out, job, Some(s), end);
-    }
-    // The seed document's incident: the worker stopped, the db still calls
-    // the job running under its lease, and nothing ever took it back.
-    for a in attempts.iter().filter(|a| a.db_end.is_none()) {
-        if let Some((stopped, why)) = &a.worker_end {
-            if end.saturating_since(*stopped) >= MIN_WAIT {
-                out.push(Wait {
-                    job_id: a.job.0,
-                    start: micros(*stopped),
-                    end: micros(end),
-                    reason: format!(
-                        "{why}; still running in the db under {}'s lease, never taken back",
-                        a.lane
+            error,
+        } => TimelineEvent::Ended {
+            at: micros(*at),
+            job: job.0,
+            epoch: epoch.0,
+            attempt: None,
+            worker: Some(worker.clone()),
+            finish: match end {
+                End::Succeeded => Finish::Succeeded,
+                End::Retried { run_at } => Finish::Retried {
+                    run_at: Some(micros(*run_at)),
+                },
+                End::Dead => Finish::Dead,
+                End::Released => Finish::Released,
+            },
+            error: error.clone(),
+        },
+        Fact::Reaped {
+            at,
+            by,
+            job,
+            epoch,
+            holder,
+            dead,
+        } => TimelineEvent::Reaped {
+            at: micros(*at),
+            job: job.0,
+            epoch: epoch.0,
+            attempt: None,
+            holder: Some(holder.clone()),
+            by: Some(by.clone()),
+            lease_expiry: None,
+            dead: *dead,
+        },
+        Fact::Cancelled { at, job } => TimelineEvent::Cancelled {
+            at: micros(*at),
+            job: job.0,
+            epoch: None,
+        },
+        Fact::Refused {
+            at,
+            worker,
+            job,
+            epoch,
+            op,
+            detail,
+        } => TimelineEvent::Refused {
+            at: micros(*at),
+            worker: worker.clone(),
+            job: job.0,
+            epoch: epoch.0,
+            op: op.clone(),
+            detail: detail.clone(),
+        },
+        Fact::LeaseLost {
+            at,
+            worker,
+            job,
+            epoch,
+            reason,
+        } => TimelineEvent::Stopped {
+            at: micros(*at),
+            worker: worker.clone(),
+            job: job.0,
+            epoch: epoch.0,
+            note: format!("{worker} gave it up ({reason}) at {}", secs(*at)),
+        },
+        Fact::Fault { at, fault } => {
+            let mark = |lane, kind, note: String| {
+                TimelineEvent::Mark(Mark {
+                    lane,
+                    kind,
+                    at: micros(*at),
+                    end: None,
+                    note: Some(note),
+                })
+            };
+            match fault {
+                Fault::Crash { worker, down_ms } => TimelineEvent::Crashed {
+                    at: micros(*at),
+                    worker: name(*worker).unwrap_or_default(),
+                    note: Some(format!("down {:.1}s", *down_ms as f64 / 1000.0)),
+                },
+                Fault::Sigterm { worker, down_ms } => mark(
+                    name(*worker),
+                    MarkKind::Sigterm,
+                    format!(
+                        "graceful shutdown; restart after {:.1}s",
+                        *down_ms as f64 / 1000.0
                     ),
-                });
+                ),
+                Fault::DbRestart { down_ms } => mark(
+                    None,
+                    MarkKind::DatabaseRestart,
+                    format!("database down {:.1}s", *down_ms as f64 / 1000.0),
+                ),
+                _ => return None,
             }
         }
+        Fact::Restarted { at, worker } => TimelineEvent::Mark(Mark {
+            lane: Some(worker.clone()),
+            kind: MarkKind::Restart,
+            at: micros(*at),
+            end: None,
+            note: None,
+        }),
+        Fact::Capacity { at, free } => TimelineEvent::Capacity {
+            at: micros(*at),
+            free: *free,
+        },
+        Fact::Heal { .. } => return None,
+    })
+}
+
+/// Faults that last: pauses, partitions, lossy and slow links, API
+/// outages, clock skews. Each ends at its self-heal or at the heal
+/// (whichever comes first); a skew lasts until the next one on its worker.
+fn fault_spans(workers: &[String], end: Timestamp, facts: &[Fact]) -> Vec<Mark> {
+    // The last heal counts (there is one, at the end of the chaos phase).
+    let heal = facts.iter().rev().find_map(|f| match f {
+        Fact::Heal { at } => Some(*at),
+        _ => None,
+    });
+    let cut = |until: Timestamp| heal.map_or(until, |h| until.min(h)).min(end);
+    let mut spans: Vec<(Option<String>, MarkKind, Timestamp, Timestamp, String)> = Vec::new();
+    let mut api: Vec<(Timestamp, Timestamp, String)> = Vec::new();
+    // Clock offsets in force per worker: (since, offset ms).
+    let mut skews: BTreeMap<usize, (Timestamp, i64)> = BTreeMap::new();
+    let mut skewed: Vec<(usize, Timestamp, Timestamp, i64)> = Vec::new();
+    for fact in facts {
+        let Fact::Fault { at, fault } = fact else {
+            continue;
+        };
+        let lane = fault.worker().and_then(|w| workers.get(w).cloned());
+        let until = cut(*at + fault.duration()).max(*at);
+        let note = match fault {
+            Fault::Pause { .. } => "traffic held".to_owned(),
+            Fault::Partition { direction, .. } => {
+                let way = match direction {
+                    Direction::Both => "both ways",
+                    Direction::ToDb => "requests lost",
+                    Direction::FromDb => "replies lost",
+                };
+                format!("cut off the db, {way}")
+            }
+            // No mark kind of their own: drawn as a partition whose note
+            // says it is only a lossy or slow link.
+            Fault::LoseMessages { probability, .. } => {
+                format!("lossy link: {:.0}% of messages lost", probability * 100.0)
+            }
+            Fault::Delay { latency_ms, .. } => format!("slow link: {latency_ms} ms one way"),
+            Fault::Api { mode, .. } => {
+                api.push((*at, until, format!("API {mode:?}")));
+                continue;
+            }
+            Fault::Skew { worker, offset_ms } => {
+                if let Some((since, off)) = skews.insert(*worker, (*at, *offset_ms)) {
+                    skewed.push((*worker, since, *at, off));
+                }
+                continue;
+            }
+            Fault::Crash { .. } | Fault::Sigterm { .. } | Fault::DbRestart { .. } => continue,
+        };
+        let kind = if matches!(fault, Fault::Pause { .. }) {
+            MarkKind::Pause
+        } else {
+            MarkKind::Partition
+        };
+        spans.push((lane, kind, *at, until, note));
     }
-    out
+    for (worker, (since, off)) in skews {
+        skewed.push((worker, since, end, off));
+    }
+    let span = |lane, kind, from: Timestamp, until: Timestamp, note| Mark {
+        lane,
+        kind,
+        at: micros(from),
+        end: Some(micros(until.max(from))),
+        note: Some(note),
+    };
+    let mut marks: Vec<Mark> = spans
+        .into_iter()
+        .map(|(lane, kind, from, until, note)| span(lane, kind, from, until, note))
+        .collect();
+    marks.extend(
+        api.into_iter()
+            .map(|(from, until, note)| span(None, MarkKind::ApiOutage, from, until, note)),
+    );
+    marks.extend(
+        skewed
+            .into_iter()
+            .filter(|s| s.3 != 0)
+            .map(|(w, from, until, off)| {
+                span(
+                    workers.get(w).cloned(),
+                    MarkKind::ClockSkew,
+                    from,
+                    until,
+                    format!("clock {off:+} ms"),
+                )
+            }),
+    );
+    marks
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use stuckless_timeline::Outcome;
 
     use super::*;
 

@@ -173,6 +173,26 @@ pub enum TimelineEvent {
     Mark(Mark),
 }
 
+impl TimelineEvent {
+    /// When it happened (a span mark: when it began).
+    pub fn at(&self) -> Micros {
+        match self {
+            TimelineEvent::Created { at, .. }
+            | TimelineEvent::Claimed { at, .. }
+            | TimelineEvent::Heartbeat { at, .. }
+            | TimelineEvent::Ended { at, .. }
+            | TimelineEvent::Reaped { at, .. }
+            | TimelineEvent::Cancelled { at, .. }
+            | TimelineEvent::Requeued { at, .. }
+            | TimelineEvent::Refused { at, .. }
+            | TimelineEvent::Stopped { at, .. }
+            | TimelineEvent::Crashed { at, .. }
+            | TimelineEvent::Capacity { at, .. } => *at,
+            TimelineEvent::Mark(mark) => mark.at,
+        }
+    }
+}
+
 /// The picture's frame: what the events are drawn into.
 #[derive(Clone, Debug)]
 pub struct Frame {

@@ -290,6 +290,7 @@ impl Builder<'_> {
 
     /// Attempt `epoch` of `job`: the one claimed, or else one whose claim is
     /// inferred from the job's previous event (its wait is then unknowable).
+    /// Epoch 0 was never claimed: nothing to infer.
     fn attempt_for(
         &mut self,
         at: Micros,
@@ -297,12 +298,15 @@ impl Builder<'_> {
         epoch: i64,
         attempt: Option<i32>,
         worker: Option<&str>,
-    ) -> usize {
+    ) -> Option<usize> {
         if let Some(&i) = self.index.get(&(job, epoch)) {
             if self.attempts[i].lane.is_none() {
                 self.attempts[i].lane = worker.map(str::to_owned);
             }
-            return i;
+            return Some(i);
+        }
+        if epoch <= 0 {
+            return None;
         }
         let frame_start = self.frame.start;
         let state = self.jobs.entry(job).or_default();
@@ -325,7 +329,7 @@ impl Builder<'_> {
         if state.latest.is_none_or(|l| self.attempts[l].epoch < epoch) {
             state.latest = Some(i);
         }
-        i
+        Some(i)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -354,9 +358,14 @@ impl Builder<'_> {
             .flatten()
             .collect::<Vec<_>>()
             .join("; ");
-        self.end_by_db(Some(i), at, outcome, note, None);
-        // Whatever the job was due for before is over (it was running).
-        self.not_due(job);
+        self.end_by_db(i, at, outcome, note, None);
+        // An attempt ran, so any wait ended at its claim (already drawn, or
+        // unknowable when the claim was inferred); with no attempt the job
+        // waited until now.
+        match i {
+            Some(_) => self.not_due(job),
+            None => self.close_due(job, at),
+        }
         match finish {
             Finish::Retried { run_at: Some(r) } => self.set_due(job, (*r).max(at), "retry due"),
             Finish::Released => self.set_due(job, at, "released at shutdown"),
@@ -379,9 +388,9 @@ impl Builder<'_> {
         dead: bool,
     ) {
         let i = self.attempt_for(at, job, epoch, attempt, holder);
-        let holder = self.attempts[i]
-            .lane
-            .clone()
+        let lane = i.and_then(|i| self.attempts[i].lane.clone());
+        let holder = lane
+            .or(holder.map(str::to_owned))
             .unwrap_or_else(|| UNKNOWN_LANE.to_owned());
         let to = if dead { "dead" } else { "queued" };
         let by_words = by.map(|w| format!(" by {w}")).unwrap_or_default();
@@ -391,7 +400,7 @@ impl Builder<'_> {
         let note = format!("{expiry_words}reaped{by_words} at {} -> {to}", self.time(at));
         // The holder stopped before the reap: the job sat held by nobody
         // until the lease ran out and a reaper came by.
-        let stopped = match &self.attempts[i].worker_end {
+        let stopped = match i.and_then(|i| self.attempts[i].worker_end.as_ref()) {
             Some((t, why)) => Some((*t, why.clone())),
             None => lease_expiry.map(|x| (x, format!("lease of {holder} expired at {}", self.time(x)))),
         };
@@ -399,7 +408,7 @@ impl Builder<'_> {
             let reason = format!("{why}; {holder}'s lease held it, waiting for the reaper");
             self.waits.push((job, t, at, Why::Said(reason)));
         }
-        self.end_by_db(Some(i), at, Outcome::Reaped, note, lease_expiry);
+        self.end_by_db(i, at, Outcome::Reaped, note, lease_expiry);
         self.marks.push(Mark {
             lane: Some(holder),
             kind: MarkKind::Reap,

@@ -404,3 +404,12 @@ fn a_repeated_claim_is_ignored_and_output_is_deterministic() {
     assert_eq!(waits(&t), [(1, 10, 100)]);
     assert_eq!(t, reconstruct(&frame(100), &events));
 }
+
+/// Guards: an end at epoch 0 (never claimed) infers no attempt, but the job
+/// is no longer due.
+#[test]
+fn an_end_at_epoch_zero_draws_no_bar() {
+    let t = reconstruct(&frame(100), &[created(0, 1, Some(0)), ended(30, 1, 0, Finish::Dead)]);
+    assert!(t.attempts.is_empty());
+    assert_eq!(waits(&t), [(1, 0, 30)]);
+}
