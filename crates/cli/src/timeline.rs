@@ -2,26 +2,30 @@
 //! `make sim SEED=n` draws for a simulated run.
 //!
 //! With happy-path events off (the default) only abnormal transitions are
-//! logged, so attempts are reconstructed: each `retried`, `dead`, `released`,
-//! `reaped`, `cancelled` or `requeued` event ends an attempt at its epoch; the
-//! job row carries the latest attempt (`claimed_at`, `heartbeat_at`,
-//! `finished_at`, `lease_owner`). A claim that was not logged is drawn from
-//! the job's previous event (or `--since`), and the bar's tooltip says so.
+//! logged, so attempts are reconstructed: each `retried`, `dead`, `released`
+//! or `reaped` event ends an attempt at its epoch (a `cancelled` or
+//! `requeued` one only an attempt known to be running); the job row carries
+//! the latest attempt (`claimed_at`, `heartbeat_at`, `finished_at`,
+//! `lease_owner`, `lease_expires_at`). This file only maps events and rows
+//! into `stuckless-timeline`'s neutral events; the rules — a claim that was
+//! not logged is drawn from the job's previous event, its creation, or
+//! `--since`, and the bar's tooltip says so — are the reconstructor's,
+//! shared with the simulator's picture.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
 use stuckless_core::{Job, JobEvent, JobEventKind, JobId, JobStatus, Storage, Timestamp};
 use stuckless_pg::PgStorage;
-use stuckless_timeline::{render_svg, Attempt, Mark, MarkKind, Outcome, Timeline, Wait};
+use stuckless_timeline::{
+    reconstruct, render_svg, Finish, Frame, Mark, MarkKind, Timeline, TimelineEvent, CLAIM_NOT_LOGGED,
+    UNKNOWN_LANE,
+};
 
 use crate::ops::Report;
 use crate::util::{parse_duration, parse_timestamp};
-
-/// A lane for attempts whose worker nobody recorded.
-const UNKNOWN_LANE: &str = "(unknown worker)";
 
 /// Parses `--since` / `--until`: a duration ago (`10m`, `2h`, `90`) or an
 /// RFC 3339 instant in UTC; `now` is the database's clock.
@@ -173,142 +177,7 @@ pub async fn run(
 }
 
 /// The words a bar's note carries when its start was not logged.
-const INFERRED: &str = "claim not logged";
-
-/// An attempt being reconstructed.
-struct Open {
-    lane: Option<String>,
-    epoch: i64,
-    start: Timestamp,
-    note: Option<String>,
-}
-
-/// Per-job reconstruction state.
-struct JobDraw<'a> {
-    job: Option<&'a Job>,
-    id: JobId,
-    since: Timestamp,
-    until: Timestamp,
-    /// The claim of the attempt in progress, when logged (happy-path events).
-    open: Option<Open>,
-    /// Time of the job's previous event (or `since`).
-    prev: Timestamp,
-    /// Due and waiting since, and why.
-    due: Option<(Timestamp, String)>,
-    /// Epochs whose attempt is already drawn.
-    ended: BTreeSet<i64>,
-    attempts: Vec<Attempt>,
-    waits: Vec<Wait>,
-}
-
-impl JobDraw<'_> {
-    fn wait(&mut self, start: Timestamp, end: Timestamp, reason: String) {
-        let (start, end) = (start.max(self.since), end.min(self.until));
-        if end > start {
-            self.waits.push(Wait {
-                job_id: self.id.0,
-                start: start.as_micros(),
-                end: end.as_micros(),
-                reason,
-            });
-        }
-    }
-
-    /// Closes the open wait at `at` (a claim or a terminal event).
-    fn close_wait(&mut self, at: Timestamp) {
-        if let Some((start, reason)) = self.due.take() {
-            self.wait(start, at, reason);
-        }
-    }
-
-    /// Where attempt `epoch` began: its logged claim, the row's `claimed_at`
-    /// (the row carries the latest attempt), or else the previous event.
-    fn start_of(
-        &mut self,
-        epoch: i64,
-        before: Timestamp,
-    ) -> (Timestamp, Option<String>, Option<String>, bool) {
-        if let Some(open) = self.open.take().filter(|o| o.epoch == epoch) {
-            return (open.start, open.lane, open.note, true);
-        }
-        if let Some(job) = self.job.filter(|j| j.epoch.0 == epoch) {
-            if let Some(claimed) = job.claimed_at.filter(|c| *c <= before) {
-                return (claimed, job.lease_owner.clone(), None, true);
-            }
-        }
-        // No claim happens before the job exists: the creation time bounds
-        // an unlogged first claim far better than --since does.
-        let created = self
-            .job
-            .map(|j| j.created_at)
-            .filter(|c| *c > self.prev && *c <= before);
-        let (earliest, from) = match created {
-            Some(c) => (c, "the job's creation"),
-            None if self.prev > self.since => (self.prev, "the previous event"),
-            None => (self.prev, "--since"),
-        };
-        (
-            earliest,
-            None,
-            Some(format!("{INFERRED} (happy-path events off): drawn from {from}")),
-            false,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn attempt(
-        &mut self,
-        lane: Option<String>,
-        epoch: i64,
-        attempt: i32,
-        start: Timestamp,
-        end: Timestamp,
-        outcome: Outcome,
-        notes: &[Option<String>],
-    ) {
-        self.ended.insert(epoch);
-        let mut notes: Vec<String> = notes.iter().flatten().cloned().collect();
-        if start < self.since {
-            notes.push(format!("claimed at {start}, before --since"));
-        }
-        let (start, end) = (start.max(self.since), end.min(self.until));
-        if end < start {
-            return;
-        }
-        self.attempts.push(Attempt {
-            lane: lane.unwrap_or_else(|| UNKNOWN_LANE.to_owned()),
-            job_id: self.id.0,
-            epoch,
-            attempt,
-            start: start.as_micros(),
-            end: end.as_micros(),
-            outcome,
-            note: Some(notes.join("; ")).filter(|n| !n.is_empty()),
-        });
-    }
-
-    /// An event that ended attempt `e.epoch` at `end` with `outcome`.
-    fn end_attempt(&mut self, e: &JobEvent, end: Timestamp, outcome: Outcome, note: Option<String>) {
-        let epoch = e.epoch.0;
-        if epoch == 0 || self.ended.contains(&epoch) {
-            return;
-        }
-        let (start, lane, start_note, exact) = self.start_of(epoch, e.at);
-        if exact {
-            self.close_wait(start);
-        } else {
-            // The claim is somewhere after `prev`: the wait is unknowable.
-            self.due = None;
-        }
-        let lane = e.worker_id.clone().or(lane);
-        let attempt = if outcome == Outcome::Released {
-            e.attempt + 1
-        } else {
-            e.attempt
-        };
-        self.attempt(lane, epoch, attempt, start, end, outcome, &[start_note, note]);
-    }
-}
+const INFERRED: &str = CLAIM_NOT_LOGGED;
 
 /// The lease expiry a reap event's detail names ("lease expired at T (owner W)").
 fn reap_expiry(detail: Option<&str>) -> Option<Timestamp> {
@@ -317,7 +186,8 @@ fn reap_expiry(detail: Option<&str>) -> Option<Timestamp> {
 }
 
 /// Draws `jobs` (their current rows) and `events` (oldest first) between
-/// `since` and `until`.
+/// `since` and `until`: both mapped into `stuckless-timeline`'s neutral
+/// events, which it reconstructs by the rules the simulator's picture uses.
 pub fn build(
     title: String,
     jobs: &[Job],
@@ -333,238 +203,212 @@ pub fn build(
     for id in rows.keys() {
         by_job.entry(*id).or_default();
     }
-    let mut attempts = Vec::new();
-    let mut waits = Vec::new();
-    let mut marks = Vec::new();
-    // (worker, second) of releases already marked: one shutdown, one mark.
-    let mut shutdowns: BTreeMap<(String, i64), (Timestamp, u32)> = BTreeMap::new();
-
+    let mut stream = Vec::new();
     for (id, evs) in &by_job {
-        let job = rows.get(id).copied();
-        let mut d = JobDraw {
-            job,
-            id: *id,
-            since,
-            until,
-            open: None,
-            prev: since,
-            due: None,
-            ended: BTreeSet::new(),
-            attempts: Vec::new(),
-            waits: Vec::new(),
-        };
-        for e in evs {
-            match e.kind {
-                JobEventKind::Inserted => {
-                    if let Some(j) = job.filter(|j| j.epoch.0 <= 1) {
-                        d.due = Some((e.at.max(j.run_at), "due, waiting for its first claim".into()));
-                    }
-                }
-                JobEventKind::Claimed => {
-                    d.close_wait(e.at);
-                    d.open = Some(Open {
-                        lane: e.worker_id.clone(),
-                        epoch: e.epoch.0,
-                        start: e.at,
-                        note: None,
-                    });
-                }
-                JobEventKind::Completed => {
-                    d.end_attempt(e, e.at, Outcome::Succeeded, None);
-                    d.due = None;
-                }
-                JobEventKind::Retried => {
-                    d.end_attempt(e, e.at, Outcome::Retried, e.detail.clone());
-                    // The retry's run_at is logged nowhere but the row, which
-                    // holds it only while this is still the latest attempt.
-                    d.due = job
-                        .filter(|j| j.status == JobStatus::Queued && j.epoch == e.epoch)
-                        .map(|j| (j.run_at, "retry due, waiting for a claim".to_owned()));
-                }
-                JobEventKind::Dead | JobEventKind::Reaped => {
-                    let expiry = reap_expiry(e.detail.as_deref());
-                    let by_reaper = e.kind == JobEventKind::Reaped || expiry.is_some();
-                    if by_reaper {
-                        // The worker's last moment is its lease expiry; the
-                        // job then sat held by nobody until the reaper came.
-                        let end = expiry.unwrap_or(e.at).min(e.at);
-                        let note = format!(
-                            "lease expired at {}; reaped at {} -> {}",
-                            expiry.map_or("?".into(), |t| t.to_string()),
-                            e.at,
-                            if e.kind == JobEventKind::Dead {
-                                "dead"
-                            } else {
-                                "queued"
-                            }
-                        );
-                        d.end_attempt(e, end, Outcome::Reaped, Some(note));
-                        d.wait(
-                            end,
-                            e.at,
-                            format!(
-                                "lease of {} expired, waiting for the reaper",
-                                e.worker_id.as_deref().unwrap_or("?")
-                            ),
-                        );
-                        marks.push(Mark {
-                            lane: Some(e.worker_id.clone().unwrap_or_else(|| UNKNOWN_LANE.into())),
-                            kind: MarkKind::Reap,
-                            at: e.at.as_micros(),
-                            end: None,
-                            note: Some(format!(
-                                "job {id} epoch {} reaped: {}",
-                                e.epoch,
-                                e.detail.clone().unwrap_or_default()
-                            )),
-                        });
-                    } else {
-                        d.end_attempt(e, e.at, Outcome::Dead, e.detail.clone());
-                    }
-                    d.due = (e.kind == JobEventKind::Reaped)
-                        .then(|| (e.at, "reaped, waiting for a claim".to_owned()));
-                }
-                JobEventKind::Released => {
-                    d.end_attempt(e, e.at, Outcome::Released, Some("given back at shutdown".into()));
-                    d.due = Some((e.at, "released at shutdown, waiting for a claim".into()));
-                    let worker = e.worker_id.clone().unwrap_or_else(|| UNKNOWN_LANE.into());
-                    let slot = shutdowns
-                        .entry((worker, e.at.as_micros() / 1_000_000))
-                        .or_insert((e.at, 0));
-                    slot.1 += 1;
-                }
-                JobEventKind::Cancelled | JobEventKind::Requeued => {
-                    // Only an attempt known to be open ends here: the event
-                    // does not say whether the job was running.
-                    if d.open.as_ref().is_some_and(|o| o.epoch == e.epoch.0) {
-                        let outcome = if e.kind == JobEventKind::Cancelled {
-                            Outcome::Cancelled
-                        } else {
-                            Outcome::LeaseLost
-                        };
-                        d.end_attempt(
-                            e,
-                            e.at,
-                            outcome,
-                            Some(format!("{} by an operator", e.kind.as_str())),
-                        );
-                    }
-                    d.close_wait(e.at);
-                    d.due = (e.kind == JobEventKind::Requeued)
-                        .then(|| (e.at, "requeued by an operator, waiting for a claim".to_owned()));
-                }
-            }
-            d.prev = e.at;
-        }
-        if let Some(j) = job {
-            latest_attempt(&mut d, j, evs.is_empty());
-        }
-        attempts.append(&mut d.attempts);
-        waits.append(&mut d.waits);
+        job_stream(&mut stream, *id, rows.get(id).copied(), evs, until);
     }
-    for ((worker, _), (at, n)) in shutdowns {
-        marks.push(Mark {
+    // Each job's stream is in order; a stable sort merges them and keeps a
+    // job's creation and logged events ahead of row facts at the same instant.
+    stream.sort_by_key(TimelineEvent::at);
+    stream.extend(shutdowns(events).into_iter().map(TimelineEvent::Mark));
+    let frame = Frame {
+        title,
+        start: since.as_micros(),
+        end: until.as_micros(),
+        lanes: Vec::new(),
+        time: |t| Timestamp::from_micros(t).to_string(),
+    };
+    reconstruct(&frame, &stream)
+}
+
+/// One job's events, then what its row adds: its creation and its latest
+/// attempt (claim, last heartbeat, end), which happy-path events off leave
+/// unlogged.
+fn job_stream(
+    out: &mut Vec<TimelineEvent>,
+    id: JobId,
+    row: Option<&Job>,
+    evs: &[&JobEvent],
+    until: Timestamp,
+) {
+    let job = id.0;
+    if let Some(j) = row {
+        // The row's run_at is the first one only until an attempt ended
+        // and queued the job again (a retry, release or reap moves it).
+        let first_run_at = j.epoch.0 == 0 || (j.epoch.0 == 1 && j.status != JobStatus::Queued);
+        out.push(TimelineEvent::Created {
+            at: j.created_at.as_micros(),
+            job,
+            run_at: first_run_at.then(|| j.run_at.as_micros()),
+        });
+    }
+    for e in evs {
+        if let Some(event) = logged(e, row) {
+            out.push(event);
+        } else if e.kind == JobEventKind::Inserted && row.is_none() {
+            out.push(TimelineEvent::Created {
+                at: e.at.as_micros(),
+                job,
+                run_at: None,
+            });
+        }
+    }
+    if let Some(j) = row {
+        latest_attempt(out, j, evs, until);
+    }
+}
+
+/// A logged job event as a neutral event (`None` for an insert: the row says more).
+fn logged(e: &JobEvent, row: Option<&Job>) -> Option<TimelineEvent> {
+    let (at, job, epoch) = (e.at.as_micros(), e.job_id.0, e.epoch.0);
+    let ended = |finish, error: Option<String>, attempt| TimelineEvent::Ended {
+        at,
+        job,
+        epoch,
+        attempt: Some(attempt),
+        worker: e.worker_id.clone(),
+        finish,
+        error,
+    };
+    let expiry = reap_expiry(e.detail.as_deref());
+    Some(match e.kind {
+        JobEventKind::Inserted => return None,
+        JobEventKind::Claimed => TimelineEvent::Claimed {
+            at,
+            job,
+            epoch,
+            attempt: e.attempt,
+            worker: e.worker_id.clone(),
+        },
+        JobEventKind::Completed => ended(Finish::Succeeded, None, e.attempt),
+        // The retry's run_at is logged nowhere but the row, which holds it
+        // only while this is still the latest attempt.
+        JobEventKind::Retried => {
+            let run_at = row
+                .filter(|j| j.status == JobStatus::Queued && j.epoch == e.epoch)
+                .map(|j| j.run_at.as_micros());
+            ended(Finish::Retried { run_at }, e.detail.clone(), e.attempt)
+        }
+        // A dead event naming a lease expiry is the reaper's, to dead.
+        JobEventKind::Dead | JobEventKind::Reaped if e.kind == JobEventKind::Reaped || expiry.is_some() => {
+            TimelineEvent::Reaped {
+                at,
+                job,
+                epoch,
+                attempt: Some(e.attempt),
+                holder: e.worker_id.clone(),
+                by: None,
+                lease_expiry: expiry.map(|x| x.as_micros()),
+                dead: e.kind == JobEventKind::Dead,
+            }
+        }
+        JobEventKind::Dead | JobEventKind::Reaped => ended(Finish::Dead, e.detail.clone(), e.attempt),
+        // A release gives the attempt back: the count logged is one less.
+        JobEventKind::Released => ended(Finish::Released, None, e.attempt + 1),
+        JobEventKind::Cancelled => TimelineEvent::Cancelled {
+            at,
+            job,
+            epoch: Some(epoch),
+        },
+        JobEventKind::Requeued => TimelineEvent::Requeued { at, job, epoch },
+    })
+}
+
+/// The latest attempt as the row carries it, unless it is not in the
+/// picture: claimed after `until`, or ended outside the window.
+fn latest_attempt(out: &mut Vec<TimelineEvent>, j: &Job, evs: &[&JobEvent], until: Timestamp) {
+    let (job, epoch) = (j.id.0, j.epoch.0);
+    let Some(claimed) = j.claimed_at.filter(|c| epoch > 0 && *c <= until) else {
+        return;
+    };
+    let at_epoch = |kinds: &[JobEventKind]| evs.iter().any(|e| e.epoch == j.epoch && kinds.contains(&e.kind));
+    use JobEventKind as K;
+    let ended_by_event = at_epoch(&[K::Completed, K::Retried, K::Dead, K::Reaped, K::Released]);
+    let finished = j.finished_at.filter(|f| *f >= claimed);
+    let terminal = matches!(
+        j.status,
+        JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled
+    );
+    let drawn = j.status == JobStatus::Running || ended_by_event || (terminal && finished.is_some());
+    if !drawn {
+        // Queued at this epoch with no event in the window: the attempt
+        // ended outside it.
+        return;
+    }
+    if !at_epoch(&[K::Claimed]) {
+        out.push(TimelineEvent::Claimed {
+            at: claimed.as_micros(),
+            job,
+            epoch,
+            attempt: j.attempt,
+            worker: j.lease_owner.clone(),
+        });
+    }
+    if let Some(h) = j.heartbeat_at {
+        out.push(TimelineEvent::Heartbeat {
+            at: h.as_micros(),
+            job,
+            epoch,
+        });
+    }
+    let end = match (j.status, finished) {
+        (JobStatus::Running, _) => {
+            // Past its lease and not reaped: the holder stopped renewing it.
+            let Some(expiry) = j.lease_expires_at.filter(|x| *x <= until) else {
+                return;
+            };
+            let owner = j.lease_owner.as_deref().unwrap_or(UNKNOWN_LANE);
+            TimelineEvent::Stopped {
+                at: expiry.as_micros(),
+                worker: owner.to_owned(),
+                job,
+                epoch,
+                note: format!("lease of {owner} expired at {expiry}, not yet reaped"),
+            }
+        }
+        (JobStatus::Cancelled, Some(done)) => TimelineEvent::Cancelled {
+            at: done.as_micros(),
+            job,
+            epoch: Some(epoch),
+        },
+        (JobStatus::Succeeded | JobStatus::Dead, Some(done)) => TimelineEvent::Ended {
+            at: done.as_micros(),
+            job,
+            epoch,
+            attempt: Some(j.attempt),
+            worker: j.lease_owner.clone(),
+            finish: if j.status == JobStatus::Succeeded {
+                Finish::Succeeded
+            } else {
+                Finish::Dead
+            },
+            error: j.last_error.clone().filter(|_| j.status == JobStatus::Dead),
+        },
+        _ => return,
+    };
+    out.push(end);
+}
+
+/// One SIGTERM mark per worker and second of releases: the worker was
+/// shutting down (the database logs the releases, not the signal).
+fn shutdowns(events: &[JobEvent]) -> Vec<Mark> {
+    let mut by: BTreeMap<(String, i64), (Timestamp, u32)> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.kind == JobEventKind::Released) {
+        let worker = e.worker_id.clone().unwrap_or_else(|| UNKNOWN_LANE.into());
+        let slot = by
+            .entry((worker, e.at.as_micros().div_euclid(1_000_000)))
+            .or_insert((e.at, 0));
+        slot.1 += 1;
+    }
+    by.into_iter()
+        .map(|((worker, _), (at, n))| Mark {
             lane: Some(worker),
             kind: MarkKind::Sigterm,
             at: at.as_micros(),
             end: None,
             note: Some(format!("released {n} job(s): the worker was shutting down")),
-        });
-    }
-    let mut lanes: BTreeSet<String> = attempts.iter().map(|a| a.lane.clone()).collect();
-    lanes.extend(marks.iter().filter_map(|m| m.lane.clone()));
-    Timeline {
-        title,
-        start: since.as_micros(),
-        end: until.as_micros(),
-        lanes: lanes.into_iter().collect(),
-        attempts,
-        marks,
-        waits,
-    }
-}
-
-/// The latest attempt, from the job row, unless an event already drew it;
-/// then whatever the job is waiting for at the right edge.
-fn latest_attempt(d: &mut JobDraw<'_>, j: &Job, no_events: bool) {
-    let epoch = j.epoch.0;
-    if epoch > 0 && !d.ended.contains(&epoch) {
-        if let Some(claimed) = j.claimed_at.filter(|c| *c <= d.until) {
-            let (start, lane, note) = match d.open.take().filter(|o| o.epoch == epoch) {
-                Some(o) => (o.start, o.lane.or(j.lease_owner.clone()), o.note),
-                None => (claimed, j.lease_owner.clone(), None),
-            };
-            d.close_wait(start);
-            // The first claim's wait is knowable when nothing moved run_at.
-            if epoch == 1 && no_events {
-                d.wait(
-                    j.run_at.max(j.created_at),
-                    start,
-                    "due, waiting for its first claim".into(),
-                );
-            }
-            let heartbeat = j.heartbeat_at.map(|h| format!("last heartbeat {h}"));
-            match j.status {
-                JobStatus::Running => match j.lease_expires_at {
-                    Some(expiry) if expiry <= d.until => {
-                        d.attempt(
-                            lane,
-                            epoch,
-                            j.attempt,
-                            start,
-                            expiry,
-                            Outcome::Unfinished,
-                            &[
-                                note,
-                                heartbeat,
-                                Some(format!("lease expired at {expiry}, not yet reaped")),
-                            ],
-                        );
-                        d.wait(
-                            expiry,
-                            d.until,
-                            format!(
-                                "lease of {} expired, waiting for the reaper",
-                                j.lease_owner.as_deref().unwrap_or("?")
-                            ),
-                        );
-                    }
-                    _ => d.attempt(
-                        lane,
-                        epoch,
-                        j.attempt,
-                        start,
-                        d.until,
-                        Outcome::Unfinished,
-                        &[note, heartbeat, Some("running".into())],
-                    ),
-                },
-                JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled => {
-                    if let Some(done) = j.finished_at.filter(|f| *f >= start) {
-                        let outcome = match j.status {
-                            JobStatus::Succeeded => Outcome::Succeeded,
-                            JobStatus::Dead => Outcome::Dead,
-                            _ => Outcome::Cancelled,
-                        };
-                        d.attempt(lane, epoch, j.attempt, start, done, outcome, &[note, heartbeat]);
-                    }
-                }
-                // Queued at this epoch with no event in the window: the
-                // attempt ended outside it (after --until).
-                JobStatus::Queued => {}
-            }
-        }
-    }
-    if j.status == JobStatus::Queued {
-        if epoch == 0 && d.due.is_none() {
-            d.due = Some((j.run_at.max(j.created_at), "due, never claimed yet".to_owned()));
-        }
-        if let Some((start, reason)) = d.due.take() {
-            if start < d.until {
-                d.wait(start, d.until, reason);
-            }
-        }
-    }
+        })
+        .collect()
 }
 
 #[cfg(test)]
