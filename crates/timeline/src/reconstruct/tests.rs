@@ -409,7 +409,10 @@ fn a_repeated_claim_is_ignored_and_output_is_deterministic() {
 /// is no longer due.
 #[test]
 fn an_end_at_epoch_zero_draws_no_bar() {
-    let t = reconstruct(&frame(100), &[created(0, 1, Some(0)), ended(30, 1, 0, Finish::Dead)]);
+    let t = reconstruct(
+        &frame(100),
+        &[created(0, 1, Some(0)), ended(30, 1, 0, Finish::Dead)],
+    );
     assert!(t.attempts.is_empty());
     assert_eq!(waits(&t), [(1, 0, 30)]);
 }
