@@ -24,7 +24,7 @@ use tokio::sync::broadcast;
 use turmoil::net::{TcpListener, TcpStream};
 
 use crate::clock::SimClock;
-use crate::oracle::SharedOracle;
+use crate::observe::{observations, Sink};
 use crate::variants::Variant;
 use crate::wire::{read_frame, write_frame, Envelope, Request, Response, WireError};
 
@@ -220,8 +220,8 @@ pub struct DbHost {
     pub store: Arc<MemStore>,
     /// The store's clock (the database's own time).
     pub clock: SimClock,
-    /// Sees every request and reply.
-    pub oracle: SharedOracle,
+    /// Where each answered call's observations go; whoever listens.
+    pub observer: Sink,
     /// Which broken behaviour, if any, the db exhibits.
     pub variant: Variant,
     /// Chance that one wake-up to one listener is lost.
@@ -287,17 +287,15 @@ impl DbHost {
     }
 
     /// Runs one request against the store (through the variant, if any) and
-    /// shows the exchange to the oracle.
+    /// reports what it observed.
     async fn apply(&self, envelope: &Envelope) -> Response {
         let response = match self.variant.intercept(&self.store, &envelope.request).await {
             Some(response) => response,
             None => dispatch(self.store.as_ref(), envelope.request.clone()).await,
         };
         let now = self.clock.now();
-        self.oracle
-            .lock()
-            .expect("oracle lock")
-            .observe(now, &envelope.from, &envelope.request, &response);
+        self.observer
+            .extend(observations(now, &envelope.from, &envelope.request, &response));
         response
     }
 }
