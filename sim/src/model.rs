@@ -150,11 +150,9 @@ impl Model {
                 epoch,
                 lease_expires_at,
                 ..
-            } => {
-                if self.accepts(*job, *epoch) {
-                    if let Some(t) = self.jobs.get_mut(job) {
-                        t.expires = Some(*lease_expires_at);
-                    }
+            } if self.accepts(*job, *epoch) => {
+                if let Some(t) = self.jobs.get_mut(job) {
+                    t.expires = Some(*lease_expires_at);
                 }
             }
             Observation::Completed {
@@ -169,22 +167,18 @@ impl Model {
                 epoch,
                 outcome,
                 ..
-            } => {
-                if self.accepts(*job, *epoch) {
-                    let status = match outcome {
-                        FailOutcome::Retried { .. } => JobStatus::Queued,
-                        FailOutcome::Dead => JobStatus::Dead,
-                    };
-                    self.set_status(*job, status, *at);
-                }
+            } if self.accepts(*job, *epoch) => {
+                let status = match outcome {
+                    FailOutcome::Retried { .. } => JobStatus::Queued,
+                    FailOutcome::Dead => JobStatus::Dead,
+                };
+                self.set_status(*job, status, *at);
             }
-            Observation::Released { at, job, epoch, .. } => {
-                if self.accepts(*job, *epoch) {
-                    if let Some(t) = self.jobs.get_mut(job) {
-                        t.attempt -= 1;
-                    }
-                    self.set_status(*job, JobStatus::Queued, *at);
+            Observation::Released { at, job, epoch, .. } if self.accepts(*job, *epoch) => {
+                if let Some(t) = self.jobs.get_mut(job) {
+                    t.attempt -= 1;
                 }
+                self.set_status(*job, JobStatus::Queued, *at);
             }
             Observation::Reaped { at, job, dead, .. } => {
                 let status = if *dead { JobStatus::Dead } else { JobStatus::Queued };

@@ -333,7 +333,8 @@ impl Recorder {
             Observation::Sampled {
                 at, free_capacity, ..
             } => {
-                if self.last_capacity.replace(*free_capacity) != Some(*free_capacity) {
+                let changed = self.last_capacity.replace(*free_capacity) != Some(*free_capacity);
+                if changed {
                     self.fact(Fact::Capacity {
                         at: *at,
                         free: *free_capacity,

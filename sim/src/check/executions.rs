@@ -17,13 +17,16 @@ use super::{Checker, Finding, Invariant};
 use crate::model::Model;
 use crate::observe::{JobRow, Observation};
 
+/// Executions per attempt: the worker and when its work finished.
+type Runs = BTreeMap<(JobId, Epoch), Vec<(String, Option<Timestamp>)>>;
+
 /// The executions checker.
 #[derive(Debug, Default)]
 pub struct Executions {
     /// Who the db granted each attempt to (the first claim seen).
     owners: BTreeMap<(JobId, Epoch), String>,
     /// Executions per attempt: the worker and when its work finished.
-    runs: BTreeMap<(JobId, Epoch), Vec<(String, Option<Timestamp>)>>,
+    runs: Runs,
 }
 
 impl Executions {
