@@ -10,11 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stuckless_core::{CompleteOutcome, Epoch, FailOutcome, Job, JobId, JobStatus, Timestamp, WorkerEvent};
+use stuckless_core::driver::{
+    CompleteOutcome, FailOutcome, JobCancel, JobComplete, JobCompleteMany, JobFail, JobHeartbeat, JobRelease,
+    Op, Reply,
+};
+use stuckless_core::{Epoch, Job, JobId, JobStatus, StorageError, Timestamp, WorkerEvent};
 
 use crate::clock::BASE;
 use crate::timeline::{End, Fact};
-use crate::wire::{Request, Response, WireError};
 
 /// The oracle shared by the db host, the workers' observers and the driver.
 pub type SharedOracle = Arc<Mutex<Oracle>>;
@@ -415,41 +418,43 @@ impl Oracle {
         }
     }
 
-    /// Checks one request the db answered, and updates the model.
-    pub fn observe(&mut self, now: Timestamp, from: &str, request: &Request, response: &Response) {
+    /// Checks one operation the db answered, and updates the model.
+    pub fn observe(&mut self, now: Timestamp, from: &str, request: &Op, response: &Reply) {
         self.ops += 1;
-        match (request, response) {
-            (_, Response::Error(e)) => {
-                if let Some(id) = request_job(request) {
-                    self.note(now, id, format!("{from} {} -> refused {e:?}", request.name()));
-                    if let Some(epoch) = request_epoch(request) {
-                        self.refused(now, from, request.name(), id, epoch, e);
-                    }
+        if let Some(e) = response.error() {
+            if let Some(id) = request_job(request) {
+                let name = short_name(request);
+                self.note(now, id, format!("{from} {name} -> refused {e:?}"));
+                if let Some(epoch) = request_epoch(request) {
+                    self.refused(now, from, name, id, epoch, e);
                 }
             }
-            (_, Response::Inserted(o)) => self.insert(now, from, &o.job, o.inserted),
-            (_, Response::InsertedMany(os)) => {
+            return;
+        }
+        match (request, response) {
+            (_, Reply::JobInsert(Ok(o))) => self.insert(now, from, &o.job, o.inserted),
+            (_, Reply::JobInsertMany(Ok(os))) => {
                 for o in os {
                     self.insert(now, from, &o.job, o.inserted);
                 }
             }
-            (Request::Claim(_), Response::Claimed(jobs)) => {
+            (Op::JobClaim(_), Reply::JobClaim(Ok(jobs))) => {
                 for claimed in jobs {
                     self.claimed(now, from, &claimed.job);
                 }
             }
-            (Request::Heartbeat { id, epoch, .. }, Response::Time(expires))
+            (Op::JobHeartbeat(JobHeartbeat { id, epoch, .. }), Reply::JobHeartbeat(Ok(expires)))
                 if self.accepted_write(now, from, "heartbeat", *id, *epoch) =>
             {
                 if let Some(t) = self.jobs.get_mut(id) {
                     t.expires = Some(*expires);
                 }
             }
-            (Request::Complete { id, epoch }, Response::Completed(o)) => {
+            (Op::JobComplete(JobComplete { id, epoch }), Reply::JobComplete(Ok(o))) => {
                 self.complete(now, from, *id, *epoch, *o)
             }
-            (Request::CompleteMany(pairs), Response::CompletedMany(results)) => {
-                for ((id, epoch), result) in pairs.iter().zip(results) {
+            (Op::JobCompleteMany(JobCompleteMany { jobs }), Reply::JobCompleteMany(Ok(results))) => {
+                for (JobComplete { id, epoch }, result) in jobs.iter().zip(results) {
                     match result {
                         Ok(o) => self.complete(now, from, *id, *epoch, *o),
                         Err(e) => {
@@ -459,12 +464,16 @@ impl Oracle {
                     }
                 }
             }
-            (Request::Fail { id, epoch, request }, Response::Failed(outcome)) => {
-                self.note(
-                    now,
-                    *id,
-                    format!("{from} fail e{epoch} ({}) -> {outcome:?}", request.error),
-                );
+            (
+                Op::JobFail(JobFail {
+                    id,
+                    epoch,
+                    error,
+                    retry_after,
+                }),
+                Reply::JobFail(Ok(outcome)),
+            ) => {
+                self.note(now, *id, format!("{from} fail e{epoch} ({error}) -> {outcome:?}"));
                 self.fact(Fact::Ended {
                     at: now,
                     worker: from.to_owned(),
@@ -474,7 +483,7 @@ impl Oracle {
                         FailOutcome::Retried { run_at } => End::Retried { run_at: *run_at },
                         FailOutcome::Dead => End::Dead,
                     },
-                    error: Some(request.error.clone()),
+                    error: Some(error.clone()),
                 });
                 if self.accepted_write(now, from, "fail", *id, *epoch) {
                     match outcome {
@@ -482,7 +491,7 @@ impl Oracle {
                         FailOutcome::Dead => {
                             let (attempt, max) =
                                 self.jobs.get(id).map_or((0, 0), |t| (t.attempt, t.max_attempts));
-                            if request.retry_after.is_some() && attempt < max {
+                            if retry_after.is_some() && attempt < max {
                                 self.violate(
                                     now,
                                     Invariant::DeadTooEarly,
@@ -495,7 +504,7 @@ impl Oracle {
                     }
                 }
             }
-            (Request::Release { id, epoch }, Response::Done) => {
+            (Op::JobRelease(JobRelease { id, epoch }), Reply::JobRelease(Ok(()))) => {
                 self.note(now, *id, format!("{from} release e{epoch} -> queued"));
                 self.fact(Fact::Ended {
                     at: now,
@@ -512,7 +521,7 @@ impl Oracle {
                     self.set_status(*id, JobStatus::Queued, now);
                 }
             }
-            (Request::Reap { .. }, Response::Reaped(outcome)) => {
+            (Op::JobReapExpired(_), Reply::JobReapExpired(Ok(outcome))) => {
                 for id in &outcome.requeued {
                     self.reaped(now, from, *id, false);
                 }
@@ -520,7 +529,7 @@ impl Oracle {
                     self.reaped(now, from, *id, true);
                 }
             }
-            (Request::Cancel(id), Response::Job(job)) => {
+            (Op::JobCancel(JobCancel { id }), Reply::JobCancel(Ok(job))) => {
                 let before = self.jobs.get(id).map(|t| t.status);
                 self.note(
                     now,
@@ -857,8 +866,11 @@ impl Oracle {
 impl Oracle {
     /// A fenced write the db refused as stale (epoch or status) becomes a
     /// fact; a transient error (db down) does not: nothing was judged.
-    fn refused(&mut self, now: Timestamp, from: &str, op: &str, id: JobId, epoch: Epoch, e: &WireError) {
-        if matches!(e, WireError::StaleEpoch { .. } | WireError::WrongStatus { .. }) {
+    fn refused(&mut self, now: Timestamp, from: &str, op: &str, id: JobId, epoch: Epoch, e: &StorageError) {
+        if matches!(
+            e,
+            StorageError::StaleEpoch { .. } | StorageError::WrongStatus { .. }
+        ) {
             self.fact(Fact::Refused {
                 at: now,
                 worker: from.to_owned(),
@@ -880,25 +892,31 @@ fn measure(since: &mut Option<Timestamp>, max: &mut Duration, on: bool, now: Tim
     }
 }
 
-fn request_epoch(request: &Request) -> Option<Epoch> {
+/// The operation's name as traces print it: `job_complete` is "complete".
+fn short_name(request: &Op) -> &'static str {
+    let name = request.name();
+    name.strip_prefix("job_").unwrap_or(name)
+}
+
+fn request_epoch(request: &Op) -> Option<Epoch> {
     match request {
-        Request::Heartbeat { epoch, .. }
-        | Request::Complete { epoch, .. }
-        | Request::Fail { epoch, .. }
-        | Request::Release { epoch, .. } => Some(*epoch),
-        Request::CompleteMany(pairs) if pairs.len() == 1 => Some(pairs[0].1),
+        Op::JobHeartbeat(JobHeartbeat { epoch, .. })
+        | Op::JobComplete(JobComplete { epoch, .. })
+        | Op::JobFail(JobFail { epoch, .. })
+        | Op::JobRelease(JobRelease { epoch, .. }) => Some(*epoch),
+        Op::JobCompleteMany(JobCompleteMany { jobs }) if jobs.len() == 1 => Some(jobs[0].epoch),
         _ => None,
     }
 }
 
-fn request_job(request: &Request) -> Option<JobId> {
+fn request_job(request: &Op) -> Option<JobId> {
     match request {
-        Request::Heartbeat { id, .. }
-        | Request::Complete { id, .. }
-        | Request::Fail { id, .. }
-        | Request::Release { id, .. }
-        | Request::Cancel(id) => Some(*id),
-        Request::CompleteMany(pairs) if pairs.len() == 1 => Some(pairs[0].0),
+        Op::JobHeartbeat(JobHeartbeat { id, .. })
+        | Op::JobComplete(JobComplete { id, .. })
+        | Op::JobFail(JobFail { id, .. })
+        | Op::JobRelease(JobRelease { id, .. })
+        | Op::JobCancel(JobCancel { id }) => Some(*id),
+        Op::JobCompleteMany(JobCompleteMany { jobs }) if jobs.len() == 1 => Some(jobs[0].id),
         _ => None,
     }
 }

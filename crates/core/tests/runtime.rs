@@ -60,7 +60,7 @@ impl World {
 
     async fn job(&self, id: JobId) -> Job {
         self.store
-            .job_get(JobGet { id: id })
+            .job_get(JobGet { id })
             .await
             .unwrap()
             .expect("job exists")
@@ -125,7 +125,7 @@ async fn crashed_workers_job_is_reaped_and_finished_by_another_within_lease_plus
     assert_eq!(job.status, JobStatus::Succeeded);
     assert_eq!(job.epoch, Epoch(2));
     assert_eq!(job.attempt, 2, "the crashed attempt counts");
-    let events = world.store.job_events(JobEvents { id: id }).await.unwrap();
+    let events = world.store.job_events(JobEvents { id }).await.unwrap();
     assert!(
         events.iter().any(|e| e.kind == JobEventKind::Reaped),
         "{events:?}"
@@ -155,7 +155,7 @@ async fn lost_lease_cancels_the_handler_and_its_completion_is_rejected() {
     // An operator revokes the lease; another worker will take the job.
     world
         .store
-        .job_requeue(JobRequeue { id: id, force: true })
+        .job_requeue(JobRequeue { id, force: true })
         .await
         .unwrap();
     let second_claim = world
@@ -184,7 +184,7 @@ async fn lost_lease_cancels_the_handler_and_its_completion_is_rejected() {
         world
             .store
             .job_complete(JobComplete {
-                id: id,
+                id,
                 epoch: Epoch(1)
             })
             .await,
@@ -198,7 +198,7 @@ async fn lost_lease_cancels_the_handler_and_its_completion_is_rejected() {
         world
             .store
             .job_complete(JobComplete {
-                id: id,
+                id,
                 epoch: Epoch(2)
             })
             .await,
@@ -308,7 +308,7 @@ async fn cancelling_a_running_job_stops_its_handler() {
     let id = world.insert("sleep", json!({"secs": 600})).await;
     let (shutdown, running) = spawn(world.worker("w1").handler("sleep", sleeper).build().unwrap());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    world.store.job_cancel(JobCancel { id: id }).await.unwrap();
+    world.store.job_cancel(JobCancel { id }).await.unwrap();
     tokio::time::sleep(HEARTBEAT * 2).await;
     shutdown.graceful();
     let report = running.await.unwrap();
@@ -469,7 +469,7 @@ async fn retryable_failures_retry_with_backoff_then_die_after_max_attempts() {
     assert_eq!((report.retried, report.dead), (2, 1));
     let kinds: Vec<JobEventKind> = world
         .store
-        .job_events(JobEvents { id: id })
+        .job_events(JobEvents { id })
         .await
         .unwrap()
         .iter()

@@ -72,7 +72,9 @@ macro_rules! storage_ops {
             /// expired, becomes queued and due now (a dead job with its
             /// attempts reset to 0). A running job with a live lease needs
             /// `force`; its holder is then refused on its next write. Other
-            /// statuses are `WrongStatus`.
+            /// statuses are `WrongStatus`. A requeued running job keeps its
+            /// attempt count, so requeueing one on its last attempt grants
+            /// it one attempt beyond `max_attempts`: the operator asked.
             job_requeue(JobRequeue) -> Job;
             /// The job, if it exists.
             job_get(JobGet) -> Option<Job>;

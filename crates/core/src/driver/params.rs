@@ -45,7 +45,13 @@ pub struct JobHeartbeat {
     pub epoch: Epoch,
     /// New lease length from now.
     pub lease: Duration,
-    /// Progress to store, if any.
+    /// Progress to store, if any. `Some(null)` stores a JSON null, on the
+    /// wire too.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::job::some_json"
+    )]
     pub progress: Option<Value>,
 }
 
