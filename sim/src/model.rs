@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use stuckless_core::{CompleteOutcome, Epoch, FailOutcome, JobId, JobStatus, Timestamp};
+use stuckless_core::driver::{CompleteOutcome, FailOutcome};
+use stuckless_core::{Epoch, JobId, JobStatus, Timestamp};
 
 use crate::observe::Observation;
 

@@ -12,10 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stuckless_core::{CompleteOutcome, Epoch, FailOutcome, Job, JobId, JobStatus, Timestamp, WorkerEvent};
+use stuckless_core::driver::{
+    CompleteOutcome, FailOutcome, JobCancel, JobComplete, JobCompleteMany, JobFail, JobHeartbeat, JobRelease,
+    JobRequeue, Op, Reply,
+};
+use stuckless_core::{Epoch, Job, JobId, JobStatus, StorageError, Timestamp, WorkerEvent};
 
 use crate::plan::Fault;
-use crate::wire::{Request, Response, WireError};
 
 /// One job's row as the store holds it, for samples and end-of-run checks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -398,15 +401,13 @@ impl Sink {
     }
 }
 
-fn refusal(e: &WireError) -> (Refusal, Option<Epoch>) {
+fn refusal(e: &StorageError) -> (Refusal, Option<Epoch>) {
     match e {
-        WireError::StaleEpoch { current, .. } => (Refusal::StaleEpoch, Some(*current)),
-        WireError::WrongStatus { .. } => (Refusal::WrongStatus, None),
-        WireError::NotFound(_) => (Refusal::NotFound, None),
-        WireError::Unavailable(_) => (Refusal::Unavailable, None),
-        WireError::WorkerNotFound(_) | WireError::Invalid { .. } | WireError::Other(_) => {
-            (Refusal::Other, None)
-        }
+        StorageError::StaleEpoch { current, .. } => (Refusal::StaleEpoch, Some(*current)),
+        StorageError::WrongStatus { .. } => (Refusal::WrongStatus, None),
+        StorageError::NotFound(_) => (Refusal::NotFound, None),
+        StorageError::Unavailable(_) => (Refusal::Unavailable, None),
+        _ => (Refusal::Other, None),
     }
 }
 
@@ -417,7 +418,7 @@ fn refused(
     job: JobId,
     epoch: Option<Epoch>,
     in_batch: bool,
-    e: &WireError,
+    e: &StorageError,
 ) -> Observation {
     let (refusal, current) = refusal(e);
     Observation::WriteRefused {
@@ -447,35 +448,46 @@ fn inserted(at: Timestamp, from: &str, job: &Job, new: bool) -> Observation {
     }
 }
 
+/// An operation's name without the `job_` prefix ("heartbeat", "complete"),
+/// as traces have always named them.
+pub fn short_name(op: &Op) -> &'static str {
+    let name = op.name();
+    name.strip_prefix("job_").unwrap_or(name)
+}
+
 /// The observations one answered call makes: first [`Observation::Answered`],
 /// then one per job the call touched, in the order the db reported them.
-pub fn observations(at: Timestamp, from: &str, request: &Request, response: &Response) -> Vec<Observation> {
+pub fn observations(at: Timestamp, from: &str, op: &Op, reply: &Reply) -> Vec<Observation> {
+    let name = short_name(op);
     let mut out = vec![Observation::Answered {
         at,
         from: from.to_owned(),
-        op: request.name().to_owned(),
+        op: name.to_owned(),
     }];
     let worker = from.to_owned();
-    match (request, response) {
-        (_, Response::Error(e)) => {
-            let (job, epoch) = match request {
-                Request::Heartbeat { id, epoch, .. }
-                | Request::Complete { id, epoch }
-                | Request::Fail { id, epoch, .. }
-                | Request::Release { id, epoch } => (Some(*id), Some(*epoch)),
-                Request::Cancel(id) => (Some(*id), None),
-                Request::CompleteMany(pairs) if pairs.len() == 1 => (Some(pairs[0].0), Some(pairs[0].1)),
-                _ => (None, None),
-            };
-            if let Some(job) = job {
-                out.push(refused(at, from, request.name(), job, epoch, false, e));
+    if let Some(e) = reply.error() {
+        let (job, epoch) = match op {
+            Op::JobHeartbeat(JobHeartbeat { id, epoch, .. })
+            | Op::JobComplete(JobComplete { id, epoch })
+            | Op::JobFail(JobFail { id, epoch, .. })
+            | Op::JobRelease(JobRelease { id, epoch }) => (Some(*id), Some(*epoch)),
+            Op::JobCancel(JobCancel { id }) => (Some(*id), None),
+            Op::JobCompleteMany(JobCompleteMany { jobs }) if jobs.len() == 1 => {
+                (Some(jobs[0].id), Some(jobs[0].epoch))
             }
+            _ => (None, None),
+        };
+        if let Some(job) = job {
+            out.push(refused(at, from, name, job, epoch, false, e));
         }
-        (_, Response::Inserted(o)) => out.push(inserted(at, from, &o.job, o.inserted)),
-        (_, Response::InsertedMany(os)) => {
+        return out;
+    }
+    match (op, reply) {
+        (_, Reply::JobInsert(Ok(o))) => out.push(inserted(at, from, &o.job, o.inserted)),
+        (_, Reply::JobInsertMany(Ok(os))) => {
             out.extend(os.iter().map(|o| inserted(at, from, &o.job, o.inserted)))
         }
-        (Request::Claim(_), Response::Claimed(jobs)) => out.extend(jobs.iter().map(|claimed| {
+        (Op::JobClaim(_), Reply::JobClaim(Ok(jobs))) => out.extend(jobs.iter().map(|claimed| {
             let job = &claimed.job;
             Observation::Claimed {
                 at,
@@ -488,7 +500,7 @@ pub fn observations(at: Timestamp, from: &str, request: &Request, response: &Res
                 lease_expires_at: job.lease_expires_at,
             }
         })),
-        (Request::Heartbeat { id, epoch, .. }, Response::Time(expires)) => {
+        (Op::JobHeartbeat(JobHeartbeat { id, epoch, .. }), Reply::JobHeartbeat(Ok(expires))) => {
             out.push(Observation::HeartbeatAccepted {
                 at,
                 worker,
@@ -497,15 +509,17 @@ pub fn observations(at: Timestamp, from: &str, request: &Request, response: &Res
                 lease_expires_at: *expires,
             })
         }
-        (Request::Complete { id, epoch }, Response::Completed(o)) => out.push(Observation::Completed {
-            at,
-            worker,
-            job: *id,
-            epoch: *epoch,
-            outcome: *o,
-        }),
-        (Request::CompleteMany(pairs), Response::CompletedMany(results)) => {
-            for ((id, epoch), result) in pairs.iter().zip(results) {
+        (Op::JobComplete(JobComplete { id, epoch }), Reply::JobComplete(Ok(o))) => {
+            out.push(Observation::Completed {
+                at,
+                worker,
+                job: *id,
+                epoch: *epoch,
+                outcome: *o,
+            })
+        }
+        (Op::JobCompleteMany(JobCompleteMany { jobs }), Reply::JobCompleteMany(Ok(results))) => {
+            for (JobComplete { id, epoch }, result) in jobs.iter().zip(results) {
                 out.push(match result {
                     Ok(o) => Observation::Completed {
                         at,
@@ -518,22 +532,32 @@ pub fn observations(at: Timestamp, from: &str, request: &Request, response: &Res
                 });
             }
         }
-        (Request::Fail { id, epoch, request }, Response::Failed(outcome)) => out.push(Observation::Failed {
+        (
+            Op::JobFail(JobFail {
+                id,
+                epoch,
+                error,
+                retry_after,
+            }),
+            Reply::JobFail(Ok(outcome)),
+        ) => out.push(Observation::Failed {
             at,
             worker,
             job: *id,
             epoch: *epoch,
-            error: request.error.clone(),
-            retryable: request.retry_after.is_some(),
+            error: error.clone(),
+            retryable: retry_after.is_some(),
             outcome: *outcome,
         }),
-        (Request::Release { id, epoch }, Response::Done) => out.push(Observation::Released {
-            at,
-            worker,
-            job: *id,
-            epoch: *epoch,
-        }),
-        (Request::Reap { .. }, Response::Reaped(outcome)) => {
+        (Op::JobRelease(JobRelease { id, epoch }), Reply::JobRelease(Ok(()))) => {
+            out.push(Observation::Released {
+                at,
+                worker,
+                job: *id,
+                epoch: *epoch,
+            })
+        }
+        (Op::JobReapExpired(_), Reply::JobReapExpired(Ok(outcome))) => {
             let requeued = outcome.requeued.iter().map(|id| (*id, false));
             let dead = outcome.dead.iter().map(|id| (*id, true));
             out.extend(requeued.chain(dead).map(|(job, dead)| Observation::Reaped {
@@ -544,17 +568,19 @@ pub fn observations(at: Timestamp, from: &str, request: &Request, response: &Res
                 lease_expired_at: None,
             }))
         }
-        (Request::Cancel(id), Response::Job(job)) => out.push(Observation::Cancelled {
+        (Op::JobCancel(JobCancel { id }), Reply::JobCancel(Ok(job))) => out.push(Observation::Cancelled {
             at,
             by: worker,
             job: *id,
             status: job.status,
         }),
-        (Request::Requeue { id, .. }, Response::Job(_)) => out.push(Observation::Requeued {
-            at,
-            by: worker,
-            job: *id,
-        }),
+        (Op::JobRequeue(JobRequeue { id, .. }), Reply::JobRequeue(Ok(_))) => {
+            out.push(Observation::Requeued {
+                at,
+                by: worker,
+                job: *id,
+            })
+        }
         _ => {}
     }
     out

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use stuckless_core::{Job, JobId, MemStore, Storage};
+use stuckless_core::driver::{JobEvents, Storage};
+use stuckless_core::{Job, JobId, MemStore};
 
 use crate::api::SharedApi;
 use crate::check::{Invariant, Violation};
@@ -131,7 +132,7 @@ impl RunOutcome {
                 .expect("runtime");
             for id in worst.keys().take(5) {
                 let mut lines = recorder.history(*id);
-                if let Ok(events) = rt.block_on(store.job_events(*id)) {
+                if let Ok(events) = rt.block_on(store.job_events(JobEvents { id: *id })) {
                     for e in events {
                         lines.push(format!(
                             "  store event: {} {} e{} attempt {} worker {:?} {}",

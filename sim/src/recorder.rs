@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use stuckless_core::{CompleteOutcome, FailOutcome, JobId, JobStatus, Timestamp};
+use stuckless_core::driver::{CompleteOutcome, FailOutcome};
+use stuckless_core::{JobId, JobStatus, Timestamp};
 
 use crate::check::Violation;
 use crate::clock::BASE;

@@ -44,7 +44,7 @@ struct WorkerHost {
 impl WorkerHost {
     async fn run(self) -> turmoil::Result {
         let clock = Arc::new(SimClock::new(self.skew.clone(), self.driver.clone()));
-        let storage = Arc::new(NetStore::new(self.name.clone(), DB));
+        let storage = Arc::new(NetStore::remote(self.name.clone(), DB));
         let waker = NotifyWaker::new();
         tokio::task::spawn_local(listen(self.name.clone(), DB.to_owned(), waker.clone()));
         let observer = self.observer.clone();
@@ -52,7 +52,8 @@ impl WorkerHost {
         // True simulated time (no skew) for the timeline's facts.
         let event_clock = SimClock::exact(self.driver.clone());
         let c = &self.config;
-        let worker = Worker::builder(self.name.clone(), storage, clock)
+        let worker = Worker::builder(self.name.clone(), storage)
+            .clock(clock)
             .concurrency(c.concurrency)
             .lease(c.lease)
             .heartbeat_interval(c.heartbeat_interval)
@@ -427,10 +428,9 @@ pub(crate) fn run(config: Config) -> RunOutcome {
     };
 
     let db = DbHost {
-        store: store.clone(),
-        clock: SimClock::exact(driver.clone()),
+        storage: Arc::new(config.variant.storage(store.clone())),
+        clock: Arc::new(SimClock::exact(driver.clone())),
         observer: observer.clone(),
-        variant: config.variant,
         notification_loss: loss,
         rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x4e4f_5449_4659))),
     };

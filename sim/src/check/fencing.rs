@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use stuckless_core::{CompleteOutcome, Epoch, JobId, JobStatus};
+use stuckless_core::driver::CompleteOutcome;
+use stuckless_core::{Epoch, JobId, JobStatus};
 
 use super::{Checker, Finding, Invariant};
 use crate::model::Model;

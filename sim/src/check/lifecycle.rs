@@ -2,7 +2,8 @@
 //! attempts than it allows or dies early, and every transition is one the
 //! state machine allows (terminal is forever).
 
-use stuckless_core::{Epoch, FailOutcome, JobId, JobStatus, Timestamp};
+use stuckless_core::driver::FailOutcome;
+use stuckless_core::{Epoch, JobId, JobStatus, Timestamp};
 
 use super::{Checker, Finding, Invariant};
 use crate::model::Model;
@@ -129,7 +130,7 @@ impl Checker for Lifecycle {
                 worker,
                 job,
                 epoch,
-                outcome: stuckless_core::CompleteOutcome::Completed,
+                outcome: stuckless_core::driver::CompleteOutcome::Completed,
                 ..
             } => accepted(model, "complete", worker, *job, *epoch, found),
             Observation::HeartbeatAccepted {

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use sqlx::{PgPool, Row};
-use stuckless_core::{CompleteOutcome, Epoch, FailOutcome, JobId, JobStatus, Timestamp};
+use stuckless_core::driver::{CompleteOutcome, FailOutcome};
+use stuckless_core::{Epoch, JobId, JobStatus, Timestamp};
 use stuckless_sim::check::{Checkers, Executions, Invariant, Limits};
 use stuckless_sim::observe::{JobRow, Observation};
 
