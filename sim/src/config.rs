@@ -243,8 +243,30 @@ impl SimBuilder {
         self
     }
 
-    /// Runs the world to its end.
-    pub fn run(self) -> crate::report::RunOutcome {
-        crate::world::run(self.config)
+    // `run` is in `world`: settings know nothing of the world they build.
+}
+
+/// A worker host's name (also its worker id).
+pub fn worker_name(index: usize) -> String {
+    format!("w{}", index + 1)
+}
+
+/// The command that replays `seed` of `scenario` under `variant`; a fixed
+/// plan (printed with the failure) is passed with `--plan FILE`.
+pub fn replay_command(seed: u64, scenario: &str, variant: Variant, fixed_plan: bool) -> String {
+    let mut args = Vec::new();
+    if scenario != "standard" {
+        args.push(format!("--scenario {scenario}"));
+    }
+    if variant != Variant::Stuckless {
+        args.push(format!("--variant {}", variant.name()));
+    }
+    if fixed_plan && scenario != "seed_document" {
+        args.push("--plan PLAN.json".to_owned());
+    }
+    if args.is_empty() {
+        format!("make sim SEED={seed}")
+    } else {
+        format!("make sim SEED={seed} SIM_ARGS=\"{}\"", args.join(" "))
     }
 }

@@ -4,7 +4,10 @@
 //! stuck. A seed decides a turmoil world — a db host serving the in-memory
 //! store over simulated TCP, worker hosts running the real worker runtime, an
 //! API host standing in for OpenAI, a producer — and a fault plan. The run has
-//! a chaos phase, a heal and a liveness phase; the [`oracle`] checks safety on
+//! a chaos phase, a heal and a liveness phase. The hosts and the driver emit
+//! [`observe::Observation`]s without knowing who listens; the [`oracle`]
+//! drains them into the [`recorder`] (trace, histories, timeline facts) and
+//! the [`check`]ers (fencing, lifecycle, liveness), which judge safety on
 //! every operation and liveness after the heal.
 //!
 //! ```no_run
@@ -13,12 +16,17 @@
 //! ```
 
 pub mod api;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod fixture;
+pub mod model;
 pub mod net_store;
+pub mod observe;
 pub mod oracle;
+pub mod outcome;
 pub mod plan;
+pub mod recorder;
 pub mod report;
 pub mod timeline;
 pub mod variants;
@@ -26,9 +34,11 @@ pub mod wire;
 pub mod workload;
 pub mod world;
 
+pub use check::{Invariant, Violation};
 pub use config::SimBuilder;
 pub use fixture::{Expect, Fixture};
-pub use oracle::{Invariant, Violation};
+pub use observe::Observation;
+pub use outcome::RunOutcome;
 pub use plan::{Fault, FaultPlan, TimedFault};
-pub use report::{RunOutcome, Summary};
+pub use report::Summary;
 pub use variants::Variant;

@@ -1,5 +1,5 @@
-//! A [`Storage`] client over simulated TCP, and the db host that serves a
-//! [`MemStore`] to it.
+//! A [`Storage`] over simulated TCP (core's [`Remote`] over [`NetStore`]), and
+//! the db host that serves the in-memory store to it.
 //!
 //! Each call takes an idle connection from a small pool (or opens one), sends
 //! one frame and waits for one frame. A call that fails or times out drops its
@@ -13,20 +13,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::Value;
-use stuckless_core::{
-    ClaimRequest, ClaimedJob, Clock, CompleteOutcome, Epoch, FailOutcome, FailRequest, InsertOutcome, Job,
-    JobEvent, JobId, MemStore, NewJob, NotifyWaker, QueueStats, ReapOutcome, Storage, StorageError,
-    StorageResult, Timestamp, WorkerRecord, WorkerRegistration,
-};
+use stuckless_core::driver::{Op, Remote, Reply, Storage, Transport};
+use stuckless_core::{Clock, NotifyWaker, StorageError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 use turmoil::net::{TcpListener, TcpStream};
 
-use crate::clock::SimClock;
-use crate::oracle::SharedOracle;
-use crate::variants::Variant;
-use crate::wire::{read_frame, write_frame, Envelope, Request, Response, WireError};
+use crate::observe::{observations, Sink};
+use crate::wire::{read_frame, write_frame, Envelope, Request};
 
 /// Port the db host listens on.
 pub const DB_PORT: u16 = 5432;
@@ -52,7 +46,9 @@ const SERVER_IDLE: Duration = Duration::from_secs(120);
 /// a call never spends itself on a connection the server already dropped.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
-/// A [`Storage`] that forwards every call to the db host.
+/// The client side of the db connection: a [`Transport`] that carries each
+/// [`Op`] to the db host over simulated TCP. [`NetStore::remote`] makes it a
+/// full [`Storage`].
 pub struct NetStore {
     from: String,
     db: String,
@@ -61,7 +57,7 @@ pub struct NetStore {
 }
 
 impl NetStore {
-    /// A client calling the db host `db` on behalf of host `from`.
+    /// A transport calling the db host `db` on behalf of host `from`.
     pub fn new(from: impl Into<String>, db: impl Into<String>) -> Self {
         NetStore {
             from: from.into(),
@@ -70,10 +66,18 @@ impl NetStore {
         }
     }
 
-    async fn call(&self, request: Request) -> StorageResult<Response> {
+    /// A [`Storage`] calling the db host `db` on behalf of host `from`.
+    pub fn remote(from: impl Into<String>, db: impl Into<String>) -> Remote<NetStore> {
+        Remote::new(Self::new(from, db))
+    }
+}
+
+#[async_trait]
+impl Transport for NetStore {
+    async fn send(&self, op: Op) -> Result<Reply, StorageError> {
         let envelope = Envelope {
             from: self.from.clone(),
-            request,
+            request: Request::Op(op),
         };
         let exchange = async {
             let now = turmoil::sim_elapsed().unwrap_or_default();
@@ -87,103 +91,18 @@ impl NetStore {
                 None => TcpStream::connect((self.db.as_str(), DB_PORT)).await?,
             };
             write_frame(&mut conn, &envelope).await?;
-            let response: Response = read_frame(&mut conn).await?;
+            let reply: Reply = read_frame(&mut conn).await?;
             let used = turmoil::sim_elapsed().unwrap_or_default();
             self.pool.lock().expect("pool lock").push((conn, used));
-            Ok::<_, std::io::Error>(response)
+            Ok::<_, std::io::Error>(reply)
         };
         match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
-            Ok(Ok(Response::Error(e))) => Err(e.into()),
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(reply)) => Ok(reply),
             Ok(Err(io)) => Err(StorageError::Unavailable(format!("db connection: {io}"))),
             Err(_) => Err(StorageError::Unavailable(format!(
                 "no reply within {CALL_TIMEOUT:?}"
             ))),
         }
-    }
-}
-
-fn unexpected<T>(response: Response) -> StorageResult<T> {
-    Err(StorageError::Other(format!("unexpected reply {response:?}")))
-}
-
-macro_rules! expect {
-    ($call:expr, $pattern:pat => $value:expr) => {
-        match $call.await? {
-            $pattern => Ok($value),
-            other => unexpected(other),
-        }
-    };
-}
-
-#[async_trait]
-impl Storage for NetStore {
-    async fn job_insert(&self, job: NewJob) -> StorageResult<InsertOutcome> {
-        expect!(self.call(Request::Insert(job)), Response::Inserted(o) => o)
-    }
-    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StorageResult<Vec<InsertOutcome>> {
-        expect!(self.call(Request::InsertMany(jobs)), Response::InsertedMany(o) => o)
-    }
-    async fn job_claim(&self, request: ClaimRequest) -> StorageResult<Vec<ClaimedJob>> {
-        expect!(self.call(Request::Claim(request)), Response::Claimed(o) => o)
-    }
-    async fn job_heartbeat(
-        &self,
-        id: JobId,
-        epoch: Epoch,
-        lease: Duration,
-        progress: Option<Value>,
-    ) -> StorageResult<Timestamp> {
-        expect!(self.call(Request::Heartbeat { id, epoch, lease, progress }), Response::Time(t) => t)
-    }
-    async fn job_complete(&self, id: JobId, epoch: Epoch) -> StorageResult<CompleteOutcome> {
-        expect!(self.call(Request::Complete { id, epoch }), Response::Completed(o) => o)
-    }
-    async fn job_complete_many(
-        &self,
-        jobs: Vec<(JobId, Epoch)>,
-    ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
-        expect!(self.call(Request::CompleteMany(jobs)),
-            Response::CompletedMany(o) => o.into_iter().map(|r| r.map_err(StorageError::from)).collect())
-    }
-    async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
-        expect!(self.call(Request::Fail { id, epoch, request }), Response::Failed(o) => o)
-    }
-    async fn job_release(&self, id: JobId, epoch: Epoch) -> StorageResult<()> {
-        expect!(self.call(Request::Release { id, epoch }), Response::Done => ())
-    }
-    async fn job_reap_expired(&self, limit: u32) -> StorageResult<ReapOutcome> {
-        expect!(self.call(Request::Reap { limit }), Response::Reaped(o) => o)
-    }
-    async fn job_cancel(&self, id: JobId) -> StorageResult<Job> {
-        expect!(self.call(Request::Cancel(id)), Response::Job(j) => j)
-    }
-    async fn job_requeue(&self, id: JobId, force: bool) -> StorageResult<Job> {
-        expect!(self.call(Request::Requeue { id, force }), Response::Job(j) => j)
-    }
-    async fn job_get(&self, id: JobId) -> StorageResult<Option<Job>> {
-        expect!(self.call(Request::Get(id)), Response::MaybeJob(j) => j)
-    }
-    async fn job_events(&self, id: JobId) -> StorageResult<Vec<JobEvent>> {
-        expect!(self.call(Request::Events(id)), Response::Events(e) => e)
-    }
-    async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
-        expect!(self.call(Request::Register(worker)), Response::Done => ())
-    }
-    async fn worker_heartbeat(&self, id: &str, in_flight: u32) -> StorageResult<()> {
-        expect!(self.call(Request::WorkerHeartbeat { id: id.to_owned(), in_flight }), Response::Done => ())
-    }
-    async fn worker_deregister(&self, id: &str) -> StorageResult<()> {
-        expect!(self.call(Request::Deregister(id.to_owned())), Response::Done => ())
-    }
-    async fn worker_list(&self) -> StorageResult<Vec<WorkerRecord>> {
-        expect!(self.call(Request::Workers), Response::Workers(w) => w)
-    }
-    async fn queue_stats(&self) -> StorageResult<Vec<QueueStats>> {
-        expect!(self.call(Request::Stats), Response::Stats(s) => s)
-    }
-    async fn storage_now(&self) -> StorageResult<Timestamp> {
-        expect!(self.call(Request::Now), Response::Time(t) => t)
     }
 }
 
@@ -216,14 +135,13 @@ pub async fn listen(from: String, db: String, waker: NotifyWaker) {
 /// Everything the db host serves with; cloned into each (re)start.
 #[derive(Clone)]
 pub struct DbHost {
-    /// The durable data: survives db restarts.
-    pub store: Arc<MemStore>,
+    /// What answers each operation: the durable data (it survives db
+    /// restarts), through the variant's hook if any.
+    pub storage: Arc<dyn Storage>,
     /// The store's clock (the database's own time).
-    pub clock: SimClock,
-    /// Sees every request and reply.
-    pub oracle: SharedOracle,
-    /// Which broken behaviour, if any, the db exhibits.
-    pub variant: Variant,
+    pub clock: Arc<dyn Clock>,
+    /// Where each answered call's observations go; whoever listens.
+    pub observer: Sink,
     /// Chance that one wake-up to one listener is lost.
     pub notification_loss: Arc<Mutex<f64>>,
     /// Draws the losses.
@@ -249,16 +167,19 @@ impl DbHost {
                 Ok(Ok(envelope)) => envelope,
                 _ => return,
             };
-            if let Request::Listen = envelope.request {
-                self.notify_loop(conn, wakes.subscribe()).await;
-                return;
-            }
-            let inserted = matches!(envelope.request, Request::Insert(_) | Request::InsertMany(_));
-            let response = self.apply(&envelope).await;
-            if inserted && !matches!(response, Response::Error(_)) {
+            let op = match envelope.request {
+                Request::Listen => {
+                    self.notify_loop(conn, wakes.subscribe()).await;
+                    return;
+                }
+                Request::Op(op) => op,
+            };
+            let inserted = matches!(op, Op::JobInsert(_) | Op::JobInsertMany(_));
+            let reply = self.apply(&envelope.from, op).await;
+            if inserted && reply.error().is_none() {
                 let _ = wakes.send(());
             }
-            if write_frame(&mut conn, &response).await.is_err() {
+            if write_frame(&mut conn, &reply).await.is_err() {
                 return;
             }
         }
@@ -286,65 +207,11 @@ impl DbHost {
         }
     }
 
-    /// Runs one request against the store (through the variant, if any) and
-    /// shows the exchange to the oracle.
-    async fn apply(&self, envelope: &Envelope) -> Response {
-        let response = match self.variant.intercept(&self.store, &envelope.request).await {
-            Some(response) => response,
-            None => dispatch(self.store.as_ref(), envelope.request.clone()).await,
-        };
+    /// Runs one operation on the storage and reports what it observed.
+    async fn apply(&self, from: &str, op: Op) -> Reply {
+        let reply = op.clone().apply(self.storage.as_ref()).await;
         let now = self.clock.now();
-        self.oracle
-            .lock()
-            .expect("oracle lock")
-            .observe(now, &envelope.from, &envelope.request, &response);
-        response
-    }
-}
-
-fn reply<T>(result: StorageResult<T>, f: impl FnOnce(T) -> Response) -> Response {
-    match result {
-        Ok(v) => f(v),
-        Err(e) => Response::Error(WireError::from(e)),
-    }
-}
-
-/// Runs one request against a correct storage.
-pub async fn dispatch(store: &dyn Storage, request: Request) -> Response {
-    match request {
-        Request::Insert(job) => reply(store.job_insert(job).await, Response::Inserted),
-        Request::InsertMany(jobs) => reply(store.job_insert_many(jobs).await, Response::InsertedMany),
-        Request::Claim(req) => reply(store.job_claim(req).await, Response::Claimed),
-        Request::Heartbeat {
-            id,
-            epoch,
-            lease,
-            progress,
-        } => reply(
-            store.job_heartbeat(id, epoch, lease, progress).await,
-            Response::Time,
-        ),
-        Request::Complete { id, epoch } => reply(store.job_complete(id, epoch).await, Response::Completed),
-        Request::CompleteMany(jobs) => reply(store.job_complete_many(jobs).await, |rs| {
-            Response::CompletedMany(rs.into_iter().map(|r| r.map_err(WireError::from)).collect())
-        }),
-        Request::Fail { id, epoch, request } => {
-            reply(store.job_fail(id, epoch, request).await, Response::Failed)
-        }
-        Request::Release { id, epoch } => reply(store.job_release(id, epoch).await, |()| Response::Done),
-        Request::Reap { limit } => reply(store.job_reap_expired(limit).await, Response::Reaped),
-        Request::Cancel(id) => reply(store.job_cancel(id).await, Response::Job),
-        Request::Requeue { id, force } => reply(store.job_requeue(id, force).await, Response::Job),
-        Request::Get(id) => reply(store.job_get(id).await, Response::MaybeJob),
-        Request::Events(id) => reply(store.job_events(id).await, Response::Events),
-        Request::Register(w) => reply(store.worker_register(w).await, |()| Response::Done),
-        Request::WorkerHeartbeat { id, in_flight } => {
-            reply(store.worker_heartbeat(&id, in_flight).await, |()| Response::Done)
-        }
-        Request::Deregister(id) => reply(store.worker_deregister(&id).await, |()| Response::Done),
-        Request::Workers => reply(store.worker_list().await, Response::Workers),
-        Request::Stats => reply(store.queue_stats().await, Response::Stats),
-        Request::Now => reply(store.storage_now().await, Response::Time),
-        Request::Listen => Response::Error(WireError::Other("listen is not a storage call".into())),
+        self.observer.extend(observations(now, from, &op, &reply));
+        reply
     }
 }

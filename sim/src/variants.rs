@@ -1,18 +1,19 @@
 //! Deliberately broken variants of the queue, each one a way real job queues
 //! leave jobs stuck or done twice. The oracle must catch every one.
 //!
-//! They live here, in the simulator, as interceptors on the db host (or as a
-//! worker host's behaviour), never in a production code path.
+//! They live here, in the simulator, as a [`Hook`] around the db host's store
+//! (or as a worker host's behaviour), never in a production code path.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use stuckless_core::storage::is_reapable;
-use stuckless_core::{
-    ClaimedJob, CompleteOutcome, Epoch, Job, JobId, JobStatus, MemStore, ReapOutcome, Storage,
+use stuckless_core::driver::{
+    is_reapable, CompleteOutcome, Flow, Hook, Hooked, JobClaim, JobComplete, JobCompleteMany, JobHeartbeat,
+    JobReapExpired, Op, Operation, ReapOutcome, Reply, Storage, StorageNow, StorageResult,
 };
-
-use crate::wire::{Request, Response, WireError};
+use stuckless_core::{ClaimedJob, Epoch, Job, JobId, JobStatus, MemStore, StorageError};
 
 /// Which broken behaviour the world runs, if any.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -71,23 +72,52 @@ impl Variant {
             .find(|v| v.name() == name)
     }
 
-    /// The broken answer to `request`, or `None` to let the real store answer.
-    pub async fn intercept(self, store: &MemStore, request: &Request) -> Option<Response> {
-        match (self, request) {
-            (Variant::NoReaper, Request::Reap { .. }) => Some(Response::Reaped(ReapOutcome::default())),
-            (Variant::UnfencedComplete, Request::Complete { id, epoch }) => {
-                Some(match unfenced_complete(store, *id, *epoch) {
-                    Ok(o) => Response::Completed(o),
-                    Err(e) => Response::Error(e),
-                })
+    /// The db's storage under this variant: `store` through its [`VariantHook`].
+    pub fn storage(self, store: Arc<MemStore>) -> Hooked<Arc<MemStore>, VariantHook> {
+        Hooked::new(store.clone(), VariantHook { variant: self, store })
+    }
+
+    /// Whether a worker host shuts down without releasing its jobs.
+    pub fn drops_jobs_on_shutdown(self) -> bool {
+        self == Variant::ShutdownDropsJobs
+    }
+}
+
+/// The [`Hook`] that makes the db answer some operations the broken way; the
+/// real store answers the rest (and everything, for [`Variant::Stuckless`]).
+pub struct VariantHook {
+    variant: Variant,
+    /// The store the broken answers read and write directly.
+    store: Arc<MemStore>,
+}
+
+#[async_trait]
+impl Hook for VariantHook {
+    async fn before(&self, op: Op) -> Flow {
+        match self.broken(&op).await {
+            Some(reply) => Flow::Answer(reply),
+            None => Flow::Continue(op),
+        }
+    }
+}
+
+impl VariantHook {
+    /// The broken answer to `op`, or `None` to let the real store answer.
+    async fn broken(&self, op: &Op) -> Option<Reply> {
+        let store = self.store.as_ref();
+        match (self.variant, op) {
+            (Variant::NoReaper, Op::JobReapExpired(_)) => {
+                Some(JobReapExpired::into_reply(Ok(ReapOutcome::default())))
             }
-            (Variant::UnfencedComplete, Request::CompleteMany(jobs)) => Some(Response::CompletedMany(
-                jobs.iter()
-                    .map(|(id, epoch)| unfenced_complete(store, *id, *epoch))
-                    .collect(),
-            )),
-            (Variant::ClaimReadThenWrite, Request::Claim(req)) => {
-                let now = store.storage_now().await.ok()?;
+            (Variant::UnfencedComplete, Op::JobComplete(JobComplete { id, epoch })) => {
+                Some(JobComplete::into_reply(unfenced_complete(store, *id, *epoch)))
+            }
+            (Variant::UnfencedComplete, Op::JobCompleteMany(JobCompleteMany { jobs })) => {
+                let results = jobs.iter().map(|c| unfenced_complete(store, c.id, c.epoch));
+                Some(JobCompleteMany::into_reply(Ok(results.collect())))
+            }
+            (Variant::ClaimReadThenWrite, Op::JobClaim(req)) => {
+                let now = store.storage_now(StorageNow {}).await.ok()?;
                 let mut due: Vec<_> = store
                     .jobs()
                     .into_iter()
@@ -98,7 +128,7 @@ impl Variant {
                 due.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.id));
                 due.truncate(req.limit as usize);
                 tokio::time::sleep(SPLIT_GAP).await;
-                let now = store.storage_now().await.ok()?;
+                let now = store.storage_now(StorageNow {}).await.ok()?;
                 let mut claimed = Vec::new();
                 for mut job in due {
                     // The write trusts the read: no "where status = queued".
@@ -115,14 +145,14 @@ impl Variant {
                     store.unchecked_update(job.id, |j| *j = written);
                     claimed.push(ClaimedJob { job });
                 }
-                Some(Response::Claimed(claimed))
+                Some(JobClaim::into_reply(Ok(claimed)))
             }
-            (Variant::NoHeartbeat, Request::Heartbeat { lease, .. }) => {
-                let now = store.storage_now().await.ok()?;
-                Some(Response::Time(now + *lease))
+            (Variant::NoHeartbeat, Op::JobHeartbeat(JobHeartbeat { lease, .. })) => {
+                let now = store.storage_now(StorageNow {}).await.ok()?;
+                Some(JobHeartbeat::into_reply(Ok(now + *lease)))
             }
-            (Variant::ReaperIgnoresCompletion, Request::Reap { limit }) => {
-                let now = store.storage_now().await.ok()?;
+            (Variant::ReaperIgnoresCompletion, Op::JobReapExpired(JobReapExpired { limit })) => {
+                let now = store.storage_now(StorageNow {}).await.ok()?;
                 let expired: Vec<JobId> = store
                     .jobs()
                     .iter()
@@ -131,7 +161,7 @@ impl Variant {
                     .take(*limit as usize)
                     .collect();
                 tokio::time::sleep(SPLIT_GAP).await;
-                let now = store.storage_now().await.ok()?;
+                let now = store.storage_now(StorageNow {}).await.ok()?;
                 for id in &expired {
                     // The write trusts the read: no "where status = running".
                     store.unchecked_update(*id, |j| {
@@ -142,34 +172,29 @@ impl Variant {
                         j.updated_at = now;
                     });
                 }
-                Some(Response::Reaped(ReapOutcome {
+                Some(JobReapExpired::into_reply(Ok(ReapOutcome {
                     requeued: expired,
                     dead: Vec::new(),
-                }))
+                })))
             }
             _ => None,
         }
     }
-
-    /// Whether a worker host shuts down without releasing its jobs.
-    pub fn drops_jobs_on_shutdown(self) -> bool {
-        self == Variant::ShutdownDropsJobs
-    }
 }
 
-fn unfenced_complete(store: &MemStore, id: JobId, epoch: Epoch) -> Result<CompleteOutcome, WireError> {
+fn unfenced_complete(store: &MemStore, id: JobId, epoch: Epoch) -> StorageResult<CompleteOutcome> {
     let Some(job) = read_job(store, id) else {
-        return Err(WireError::NotFound(id));
+        return Err(StorageError::NotFound(id));
     };
     if job.status == JobStatus::Succeeded {
         return Ok(CompleteOutcome::AlreadyCompleted);
     }
     if job.status.is_terminal() {
-        return Err(WireError::WrongStatus {
+        return Err(StorageError::WrongStatus {
             id,
             status: job.status,
-            operation: "complete".into(),
-            expected: "running".into(),
+            operation: "complete",
+            expected: "running",
         });
     }
     let _ = epoch; // Deliberately not compared with the job's epoch.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use stuckless_core::{NewJob, Storage};
+use stuckless_core::{Client, JobId, NewJob};
 
 use crate::clock::{SimClock, BASE};
 use crate::net_store::NetStore;
@@ -64,21 +64,21 @@ pub fn schedule(seed: u64, jobs: usize, chaos: Duration, max_attempts: i32) -> V
 /// The producer host's software: enqueue on schedule, retrying while the db
 /// is unreachable; sets `done` once every job was enqueued.
 pub async fn produce(schedule: Arc<Vec<Enqueue>>, clock: SimClock, done: Arc<AtomicBool>) -> turmoil::Result {
-    let store = Arc::new(NetStore::new("producer", "db"));
+    let client = Client::new(Arc::new(NetStore::remote("producer", "db")));
     for item in schedule.iter() {
         let wait = item.at.saturating_sub(clock.elapsed());
         tokio::time::sleep(wait).await;
         let sends = if item.twice { 2 } else { 1 };
         let mut id = None;
         for _ in 0..sends {
-            id = Some(insert(&store, item.job.clone()).await);
+            id = Some(insert(&client, item.job.clone()).await);
         }
         if let (Some(after), Some(id)) = (item.cancel_after, id) {
-            let store = store.clone();
+            let client = client.clone();
             tokio::task::spawn_local(async move {
                 tokio::time::sleep(after).await;
                 for _ in 0..3 {
-                    match store.job_cancel(id).await {
+                    match client.cancel(id).await {
                         Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_secs(1)).await,
                         _ => return,
                     }
@@ -91,9 +91,9 @@ pub async fn produce(schedule: Arc<Vec<Enqueue>>, clock: SimClock, done: Arc<Ato
     Ok(())
 }
 
-async fn insert(store: &NetStore, job: NewJob) -> stuckless_core::JobId {
+async fn insert(client: &Client, job: NewJob) -> JobId {
     loop {
-        match store.job_insert(job.clone()).await {
+        match client.enqueue_job(job.clone()).await {
             Ok(outcome) => return outcome.job.id,
             Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }

@@ -13,23 +13,18 @@ use stuckless_core::{
 };
 
 use crate::api::{self, ApiMode, ApiState, SharedApi};
+use crate::check::Limits;
 use crate::clock::{DriverTime, SimClock, BASE};
-use crate::config::Config;
+use crate::config::{worker_name, Config, SimBuilder};
 use crate::net_store::{listen, DbHost, NetStore};
-use crate::oracle::{Limits, Oracle, SharedOracle};
+use crate::observe::{from_worker_event, JobRow, Observation, Sink};
+use crate::oracle::Oracle;
+use crate::outcome::RunOutcome;
 use crate::plan::{Direction, Fault, FaultPlan, Swarm, TimedFault};
-use crate::report::RunOutcome;
-use crate::timeline::Fact;
-use crate::variants::Variant;
 use crate::workload::{self, KIND};
 
 const DB: &str = "db";
 const API: &str = "api";
-
-/// A worker host's name (also its worker id).
-pub fn worker_name(index: usize) -> String {
-    format!("w{}", index + 1)
-}
 
 /// State a worker host keeps across restarts, shared with the driver.
 #[derive(Clone)]
@@ -39,7 +34,7 @@ struct WorkerHost {
     config: Arc<Config>,
     skew: Arc<AtomicI64>,
     driver: DriverTime,
-    oracle: SharedOracle,
+    observer: Sink,
     shutdown: Arc<Mutex<Option<ShutdownHandle>>>,
     sigterm: Arc<tokio::sync::Notify>,
     /// Set by the host when its worker finished a shutdown.
@@ -49,15 +44,16 @@ struct WorkerHost {
 impl WorkerHost {
     async fn run(self) -> turmoil::Result {
         let clock = Arc::new(SimClock::new(self.skew.clone(), self.driver.clone()));
-        let storage = Arc::new(NetStore::new(self.name.clone(), DB));
+        let storage = Arc::new(NetStore::remote(self.name.clone(), DB));
         let waker = NotifyWaker::new();
         tokio::task::spawn_local(listen(self.name.clone(), DB.to_owned(), waker.clone()));
-        let oracle = self.oracle.clone();
+        let observer = self.observer.clone();
         let name = self.name.clone();
         // True simulated time (no skew) for the timeline's facts.
         let event_clock = SimClock::exact(self.driver.clone());
         let c = &self.config;
-        let worker = Worker::builder(self.name.clone(), storage, clock)
+        let worker = Worker::builder(self.name.clone(), storage)
+            .clock(clock)
             .concurrency(c.concurrency)
             .lease(c.lease)
             .heartbeat_interval(c.heartbeat_interval)
@@ -67,10 +63,9 @@ impl WorkerHost {
             .rng_seed(self.seed)
             .waker(Arc::new(waker))
             .observer(Arc::new(move |event: &WorkerEvent| {
-                oracle
-                    .lock()
-                    .expect("oracle lock")
-                    .worker_event(event_clock.now(), &name, event)
+                if let Some(observation) = from_worker_event(event_clock.now(), &name, event) {
+                    observer.push(observation);
+                }
             }))
             .handler(KIND, api::handler)
             .kind_timeout(KIND, c.kind_timeout)
@@ -108,7 +103,10 @@ struct Driver {
     config: Arc<Config>,
     sim: turmoil::Sim<'static>,
     driver: DriverTime,
-    oracle: SharedOracle,
+    /// Where the hosts and the driver put what they observe.
+    observer: Sink,
+    /// Drains `observer`: records and judges.
+    oracle: Oracle,
     store: Arc<MemStore>,
     api: SharedApi,
     loss: Arc<Mutex<f64>>,
@@ -132,20 +130,26 @@ impl Driver {
         self.actions.insert((at_ms, self.next_action), action);
     }
 
-    fn log(&self, line: &str) {
-        self.oracle.lock().expect("oracle lock").log(self.now(), line);
+    fn observe(&self, observation: Observation) {
+        self.observer.push(observation);
     }
 
-    fn fact(&self, fact: Fact) {
-        self.oracle.lock().expect("oracle lock").fact(fact);
+    /// Hands everything observed so far to the oracle, in order.
+    fn drain(&mut self) {
+        self.oracle.observe_all(self.observer.drain());
     }
 
     fn window(&self, who: &str, length: Duration) {
         let now = self.now();
-        self.oracle
-            .lock()
-            .expect("oracle lock")
-            .fault_window(who, now, now + length);
+        self.observe(Observation::FaultWindow {
+            who: who.to_owned(),
+            from: now,
+            until: now + length,
+        });
+    }
+
+    fn rows(&self) -> Vec<JobRow> {
+        self.store.jobs().iter().map(JobRow::from).collect()
     }
 
     fn apply(&mut self, action: Action) {
@@ -153,18 +157,9 @@ impl Driver {
         match action {
             Action::Fault(TimedFault { fault, .. }) => {
                 *self.injected.entry(fault.kind()).or_insert(0) += 1;
-                self.log(&format!(
-                    "FAULT {}",
-                    serde_json::to_string(&fault).unwrap_or_default()
-                ));
                 let length = fault.duration();
                 let end = now_ms + length.as_millis() as u64;
                 let name = fault.worker().map(|w| self.names[w].clone());
-                // A SIGTERM is not a fault to the oracle: a worker must drain
-                // cleanly, and invariant 8 checks that it did.
-                if let (Some(name), false) = (&name, matches!(fault, Fault::Sigterm { .. })) {
-                    self.window(name, length);
-                }
                 // Only faults that took effect go into the picture: a crash of
                 // a host that is down, or a second SIGTERM, changes nothing.
                 let effective = match &fault {
@@ -176,11 +171,15 @@ impl Driver {
                     Fault::DbRestart { .. } => self.sim.is_host_running(DB),
                     _ => true,
                 };
-                if effective {
-                    self.fact(Fact::Fault {
-                        at: self.now(),
-                        fault: fault.clone(),
-                    });
+                self.observe(Observation::FaultInjected {
+                    at: self.now(),
+                    fault: fault.clone(),
+                    took_effect: effective,
+                });
+                // A SIGTERM is not a fault to the checkers: a worker must
+                // drain cleanly, and invariant 8 checks that it did.
+                if let (Some(name), false) = (&name, matches!(fault, Fault::Sigterm { .. })) {
+                    self.window(name, length);
                 }
                 match fault {
                     Fault::Crash { worker, .. } => {
@@ -290,12 +289,10 @@ impl Driver {
         if !self.sim.is_host_running(name.as_str()) {
             self.hosts[worker].exited.store(false, Ordering::SeqCst);
             self.terminating.remove(&worker);
-            self.log(&format!("restart {name}"));
-            self.fact(Fact::Restarted {
+            self.observe(Observation::Restarted {
                 at: self.now(),
                 worker: name.clone(),
             });
-            self.oracle.lock().expect("oracle lock").restarted(&name);
             self.sim.bounce(name.as_str());
         }
     }
@@ -305,8 +302,7 @@ impl Driver {
     /// changing.
     fn heal(&mut self) {
         self.actions.clear();
-        self.log("HEAL");
-        self.fact(Fact::Heal { at: self.now() });
+        self.observe(Observation::Healed { at: self.now() });
         *self.loss.lock().expect("loss lock") = 0.0;
         self.api.lock().expect("api lock").mode = ApiMode::Normal;
         if !self.sim.is_host_running(DB) {
@@ -336,17 +332,16 @@ impl Driver {
             let Some(since) = self.terminating.remove(&worker) else {
                 continue;
             };
-            let name = self.names[worker].clone();
-            let jobs = self.store.jobs();
-            let mut oracle = self.oracle.lock().expect("oracle lock");
-            oracle.log(now, &format!("{name} finished its shutdown"));
-            if oracle.healthy(&name, since, now) {
-                oracle.check_shutdown(now, &name, &jobs);
-            }
+            self.observe(Observation::ShutdownFinished {
+                at: now,
+                worker: self.names[worker].clone(),
+                since,
+                jobs: self.rows(),
+            });
         }
     }
 
-    fn sample(&mut self, healed: Option<Timestamp>) -> bool {
+    fn sample(&mut self) -> bool {
         let jobs = self.store.jobs();
         let mut running: BTreeMap<&str, u32> = BTreeMap::new();
         for job in jobs.iter().filter(|j| j.status == JobStatus::Running) {
@@ -364,12 +359,13 @@ impl Driver {
                 capacity = true;
             }
         }
-        let now = self.now();
-        self.oracle
-            .lock()
-            .expect("oracle lock")
-            .sample(now, &jobs, capacity, healed);
-        jobs.iter().all(|j| j.status.is_terminal())
+        let all_terminal = jobs.iter().all(|j| j.status.is_terminal());
+        self.observe(Observation::Sampled {
+            at: self.now(),
+            jobs: jobs.iter().map(JobRow::from).collect(),
+            free_capacity: capacity,
+        });
+        all_terminal
     }
 
     fn step(&mut self) -> Result<(), String> {
@@ -400,16 +396,16 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         .rng_seed(seed)
         .build();
     let driver = DriverTime::default();
-    let oracle = Oracle::new(Limits {
+    let mut oracle = Oracle::new(Limits {
         lease: config.lease,
         reap_interval: config.reap_interval,
         poll_interval: config.poll_interval,
         slack: Duration::from_secs(3),
-    })
-    .shared();
+    });
     if config.keep_timeline {
-        oracle.lock().expect("oracle lock").keep_facts();
+        oracle.recorder.keep_facts();
     }
+    let observer = Sink::default();
     let store = Arc::new(MemStore::with_clock(Arc::new(SimClock::exact(driver.clone()))));
     let api = ApiState::new(ChaCha8Rng::seed_from_u64(seed ^ 0x4150_4900));
     let loss = Arc::new(Mutex::new(plan.notification_loss_probability));
@@ -417,7 +413,8 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         config: config.clone(),
         sim,
         driver: driver.clone(),
-        oracle: oracle.clone(),
+        observer: observer.clone(),
+        oracle,
         store: store.clone(),
         api: api.clone(),
         loss: loss.clone(),
@@ -431,10 +428,9 @@ pub(crate) fn run(config: Config) -> RunOutcome {
     };
 
     let db = DbHost {
-        store: store.clone(),
-        clock: SimClock::exact(driver.clone()),
-        oracle: oracle.clone(),
-        variant: config.variant,
+        storage: Arc::new(config.variant.storage(store.clone())),
+        clock: Arc::new(SimClock::exact(driver.clone())),
+        observer: observer.clone(),
         notification_loss: loss,
         rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x4e4f_5449_4659))),
     };
@@ -448,7 +444,7 @@ pub(crate) fn run(config: Config) -> RunOutcome {
             config: config.clone(),
             skew: Arc::new(AtomicI64::new(0)),
             driver: driver.clone(),
-            oracle: oracle.clone(),
+            observer: observer.clone(),
             shutdown: Arc::new(Mutex::new(None)),
             sigterm: Arc::new(tokio::sync::Notify::new()),
             exited: Arc::new(AtomicBool::new(false)),
@@ -496,21 +492,26 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         d.check_exits();
         if d.sim.elapsed() >= next_sample {
             next_sample = d.sim.elapsed() + config.sample_every;
-            let all_terminal = d.sample(healed);
+            let all_terminal = d.sample();
             if healed.is_some() && all_terminal && d.producer_done.load(Ordering::SeqCst) {
                 finished_early = true;
                 break;
             }
         }
-        if config.stop_on_violation && !oracle.lock().expect("oracle lock").violations().is_empty() {
+        d.drain();
+        if config.stop_on_violation && !d.oracle.violations().is_empty() {
             break;
         }
     }
     let now = d.now();
     let jobs = store.jobs();
     if healed.is_some() && !finished_early && error.is_none() && !config.stop_on_violation {
-        oracle.lock().expect("oracle lock").check_terminal(now, &jobs);
+        d.observe(Observation::Ended {
+            at: now,
+            jobs: jobs.iter().map(JobRow::from).collect(),
+        });
     }
+    d.drain();
     RunOutcome::build(
         &config,
         swarm,
@@ -519,28 +520,15 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         d.injected,
         &jobs,
         &store,
-        &oracle,
+        &d.oracle,
         &api,
         error,
     )
 }
 
-/// The command that replays `seed` of `scenario` under `variant`; a fixed
-/// plan (printed with the failure) is passed with `--plan FILE`.
-pub fn replay_command(seed: u64, scenario: &str, variant: Variant, fixed_plan: bool) -> String {
-    let mut args = Vec::new();
-    if scenario != "standard" {
-        args.push(format!("--scenario {scenario}"));
-    }
-    if variant != Variant::Stuckless {
-        args.push(format!("--variant {}", variant.name()));
-    }
-    if fixed_plan && scenario != "seed_document" {
-        args.push("--plan PLAN.json".to_owned());
-    }
-    if args.is_empty() {
-        format!("make sim SEED={seed}")
-    } else {
-        format!("make sim SEED={seed} SIM_ARGS=\"{}\"", args.join(" "))
+impl SimBuilder {
+    /// Runs the world to its end.
+    pub fn run(self) -> RunOutcome {
+        run(self.config)
     }
 }

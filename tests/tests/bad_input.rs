@@ -2,16 +2,20 @@
 //! field, nothing half-written, nothing executed as SQL. Run against
 //! `MemStore` and `PgStorage` alike (they must refuse identically), plus the
 //! Postgres-only entry points (SQL functions, raw text payloads).
+//!
+//! Invalid jobs never reach a storage (its insert takes only a `ValidJob`):
+//! `Client` refuses them through `NewJob::validate`. Other bad parameters
+//! (claim, heartbeat, fail, registration) are refused by each storage.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stuckless_core::job::limits;
-use stuckless_core::{
-    ClaimRequest, Epoch, FailRequest, JobId, MemStore, NewJob, Storage, StorageError, Timestamp,
-    WorkerRegistration,
+use stuckless_core::driver::{
+    JobClaim, JobComplete, JobFail, JobGet, JobHeartbeat, QueueStatsGet, Storage, WorkerDeregister,
+    WorkerHeartbeat, WorkerList, WorkerRegister,
 };
+use stuckless_core::{limits, Client, Epoch, JobId, MemStore, NewJob, StorageError, Timestamp, ValidJob};
 use stuckless_tests::{manual_clock, TestDb};
 
 const HOSTILE: &[&str] = &[
@@ -30,8 +34,9 @@ fn field_of(e: &StorageError) -> Option<&'static str> {
     }
 }
 
-/// Every refusal the trait must give for bad input, on one store.
-async fn refuses_bad_input(s: &dyn Storage) {
+/// Every refusal bad input must get, through the client and the driver, on one store.
+async fn refuses_bad_input(s: Arc<dyn Storage>) {
+    let client = Client::new(s.clone());
     let ok = || NewJob::new("default", "kind", json!({"ok": true}));
     let big = json!({"blob": "x".repeat(limits::MAX_PAYLOAD_BYTES)});
     let mut cases: Vec<(NewJob, &str)> = vec![
@@ -62,39 +67,45 @@ async fn refuses_bad_input(s: &dyn Storage) {
     }
     for (job, field) in cases {
         let shown = format!("{:.80?}", format!("{job:?}"));
-        let err = s.job_insert(job.clone()).await.unwrap_err();
+        let invalid = job.check().unwrap_err();
+        assert_eq!(invalid.field, field, "{shown}: {invalid}");
+        // Nor can one reach a storage from the wire: a `ValidJob` is checked
+        // again when deserialized.
+        let wire = serde_json::to_value(&job).unwrap();
+        assert!(serde_json::from_value::<ValidJob>(wire).is_err(), "{shown}");
+        let err = client.enqueue_job(job.clone()).await.unwrap_err();
         assert_eq!(field_of(&err), Some(field), "{shown}: {err}");
         assert!(
             err.to_string().contains(field),
             "the message names the field: {err}"
         );
         // In a batch, one bad job refuses the whole batch.
-        let err = s.job_insert_many(vec![ok(), job, ok()]).await.unwrap_err();
+        let err = client.enqueue_many(vec![ok(), job, ok()]).await.unwrap_err();
         assert_eq!(field_of(&err), Some(field), "{shown} in a batch: {err}");
     }
-    assert_eq!(s.job_get(JobId(1)).await.unwrap(), None, "nothing was written");
-    assert!(s.queue_stats().await.unwrap().is_empty());
+    assert_eq!(client.get(JobId(1)).await.unwrap(), None, "nothing was written");
+    assert!(s.queue_stats(QueueStatsGet {}).await.unwrap().is_empty());
 
     // Hostile strings where they are data are stored verbatim, not executed.
     let mut ids = Vec::new();
     for (i, hostile) in HOSTILE.iter().enumerate() {
         let job = NewJob::new("default", "kind", json!({"text": hostile, *hostile: [hostile]}))
             .idempotency_key(format!("{hostile}-{i}"));
-        let out = s.job_insert(job.clone()).await.unwrap();
+        let out = client.enqueue_job(job.clone()).await.unwrap();
         assert_eq!(out.job.payload, job.payload);
         assert_eq!(out.job.idempotency_key, job.idempotency_key);
         ids.push(out.job.id);
     }
     for (i, hostile) in HOSTILE.iter().enumerate() {
-        let again = s
-            .job_insert(ok().idempotency_key(format!("{hostile}-{i}")))
+        let again = client
+            .enqueue_job(ok().idempotency_key(format!("{hostile}-{i}")))
             .await
             .unwrap();
         assert_eq!((again.inserted, again.job.id), (false, ids[i]));
     }
 
     // Claims, heartbeats, failures and registrations refuse bad input too.
-    let claim = |worker: &str, queue: &str, lease: Duration| ClaimRequest {
+    let claim = |worker: &str, queue: &str, lease: Duration| JobClaim {
         worker_id: worker.into(),
         queues: vec![queue.into()],
         limit: 1,
@@ -120,34 +131,44 @@ async fn refuses_bad_input(s: &dyn Storage) {
         .await
         .unwrap();
     let (id, epoch) = (claimed[0].id(), claimed[0].epoch());
+    let heartbeat = |lease: Duration, progress: Option<Value>| JobHeartbeat {
+        id,
+        epoch,
+        lease,
+        progress,
+    };
     let err = s
-        .job_heartbeat(id, epoch, Duration::from_secs(30), Some(json!("\u{0}")))
+        .job_heartbeat(heartbeat(Duration::from_secs(30), Some(json!("\u{0}"))))
         .await
         .unwrap_err();
     assert_eq!(field_of(&err), Some("progress"), "{err}");
-    let err = s.job_heartbeat(id, epoch, Duration::MAX, None).await.unwrap_err();
+    let err = s.job_heartbeat(heartbeat(Duration::MAX, None)).await.unwrap_err();
     assert_eq!(field_of(&err), Some("lease"), "{err}");
-    let never = FailRequest {
+    let never = JobFail {
+        id,
+        epoch,
         error: "x".into(),
         retry_after: Some(Duration::MAX),
     };
-    let err = s.job_fail(id, epoch, never).await.unwrap_err();
+    let err = s.job_fail(never).await.unwrap_err();
     assert_eq!(field_of(&err), Some("retry_after"), "{err}");
-    let job = s.job_get(id).await.unwrap().unwrap();
+    let job = s.job_get(JobGet { id }).await.unwrap().unwrap();
     assert_eq!(
         job.lease_expires_at, claimed[0].job.lease_expires_at,
         "refused writes changed nothing"
     );
     // A hostile error message is data: stored (NUL stripped), never executed.
-    let fail = FailRequest {
+    let fail = JobFail {
+        id,
+        epoch,
         error: format!("{} \u{0} {}", HOSTILE[0], HOSTILE[3]),
         retry_after: None,
     };
-    s.job_fail(id, epoch, fail).await.unwrap();
-    let job = s.job_get(id).await.unwrap().unwrap();
+    s.job_fail(fail).await.unwrap();
+    let job = s.job_get(JobGet { id }).await.unwrap().unwrap();
     assert_eq!(job.last_error, Some(format!("{}  {}", HOSTILE[0], HOSTILE[3])));
 
-    let registration = |id: &str, queue: &str, metadata: Value| WorkerRegistration {
+    let registration = |id: &str, queue: &str, metadata: Value| WorkerRegister {
         id: id.into(),
         queues: vec![queue.into()],
         concurrency: 1,
@@ -174,11 +195,24 @@ async fn refuses_bad_input(s: &dyn Storage) {
         .await
         .unwrap_err();
     assert_eq!(field_of(&err), Some("metadata"), "{err}");
-    assert!(s.worker_list().await.unwrap().is_empty(), "no worker registered");
+    assert!(
+        s.worker_list(WorkerList {}).await.unwrap().is_empty(),
+        "no worker registered"
+    );
     // Ids Postgres could not even store are simply unknown.
-    let err = s.worker_heartbeat("nul\u{0}", 1).await.unwrap_err();
+    let err = s
+        .worker_heartbeat(WorkerHeartbeat {
+            id: "nul\u{0}".into(),
+            in_flight: 1,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err, StorageError::WorkerNotFound("nul\u{0}".into()));
-    s.worker_deregister("nul\u{0}").await.unwrap();
+    s.worker_deregister(WorkerDeregister {
+        id: "nul\u{0}".into(),
+    })
+    .await
+    .unwrap();
     s.worker_register(registration(
         HOSTILE[0].split('\'').next().unwrap(),
         "default",
@@ -186,12 +220,19 @@ async fn refuses_bad_input(s: &dyn Storage) {
     ))
     .await
     .unwrap();
-    assert_eq!(s.worker_list().await.unwrap()[0].metadata, json!({"x": HOSTILE}));
+    assert_eq!(
+        s.worker_list(WorkerList {}).await.unwrap()[0].metadata,
+        json!({"x": HOSTILE})
+    );
     // Ids out of any range are just not found.
     for id in [i64::MIN, -1, 0, i64::MAX] {
-        assert_eq!(s.job_get(JobId(id)).await.unwrap(), None);
+        assert_eq!(s.job_get(JobGet { id: JobId(id) }).await.unwrap(), None);
+        let complete = JobComplete {
+            id: JobId(id),
+            epoch: Epoch(i64::MAX),
+        };
         assert_eq!(
-            s.job_complete(JobId(id), Epoch(i64::MAX)).await.unwrap_err(),
+            s.job_complete(complete).await.unwrap_err(),
             StorageError::NotFound(JobId(id))
         );
     }
@@ -199,7 +240,7 @@ async fn refuses_bad_input(s: &dyn Storage) {
 
 #[tokio::test]
 async fn memstore_refuses_bad_input() {
-    refuses_bad_input(&MemStore::new(manual_clock())).await;
+    refuses_bad_input(Arc::new(MemStore::new(manual_clock()))).await;
 }
 
 #[tokio::test]
@@ -207,7 +248,7 @@ async fn postgres_refuses_bad_input_and_the_schema_is_intact() {
     let Some(db) = TestDb::new_or_skip("postgres_refuses_bad_input_and_the_schema_is_intact").await else {
         return;
     };
-    refuses_bad_input(&db.pinned_storage(Arc::new(manual_clock()))).await;
+    refuses_bad_input(Arc::new(db.pinned_storage(Arc::new(manual_clock())))).await;
     // Nothing hostile was executed: the tables are all there, with exactly
     // what the valid calls wrote.
     let tables: Vec<String> = sqlx::query_scalar(

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use stuckless_core::{
-    ClaimRequest, CompleteOutcome, Epoch, JobEventKind, JobId, JobStatus, NewJob, Storage, StorageError,
+use stuckless_core::driver::{
+    CompleteOutcome, JobClaim, JobComplete, JobCompleteMany, JobEvents, JobGet, JobInsert, JobInsertMany,
+    JobReapExpired, Storage,
 };
+use stuckless_core::{Epoch, JobEventKind, JobId, JobStatus, NewJob, StorageError};
 use stuckless_tests::{manual_clock, TestDb};
 use tokio::sync::Barrier;
 
@@ -27,7 +29,9 @@ async fn eight_claimers_complete_ten_thousand_jobs_each_exactly_once() {
         let batch: Vec<NewJob> = (0..JOBS / 10)
             .map(|i| NewJob::new("default", "k", json!({"n": chunk * 1000 + i})).priority((i % 3) as i16))
             .collect();
-        s.job_insert_many(batch).await.unwrap();
+        s.job_insert_many(JobInsertMany::new(batch).unwrap())
+            .await
+            .unwrap();
     }
     println!("inserted {JOBS} jobs in {:?}", started.elapsed());
 
@@ -38,7 +42,7 @@ async fn eight_claimers_complete_ten_thousand_jobs_each_exactly_once() {
         tasks.push(tokio::spawn(async move {
             let mut done: Vec<(JobId, Epoch)> = Vec::new();
             loop {
-                let request = ClaimRequest {
+                let request = JobClaim {
                     worker_id: format!("w{w}"),
                     queues: vec!["default".into()],
                     limit: 25,
@@ -50,7 +54,11 @@ async fn eight_claimers_complete_ten_thousand_jobs_each_exactly_once() {
                     return done;
                 }
                 let leases: Vec<(JobId, Epoch)> = claimed.iter().map(|c| (c.id(), c.epoch())).collect();
-                let results = s.job_complete_many(leases.clone()).await.unwrap();
+                let jobs = leases
+                    .iter()
+                    .map(|&(id, epoch)| JobComplete { id, epoch })
+                    .collect();
+                let results = s.job_complete_many(JobCompleteMany { jobs }).await.unwrap();
                 for (lease, result) in leases.into_iter().zip(results) {
                     assert_eq!(result, Ok(CompleteOutcome::Completed), "job {}", lease.0);
                     done.push(lease);
@@ -101,9 +109,11 @@ async fn a_reap_racing_a_stale_workers_completion_never_yields_two_outcomes() {
         let batch: Vec<NewJob> = (0..JOBS)
             .map(|i| NewJob::new("race", "k", json!(i)).max_attempts(if i % 2 == 0 { 1 } else { 5 }))
             .collect();
-        s.job_insert_many(batch).await.unwrap();
+        s.job_insert_many(JobInsertMany::new(batch).unwrap())
+            .await
+            .unwrap();
         let claimed = s
-            .job_claim(ClaimRequest {
+            .job_claim(JobClaim {
                 worker_id: "stale".into(),
                 queues: vec!["race".into()],
                 limit: JOBS as u32,
@@ -124,7 +134,7 @@ async fn a_reap_racing_a_stale_workers_completion_never_yields_two_outcomes() {
                 barrier.wait().await;
                 let mut taken = Vec::new();
                 loop {
-                    let out = s.job_reap_expired(7).await.unwrap();
+                    let out = s.job_reap_expired(JobReapExpired { limit: 7 }).await.unwrap();
                     if out.is_empty() {
                         return taken;
                     }
@@ -142,7 +152,7 @@ async fn a_reap_racing_a_stale_workers_completion_never_yields_two_outcomes() {
                 barrier.wait().await;
                 let mut results = Vec::new();
                 for (id, epoch) in leases {
-                    results.push((id, s.job_complete(id, epoch).await));
+                    results.push((id, s.job_complete(JobComplete { id, epoch }).await));
                 }
                 results
             })
@@ -154,8 +164,14 @@ async fn a_reap_racing_a_stale_workers_completion_never_yields_two_outcomes() {
             }
         }
         for (id, result) in completer.await.unwrap() {
-            let job = s.job_get(id).await.unwrap().unwrap();
-            let events: Vec<JobEventKind> = s.job_events(id).await.unwrap().iter().map(|e| e.kind).collect();
+            let job = s.job_get(JobGet { id }).await.unwrap().unwrap();
+            let events: Vec<JobEventKind> = s
+                .job_events(JobEvents { id })
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.kind)
+                .collect();
             match result {
                 Ok(CompleteOutcome::Completed) => {
                     completions_won += 1;
@@ -213,7 +229,7 @@ async fn parallel_enqueues_with_one_idempotency_key_yield_one_job() {
                 // Every path in: the Storage trait, transactional enqueue, SQL.
                 match r % 3 {
                     0 => {
-                        let out = s.job_insert(job).await.unwrap();
+                        let out = s.job_insert(JobInsert::new(job).unwrap()).await.unwrap();
                         (out.job.id.0, Some(out.inserted))
                     }
                     1 => {

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stuckless_core::{ClaimRequest, JobEventKind, JobId, JobStatus, NewJob, Storage, StorageError, Waker};
+use stuckless_core::driver::{
+    JobCancel, JobClaim, JobComplete, JobEvents, JobGet, JobInsert, JobRelease, JobRequeue, Storage,
+};
+use stuckless_core::{JobEventKind, JobId, JobStatus, NewJob, StorageError, Waker};
 use stuckless_pg::{PgError, PgStorage, PgWaker};
 use stuckless_tests::TestDb;
 
@@ -15,6 +18,11 @@ const BOUND: Duration = Duration::from_secs(30);
 
 async fn db(test: &str) -> Option<TestDb> {
     TestDb::new_or_skip(test).await
+}
+
+/// The storage call that inserts `job`, which must be valid.
+fn insert(job: NewJob) -> JobInsert {
+    JobInsert::new(job).expect("a valid job")
 }
 
 fn sqlstate(e: &sqlx::Error) -> Option<String> {
@@ -35,7 +43,12 @@ async fn sql_enqueue_inserts_validates_and_deduplicates() {
             .await
             .unwrap();
     assert_eq!(id, 1);
-    let job = db.storage().job_get(JobId(id)).await.unwrap().unwrap();
+    let job = db
+        .storage()
+        .job_get(JobGet { id: JobId(id) })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((job.queue.as_str(), job.kind.as_str()), ("default", "report"));
     assert_eq!(job.payload, json!({"section": 1}));
     assert_eq!(
@@ -50,13 +63,20 @@ async fn sql_enqueue_inserts_validates_and_deduplicates() {
     let k1: i64 = sqlx::query_scalar(keyed).fetch_one(pool).await.unwrap();
     let k2: i64 = sqlx::query_scalar(keyed).fetch_one(pool).await.unwrap();
     assert_eq!((k1, k2), (2, 2), "one job per idempotency key");
-    let job = db.storage().job_get(JobId(2)).await.unwrap().unwrap();
+    let job = db
+        .storage()
+        .job_get(JobGet { id: JobId(2) })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((job.priority, job.max_attempts), (3, 2));
     assert_eq!(job.run_at.micros_since(job.created_at), 3_600_000_000);
     // The same key through the Rust API finds the SQL-made job.
     let out = db
         .storage()
-        .job_insert(NewJob::new("x", "y", json!(null)).idempotency_key("order-7"))
+        .job_insert(insert(
+            NewJob::new("x", "y", json!(null)).idempotency_key("order-7"),
+        ))
         .await
         .unwrap();
     assert_eq!((out.job.id, out.inserted), (JobId(2), false));
@@ -118,7 +138,7 @@ async fn sql_cancel_and_job_state_follow_the_storage_rules() {
     let pool = db.pool();
     let s = db.storage();
     for _ in 0..3 {
-        s.job_insert(NewJob::new("default", "k", json!({})))
+        s.job_insert(insert(NewJob::new("default", "k", json!({}))))
             .await
             .unwrap();
     }
@@ -147,14 +167,14 @@ async fn sql_cancel_and_job_state_follow_the_storage_rules() {
         .await
         .unwrap();
     assert_eq!(again, cancelled, "cancelling twice changes nothing");
-    let events = s.job_events(JobId(1)).await.unwrap();
+    let events = s.job_events(JobEvents { id: JobId(1) }).await.unwrap();
     assert_eq!(
         events.iter().map(|e| e.kind).collect::<Vec<_>>(),
         vec![JobEventKind::Cancelled]
     );
 
     // Cancelling a running job fences its holder.
-    let claim = ClaimRequest {
+    let claim = JobClaim {
         worker_id: "w1".into(),
         queues: vec!["default".into()],
         limit: 2,
@@ -174,7 +194,10 @@ async fn sql_cancel_and_job_state_follow_the_storage_rules() {
         .await
         .unwrap();
     let err = s
-        .job_complete(claimed[0].id(), claimed[0].epoch())
+        .job_complete(JobComplete {
+            id: claimed[0].id(),
+            epoch: claimed[0].epoch(),
+        })
         .await
         .unwrap_err();
     assert!(
@@ -188,7 +211,12 @@ async fn sql_cancel_and_job_state_follow_the_storage_rules() {
         "{err}"
     );
 
-    s.job_complete(claimed[1].id(), claimed[1].epoch()).await.unwrap();
+    s.job_complete(JobComplete {
+        id: claimed[1].id(),
+        epoch: claimed[1].epoch(),
+    })
+    .await
+    .unwrap();
     let err = sqlx::query("select stuckless.cancel(3)")
         .execute(pool)
         .await
@@ -224,13 +252,13 @@ async fn transactional_enqueue_commits_or_rolls_back_with_the_callers_writes() {
         .unwrap();
     assert!(out.inserted);
     assert_eq!(
-        s.job_get(out.job.id).await.unwrap(),
+        s.job_get(JobGet { id: out.job.id }).await.unwrap(),
         None,
         "invisible before commit"
     );
     tx.rollback().await.unwrap();
     assert_eq!(
-        s.job_get(out.job.id).await.unwrap(),
+        s.job_get(JobGet { id: out.job.id }).await.unwrap(),
         None,
         "rolled back with the caller's write"
     );
@@ -246,7 +274,10 @@ async fn transactional_enqueue_commits_or_rolls_back_with_the_callers_writes() {
     assert_eq!((first.inserted, second.inserted), (true, false));
     assert_eq!(first.job.id, second.job.id);
     tx.commit().await.unwrap();
-    assert_eq!(s.job_get(first.job.id).await.unwrap().unwrap(), first.job);
+    assert_eq!(
+        s.job_get(JobGet { id: first.job.id }).await.unwrap().unwrap(),
+        first.job
+    );
 
     // Through the pool, and with bad input refused before anything is sent.
     let direct = stuckless_pg::enqueue(pool, NewJob::new("default", "k", json!(1)))
@@ -291,7 +322,9 @@ async fn waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed() 
 
     let s: PgStorage = db.storage();
     let started = std::time::Instant::now();
-    s.job_insert(NewJob::new("default", "k", json!(1))).await.unwrap();
+    s.job_insert(insert(NewJob::new("default", "k", json!(1))))
+        .await
+        .unwrap();
     woken(&waker, "a Rust insert").await;
     println!("wake-up after insert: {:?}", started.elapsed());
     sqlx::query("select stuckless.enqueue('default', 'k')")
@@ -317,7 +350,7 @@ async fn waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed() 
     woken(&waker, "an insert after the reconnect").await;
     // A released job is due again at once: other workers are woken for it.
     let claimed = s
-        .job_claim(ClaimRequest {
+        .job_claim(JobClaim {
             worker_id: "w1".into(),
             queues: vec!["default".into()],
             limit: 1,
@@ -325,7 +358,12 @@ async fn waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed() 
         })
         .await
         .unwrap();
-    s.job_release(claimed[0].id(), claimed[0].epoch()).await.unwrap();
+    s.job_release(JobRelease {
+        id: claimed[0].id(),
+        epoch: claimed[0].epoch(),
+    })
+    .await
+    .unwrap();
     woken(&waker, "a release").await;
 }
 
@@ -438,14 +476,14 @@ async fn operator_listings_filter_by_time_and_page_by_id() {
         .with_happy_path_events(true);
     let t0 = stuckless_core::Clock::now(&clock);
     for _ in 0..5 {
-        s.job_insert(NewJob::new("default", "k", json!({})))
+        s.job_insert(insert(NewJob::new("default", "k", json!({}))))
             .await
             .unwrap();
     }
     clock.advance(Duration::from_secs(10));
     let t1 = stuckless_core::Clock::now(&clock);
     let claimed = s
-        .job_claim(ClaimRequest {
+        .job_claim(JobClaim {
             worker_id: "w1".into(),
             queues: vec!["default".into()],
             limit: 2,
@@ -495,12 +533,14 @@ async fn a_refused_operator_action_releases_its_row_lock_at_once() {
         return;
     };
     let s = db.storage();
-    s.job_insert(NewJob::new("default", "k", json!(1)).max_attempts(1000))
+    s.job_insert(insert(NewJob::new("default", "k", json!(1)).max_attempts(1000)))
         .await
         .unwrap();
-    s.job_insert(NewJob::new("other", "k", json!(2))).await.unwrap();
-    s.job_cancel(JobId(2)).await.unwrap();
-    let claim = ClaimRequest {
+    s.job_insert(insert(NewJob::new("other", "k", json!(2))))
+        .await
+        .unwrap();
+    s.job_cancel(JobCancel { id: JobId(2) }).await.unwrap();
+    let claim = JobClaim {
         worker_id: "w1".into(),
         queues: vec!["default".into()],
         limit: 1,
@@ -508,7 +548,13 @@ async fn a_refused_operator_action_releases_its_row_lock_at_once() {
     };
     let mut skipped = 0;
     for _ in 0..300 {
-        let err = s.job_requeue(JobId(1), false).await.unwrap_err();
+        let err = s
+            .job_requeue(JobRequeue {
+                id: JobId(1),
+                force: false,
+            })
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -519,13 +565,18 @@ async fn a_refused_operator_action_releases_its_row_lock_at_once() {
             ),
             "{err}"
         );
-        s.job_cancel(JobId(2)).await.unwrap(); // a no-op cancel ends its transaction too
+        s.job_cancel(JobCancel { id: JobId(2) }).await.unwrap(); // a no-op cancel ends its transaction too
         let claimed = s.job_claim(claim.clone()).await.unwrap();
         if claimed.is_empty() {
             skipped += 1;
             continue;
         }
-        s.job_release(claimed[0].id(), claimed[0].epoch()).await.unwrap();
+        s.job_release(JobRelease {
+            id: claimed[0].id(),
+            epoch: claimed[0].epoch(),
+        })
+        .await
+        .unwrap();
     }
     println!("claims that skipped the locked job: {skipped} of 300");
     assert_eq!(

@@ -1,6 +1,8 @@
 //! TestDb itself: fresh, migrated, isolated, dropped.
 
-use stuckless_core::{NewJob, Storage};
+use std::sync::Arc;
+
+use stuckless_core::{Client, NewJob};
 use stuckless_tests::TestDb;
 
 #[tokio::test]
@@ -10,9 +12,8 @@ async fn each_test_db_is_fresh_migrated_and_dropped() {
     };
     let b = TestDb::new().await;
     assert_ne!(a.name(), b.name());
-    let job = a
-        .storage()
-        .job_insert(NewJob::new("default", "k", serde_json::json!({"n": 1})))
+    let job = Client::new(Arc::new(a.storage()))
+        .enqueue_job(NewJob::new("default", "k", serde_json::json!({"n": 1})))
         .await
         .unwrap()
         .job;

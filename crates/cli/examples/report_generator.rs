@@ -1,4 +1,5 @@
-//! The seed document's report generator as a custom stuckless handler.
+//! The seed document's report generator as a typed stuckless job kind:
+//! `Report` is the payload ([`JobArgs`]) and runs itself ([`JobHandler`]).
 //!
 //! A report is several sections, each one a slow call to an OpenAI-style
 //! chat-completions API. The handler reports progress after every section (so
@@ -18,45 +19,45 @@
 //! and prints what happened.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use stuckless_core::{Handler, JobContext, JobError, JobStatus, NewJob, Storage, TokioClock, Worker};
+use stuckless_core::{Client, JobArgs, JobContext, JobError, JobHandler, JobStatus, NewJob, Worker};
 use stuckless_pg::PgStorage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// The job's payload.
-#[derive(Deserialize)]
+/// The completions API every report job calls (set once in `main`).
+static API: OnceLock<(reqwest::Client, String)> = OnceLock::new();
+/// Whether a handler saw its job cancelled mid-call.
+static SAW_CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// A report job: its payload, and (below) how to run it.
+#[derive(Serialize, Deserialize)]
 struct Report {
     title: String,
     sections: Vec<String>,
 }
 
-/// Calls the completions API once per section.
-struct ReportGenerator {
-    client: reqwest::Client,
-    api: String,
-    saw_cancel: Arc<AtomicBool>,
+impl JobArgs for Report {
+    const KIND: &'static str = "report";
 }
 
-#[async_trait]
-impl Handler for ReportGenerator {
-    async fn handle(&self, ctx: JobContext) -> Result<(), JobError> {
-        let report: Report = ctx.payload_as()?;
-        for (i, section) in report.sections.iter().enumerate() {
-            let call = self
-                .client
-                .post(format!("{}/v1/chat/completions", self.api))
+impl JobHandler for Report {
+    /// Calls the completions API once per section.
+    async fn run(self, ctx: JobContext) -> Result<(), JobError> {
+        let (client, api) = API.get().ok_or_else(|| JobError::permanent("API not set"))?;
+        for (i, section) in self.sections.iter().enumerate() {
+            let call = client
+                .post(format!("{api}/v1/chat/completions"))
                 .timeout(Duration::from_secs(30))
                 .header("content-type", "application/json")
                 .body(json!({
                     "model": "gpt-fake",
-                    "messages": [{"role": "user", "content": format!("Write the {section} section of {}", report.title)}],
+                    "messages": [{"role": "user", "content": format!("Write the {section} section of {}", self.title)}],
                 })
                 .to_string())
                 .send();
@@ -65,7 +66,7 @@ impl Handler for ReportGenerator {
             let response = tokio::select! {
                 biased;
                 _ = ctx.cancelled() => {
-                    self.saw_cancel.store(true, Ordering::SeqCst);
+                    SAW_CANCEL.store(true, Ordering::SeqCst);
                     return Err(JobError::retryable(format!("stopped during section {section}: {:?}", ctx.cancel_reason())));
                 }
                 r = call => r.map_err(|e| JobError::retryable(format!("API unreachable: {e}")))?,
@@ -79,10 +80,22 @@ impl Handler for ReportGenerator {
             let body = response.text().await.unwrap_or_default();
             stuckless_cli::handlers::classify(status, retry_after.as_deref(), &body)?;
             tracing::info!(section = %section, "section written");
-            ctx.report_progress(json!({"section": i + 1, "of": report.sections.len(), "last": section}));
+            ctx.report_progress(json!({"section": i + 1, "of": self.sections.len(), "last": section}));
         }
         Ok(())
     }
+}
+
+/// A report job on this run's own queue.
+fn report_job(queue: &str, title: &str, sections: &[&str]) -> anyhow::Result<NewJob> {
+    let report = Report {
+        title: title.into(),
+        sections: sections.iter().map(|s| s.to_string()).collect(),
+    };
+    Ok(NewJob {
+        queue: queue.into(),
+        ..NewJob::from_args(&report)?
+    })
 }
 
 /// A fake chat-completions API: 700 ms per answer; the third request is
@@ -123,12 +136,12 @@ async fn fake_api() -> anyhow::Result<String> {
 }
 
 async fn wait_for(
-    storage: &PgStorage,
+    client: &Client,
     id: stuckless_core::JobId,
     done: impl Fn(&stuckless_core::Job) -> bool,
 ) -> anyhow::Result<stuckless_core::Job> {
     for _ in 0..600 {
-        let job = storage.job_get(id).await?.context("job vanished")?;
+        let job = client.get(id).await?.context("job vanished")?;
         if done(&job) {
             return Ok(job);
         }
@@ -147,45 +160,28 @@ async fn main() -> anyhow::Result<()> {
         .context("set DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/postgres")?;
     let storage = PgStorage::connect(&url).await?;
     stuckless_pg::migrate(storage.pool()).await?;
-    let api = fake_api().await?;
-    let saw_cancel = Arc::new(AtomicBool::new(false));
+    let _ = API.set((reqwest::Client::new(), fake_api().await?));
+    let client = Client::new(Arc::new(storage.clone()));
 
     let queue = format!("reports-example-{}", std::process::id());
-    let sections: Vec<String> = ["summary", "market", "risks", "outlook"]
-        .map(String::from)
-        .to_vec();
-    let first = storage
-        .job_insert(NewJob::new(
-            &queue,
-            "report",
-            json!({"title": "Q3 report", "sections": sections}),
-        ))
+    let sections = ["summary", "market", "risks", "outlook"];
+    let first = client
+        .enqueue_job(report_job(&queue, "Q3 report", &sections)?)
         .await?
         .job;
 
-    let worker = Worker::builder(
-        "report-generator-example",
-        Arc::new(storage.clone()),
-        Arc::new(TokioClock::system()),
-    )
-    .queues([queue.clone()])
-    .concurrency(2)
-    .lease(Duration::from_secs(3))
-    .heartbeat_interval(Duration::from_millis(500))
-    .poll_interval(Duration::from_millis(200))
-    .handler(
-        "report",
-        ReportGenerator {
-            client: reqwest::Client::new(),
-            api: api.clone(),
-            saw_cancel: saw_cancel.clone(),
-        },
-    )
-    .build()?;
+    let worker = Worker::builder("report-generator-example", Arc::new(storage))
+        .queues([queue.clone()])
+        .concurrency(2)
+        .lease(Duration::from_secs(3))
+        .heartbeat_interval(Duration::from_millis(500))
+        .poll_interval(Duration::from_millis(200))
+        .handle::<Report>()
+        .build()?;
     let shutdown = worker.shutdown_handle();
     let running = tokio::spawn(worker.run());
 
-    let done = wait_for(&storage, first.id, |j| j.status.is_terminal()).await?;
+    let done = wait_for(&client, first.id, |j| j.status.is_terminal()).await?;
     println!(
         "report {} is {} after {} attempt(s); progress {}",
         done.id,
@@ -194,29 +190,25 @@ async fn main() -> anyhow::Result<()> {
         done.progress.unwrap_or_default()
     );
 
-    let second = storage
-        .job_insert(NewJob::new(
-            &queue,
-            "report",
-            json!({"title": "Q4 report", "sections": ["a", "b", "c", "d", "e", "f"]}),
-        ))
+    let second = client
+        .enqueue_job(report_job(&queue, "Q4 report", &["a", "b", "c", "d", "e", "f"])?)
         .await?
         .job;
-    wait_for(&storage, second.id, |j| j.progress.is_some()).await?;
-    storage.job_cancel(second.id).await?;
+    wait_for(&client, second.id, |j| j.progress.is_some()).await?;
+    client.cancel(second.id).await?;
     println!("cancelled report {} midway", second.id);
     for _ in 0..100 {
-        if saw_cancel.load(Ordering::SeqCst) {
+        if SAW_CANCEL.load(Ordering::SeqCst) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let cancelled = storage.job_get(second.id).await?.context("job vanished")?;
+    let cancelled = client.get(second.id).await?.context("job vanished")?;
     println!(
         "report {} is {}; the handler {} the cancellation; last progress {}",
         cancelled.id,
         cancelled.status,
-        if saw_cancel.load(Ordering::SeqCst) {
+        if SAW_CANCEL.load(Ordering::SeqCst) {
             "saw"
         } else {
             "did NOT see"

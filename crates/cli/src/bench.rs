@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use stuckless_core::{JobContext, JobError, NewJob, Storage, TokioClock, Worker};
+use stuckless_core::driver::{QueueStatsGet, Storage};
+use stuckless_core::{Client, JobContext, JobError, NewJob, Worker};
 
 use crate::ops::Report;
 
@@ -50,6 +51,7 @@ pub async fn run(storage: Arc<dyn Storage>, jobs: u32, concurrency: u32) -> anyh
         std::process::id(),
         crate::util::wall_now().as_micros()
     );
+    let client = Client::new(storage.clone());
     let started = Instant::now();
     let mut left = jobs;
     while left > 0 {
@@ -57,31 +59,30 @@ pub async fn run(storage: Arc<dyn Storage>, jobs: u32, concurrency: u32) -> anyh
         let batch = (0..n)
             .map(|_| NewJob::new(&queue, "noop", serde_json::json!({})))
             .collect();
-        storage
-            .job_insert_many(batch)
+        client
+            .enqueue_many(batch)
             .await
             .context("enqueueing the benchmark jobs")?;
         left -= n;
     }
     let enqueue_secs = started.elapsed().as_secs_f64();
 
-    let worker = Worker::builder(
-        format!("{queue}-worker"),
-        storage.clone(),
-        Arc::new(TokioClock::system()),
-    )
-    .queues([queue.clone()])
-    .concurrency(concurrency)
-    .poll_interval(Duration::from_millis(200))
-    .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
-    .build()?;
+    let worker = Worker::builder(format!("{queue}-worker"), storage.clone())
+        .queues([queue.clone()])
+        .concurrency(concurrency)
+        .poll_interval(Duration::from_millis(200))
+        .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
+        .build()?;
     let shutdown = worker.shutdown_handle();
     let started = Instant::now();
     let running = tokio::spawn(worker.run());
     // Bounded: an hour is far beyond any sane run; the check is one query.
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
-        let stats = storage.queue_stats().await.context("reading queue stats")?;
+        let stats = storage
+            .queue_stats(QueueStatsGet {})
+            .await
+            .context("reading queue stats")?;
         let done = stats.iter().find(|q| q.queue == queue).map_or(0, |q| q.succeeded);
         if done >= u64::from(jobs) {
             break;
@@ -107,14 +108,14 @@ pub async fn run(storage: Arc<dyn Storage>, jobs: u32, concurrency: u32) -> anyh
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stuckless_core::{MemStore, Timestamp};
+    use stuckless_core::{MemStore, Timestamp, TokioClock};
 
     #[tokio::test]
     async fn runs_every_job_on_the_model_store() {
         let clock = Arc::new(TokioClock::starting_at(Timestamp::from_secs(1_800_000_000)));
         let store: Arc<dyn Storage> = Arc::new(MemStore::with_clock(clock));
         let report = run(store.clone(), 300, 8).await.unwrap();
-        let stats = store.queue_stats().await.unwrap();
+        let stats = store.queue_stats(QueueStatsGet {}).await.unwrap();
         assert_eq!(stats[0].succeeded, 300);
         assert!(report.human().contains("300 jobs"));
         assert!(run(store, 0, 1).await.is_err());

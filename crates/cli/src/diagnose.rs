@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
-use stuckless_core::{Job, JobEvent, JobId, JobStatus, Storage, StorageError, Timestamp};
+use stuckless_core::driver::{JobEvents, JobGet, Storage, StorageNow, WorkerList};
+use stuckless_core::{Job, JobEvent, JobId, JobStatus, StorageError, Timestamp};
 
 use crate::ops::{worker_view, Report, WorkerView};
 use crate::util::human_duration;
@@ -112,15 +113,15 @@ fn ago(d: Duration) -> String {
 /// Diagnoses job `id` as of the storage's clock.
 pub async fn diagnose(storage: &dyn Storage, id: JobId, stale_after: Duration) -> anyhow::Result<Diagnosis> {
     let unavailable = |e: StorageError| anyhow::anyhow!("could not diagnose job {id}: {e}");
-    let now = storage.storage_now().await.map_err(unavailable)?;
+    let now = storage.storage_now(StorageNow {}).await.map_err(unavailable)?;
     let job = storage
-        .job_get(id)
+        .job_get(JobGet { id })
         .await
         .map_err(unavailable)?
         .ok_or_else(|| anyhow::anyhow!("no job with id {id}"))?;
-    let events = storage.job_events(id).await.map_err(unavailable)?;
+    let events = storage.job_events(JobEvents { id }).await.map_err(unavailable)?;
     let workers: Vec<WorkerView> = storage
-        .worker_list()
+        .worker_list(WorkerList {})
         .await
         .map_err(unavailable)?
         .into_iter()
@@ -444,22 +445,25 @@ impl Report for Diagnosis {
 mod tests {
     use super::*;
     use serde_json::json;
-    use stuckless_core::{ClaimRequest, ManualClock, MemStore, NewJob, WorkerRegistration};
+    use std::sync::Arc;
+    use stuckless_core::driver::{JobClaim, WorkerRegister};
+    use stuckless_core::{Client, ManualClock, MemStore, NewJob};
 
-    async fn setup() -> (ManualClock, MemStore, JobId) {
+    async fn setup() -> (ManualClock, Arc<MemStore>, Client, JobId) {
         let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
-        let s = MemStore::new(clock.clone());
-        let id = s
-            .job_insert(NewJob::new("default", "report", json!({})))
+        let s = Arc::new(MemStore::new(clock.clone()));
+        let c = Client::new(s.clone());
+        let id = c
+            .enqueue_job(NewJob::new("default", "report", json!({})))
             .await
             .unwrap()
             .job
             .id;
-        (clock, s, id)
+        (clock, s, c, id)
     }
 
     async fn register(s: &MemStore, id: &str) {
-        let reg = WorkerRegistration {
+        let reg = WorkerRegister {
             id: id.into(),
             queues: vec!["default".into()],
             concurrency: 1,
@@ -468,8 +472,8 @@ mod tests {
         s.worker_register(reg).await.unwrap();
     }
 
-    fn claim(worker: &str) -> ClaimRequest {
-        ClaimRequest {
+    fn claim(worker: &str) -> JobClaim {
+        JobClaim {
             worker_id: worker.into(),
             queues: vec!["default".into()],
             limit: 1,
@@ -481,34 +485,34 @@ mod tests {
 
     #[tokio::test]
     async fn names_every_case_on_the_model_store() {
-        let (clock, s, id) = setup().await;
-        let d = diagnose(&s, id, STALE).await.unwrap();
+        let (clock, s, c, id) = setup().await;
+        let d = diagnose(&*s, id, STALE).await.unwrap();
         assert_eq!(d.case, Case::NoLiveWorker);
         assert_eq!(d.fix.as_deref(), Some("stuckless worker --queues default"));
         register(&s, "w1").await;
         assert_eq!(
-            diagnose(&s, id, STALE).await.unwrap().case,
+            diagnose(&*s, id, STALE).await.unwrap().case,
             Case::WaitingForCapacity
         );
         s.job_claim(claim("w1")).await.unwrap();
-        let b = diagnose(&s, id, STALE).await.unwrap();
+        let b = diagnose(&*s, id, STALE).await.unwrap();
         assert_eq!((b.case, b.scenario.as_deref()), (Case::SlowButAlive, Some("B")));
         assert!(b.fix.is_none());
         clock.advance(Duration::from_secs(120));
-        assert_eq!(diagnose(&s, id, STALE).await.unwrap().case, Case::WorkerGone);
+        assert_eq!(diagnose(&*s, id, STALE).await.unwrap().case, Case::WorkerGone);
         clock.advance(Duration::from_secs(200));
-        let a = diagnose(&s, id, STALE).await.unwrap();
+        let a = diagnose(&*s, id, STALE).await.unwrap();
         assert_eq!((a.case, a.scenario.as_deref()), (Case::ExpiredLease, Some("A")));
         assert_eq!(a.fix.as_deref(), Some(&*format!("stuckless requeue {id}")));
         assert!(a.human().contains("EXPIRED 20s ago"), "{}", a.human());
         // The suggested fix works and is accepted without --force.
-        crate::ops::requeue(&s, id, false).await.unwrap();
-        let requeued = diagnose(&s, id, STALE).await.unwrap();
+        crate::ops::requeue(&c, id, false).await.unwrap();
+        let requeued = diagnose(&*s, id, STALE).await.unwrap();
         assert_eq!(requeued.events.len(), 1, "the requeue is in the timeline");
-        s.job_cancel(id).await.unwrap();
-        assert_eq!(diagnose(&s, id, STALE).await.unwrap().case, Case::Cancelled);
+        c.cancel(id).await.unwrap();
+        assert_eq!(diagnose(&*s, id, STALE).await.unwrap().case, Case::Cancelled);
         assert_eq!(
-            diagnose(&s, JobId(77), STALE).await.unwrap_err().to_string(),
+            diagnose(&*s, JobId(77), STALE).await.unwrap_err().to_string(),
             "no job with id 77"
         );
     }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stuckless_core::Storage;
+use stuckless_core::driver::{QueueStatsGet, Storage, StorageNow};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -130,7 +130,7 @@ async fn route(r: &Request, e: &Endpoints) -> (u16, &'static str, String) {
     match (r.method.as_str(), r.path.as_str()) {
         ("GET", "/healthz") => (200, text, "ok\n".into()),
         ("GET", "/readyz") => {
-            let db = match tokio::time::timeout(DB_TIMEOUT, e.storage.storage_now()).await {
+            let db = match tokio::time::timeout(DB_TIMEOUT, e.storage.storage_now(StorageNow {})).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(error)) => Err(error.to_string()),
                 Err(_) => Err(format!("no answer within {DB_TIMEOUT:?}")),
@@ -151,7 +151,7 @@ async fn route(r: &Request, e: &Endpoints) -> (u16, &'static str, String) {
             }
         }
         ("GET", "/metrics") => {
-            let stats = tokio::time::timeout(DB_TIMEOUT, e.storage.queue_stats())
+            let stats = tokio::time::timeout(DB_TIMEOUT, e.storage.queue_stats(QueueStatsGet {}))
                 .await
                 .ok()
                 .and_then(Result::ok);

@@ -20,7 +20,8 @@ use std::io::{IsTerminal, Read};
 use std::sync::Arc;
 
 use anyhow::Context;
-use stuckless_core::{Clock, ManualClock, NewJob, Storage};
+use stuckless_core::driver::{Storage, StorageNow};
+use stuckless_core::{Client, Clock, ManualClock, NewJob};
 use stuckless_pg::PgStorage;
 
 use crate::cli::{Cli, Command};
@@ -81,16 +82,16 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             }
             // Validate before connecting, so bad input is reported as such
             // even when the database is down.
-            job.validate().context("invalid job")?;
+            job.check().context("invalid job")?;
             let storage = connect(url).await?;
             if let Some(delay) = args.delay {
                 let now = storage
-                    .storage_now()
+                    .storage_now(StorageNow {})
                     .await
                     .context("reading the database clock")?;
                 job = job.run_at(now + delay);
             }
-            print(&ops::enqueue(&storage, job).await?);
+            print(&ops::enqueue(&Client::new(Arc::new(storage)), job).await?);
         }
         Command::Diagnose(args) => {
             let id = ops::job_id(args.job_id)?;
@@ -113,13 +114,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Requeue(args) => {
             let id = ops::job_id(args.job_id)?;
-            let storage = connect(url).await?;
-            print(&ops::requeue(&storage, id, args.force).await?);
+            let client = Client::new(Arc::new(connect(url).await?));
+            print(&ops::requeue(&client, id, args.force).await?);
         }
         Command::Cancel(args) => {
             let id = ops::job_id(args.job_id)?;
-            let storage = connect(url).await?;
-            print(&ops::cancel(&storage, id).await?);
+            let client = Client::new(Arc::new(connect(url).await?));
+            print(&ops::cancel(&client, id).await?);
         }
         Command::Stats(args) => {
             let storage = connect(url).await?;

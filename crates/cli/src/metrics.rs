@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stuckless_core::{Observer, QueueStats, WorkerEvent};
+use stuckless_core::driver::QueueStats;
+use stuckless_core::{Observer, WorkerEvent};
 
 /// Counter names and help, in output order.
 const COUNTERS: &[(&str, &str)] = &[
@@ -264,7 +265,8 @@ pub fn parse_exposition(text: &str) -> Result<BTreeMap<String, f64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stuckless_core::{AttemptRef, Epoch, JobId, ReapOutcome};
+    use stuckless_core::driver::ReapOutcome;
+    use stuckless_core::{AttemptRef, Epoch, JobId};
 
     #[test]
     fn events_become_parseable_series() {

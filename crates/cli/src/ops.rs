@@ -1,14 +1,15 @@
-//! Operator commands, written against the `Storage` trait so they run (and are
-//! unit-tested) on the in-memory store as well as on Postgres.
+//! Operator commands, written against `Client` and the `Storage` trait so they
+//! run (and are unit-tested) on the in-memory store as well as on Postgres.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use stuckless_core::{
-    Job, JobId, NewJob, QueueStats, ReapOutcome, Storage, StorageError, Timestamp, WorkerRecord,
+use stuckless_core::driver::{
+    JobReapExpired, QueueStats, QueueStatsGet, ReapOutcome, Storage, StorageNow, WorkerList, WorkerRecord,
 };
+use stuckless_core::{Client, Job, JobId, NewJob, StorageError, Timestamp};
 
 use crate::util::human_duration;
 
@@ -75,9 +76,9 @@ pub fn parse_payload(text: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 /// `enqueue`: inserts `job`.
-pub async fn enqueue(storage: &dyn Storage, job: NewJob) -> anyhow::Result<JobChanged> {
-    let outcome = storage
-        .job_insert(job)
+pub async fn enqueue(client: &Client, job: NewJob) -> anyhow::Result<JobChanged> {
+    let outcome = client
+        .enqueue_job(job)
         .await
         .map_err(|e| explain(e, "could not enqueue"))?;
     Ok(JobChanged {
@@ -92,9 +93,9 @@ pub async fn enqueue(storage: &dyn Storage, job: NewJob) -> anyhow::Result<JobCh
 }
 
 /// `cancel`: cancels a queued or running job.
-pub async fn cancel(storage: &dyn Storage, id: JobId) -> anyhow::Result<JobChanged> {
-    let job = storage
-        .job_cancel(id)
+pub async fn cancel(client: &Client, id: JobId) -> anyhow::Result<JobChanged> {
+    let job = client
+        .cancel(id)
         .await
         .map_err(|e| explain(e, &format!("could not cancel job {id}")))?;
     Ok(JobChanged {
@@ -104,8 +105,8 @@ pub async fn cancel(storage: &dyn Storage, id: JobId) -> anyhow::Result<JobChang
 }
 
 /// `requeue`: a dead or lease-expired job back to queued; `force` revokes a live lease.
-pub async fn requeue(storage: &dyn Storage, id: JobId, force: bool) -> anyhow::Result<JobChanged> {
-    let job = storage.job_requeue(id, force).await.map_err(|e| match e {
+pub async fn requeue(client: &Client, id: JobId, force: bool) -> anyhow::Result<JobChanged> {
+    let job = client.requeue(id, force).await.map_err(|e| match e {
         StorageError::WrongStatus { status: stuckless_core::JobStatus::Running, .. } => anyhow::anyhow!(
             "job {id} is running with a live lease: its worker may still be working on it. \
              Check `stuckless diagnose {id}`; to revoke the lease anyway run `stuckless requeue {id} --force` \
@@ -148,7 +149,7 @@ pub async fn reap(storage: &dyn Storage, limit: u32) -> anyhow::Result<Reaped> {
         bail!("--limit must be at least 1");
     }
     let outcome = storage
-        .job_reap_expired(limit)
+        .job_reap_expired(JobReapExpired { limit })
         .await
         .map_err(|e| explain(e, "could not reap"))?;
     Ok(Reaped { outcome })
@@ -218,11 +219,11 @@ impl Report for Workers {
 /// `workers`: lists the registry with liveness.
 pub async fn workers(storage: &dyn Storage, stale_after: Duration) -> anyhow::Result<Workers> {
     let now = storage
-        .storage_now()
+        .storage_now(StorageNow {})
         .await
         .map_err(|e| explain(e, "could not read the database clock"))?;
     let list = storage
-        .worker_list()
+        .worker_list(WorkerList {})
         .await
         .map_err(|e| explain(e, "could not list workers"))?;
     Ok(Workers {
@@ -292,7 +293,7 @@ impl Report for Stats {
 /// `stats`: per-queue counts and worker liveness.
 pub async fn stats(storage: &dyn Storage, stale_after: Duration) -> anyhow::Result<Stats> {
     let queues = storage
-        .queue_stats()
+        .queue_stats(QueueStatsGet {})
         .await
         .map_err(|e| explain(e, "could not read queue stats"))?;
     let w = workers(storage, stale_after).await?;
@@ -309,15 +310,18 @@ pub async fn stats(storage: &dyn Storage, stale_after: Duration) -> anyhow::Resu
 mod tests {
     use super::*;
     use serde_json::json;
-    use stuckless_core::{ClaimRequest, JobStatus, ManualClock, MemStore, WorkerRegistration};
+    use std::sync::Arc;
+    use stuckless_core::driver::{JobClaim, WorkerRegister};
+    use stuckless_core::{JobStatus, ManualClock, MemStore};
 
-    fn store() -> (ManualClock, MemStore) {
+    fn store() -> (ManualClock, Arc<MemStore>, Client) {
         let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
-        (clock.clone(), MemStore::new(clock))
+        let s = Arc::new(MemStore::new(clock.clone()));
+        (clock, s.clone(), Client::new(s))
     }
 
-    fn claim(worker: &str) -> ClaimRequest {
-        ClaimRequest {
+    fn claim(worker: &str) -> JobClaim {
+        JobClaim {
             worker_id: worker.into(),
             queues: vec!["default".into()],
             limit: 10,
@@ -327,24 +331,24 @@ mod tests {
 
     #[tokio::test]
     async fn requeue_refuses_a_live_lease_unless_forced() {
-        let (clock, s) = store();
-        let out = enqueue(&s, NewJob::new("default", "k", json!({}))).await.unwrap();
+        let (clock, s, c) = store();
+        let out = enqueue(&c, NewJob::new("default", "k", json!({}))).await.unwrap();
         let id = out.job.id;
         s.job_claim(claim("w1")).await.unwrap();
-        let err = requeue(&s, id, false).await.unwrap_err().to_string();
+        let err = requeue(&c, id, false).await.unwrap_err().to_string();
         assert!(err.contains("live lease") && err.contains("--force"), "{err}");
         clock.advance(Duration::from_secs(31));
-        let done = requeue(&s, id, false).await.unwrap();
+        let done = requeue(&c, id, false).await.unwrap();
         assert_eq!(done.job.status, JobStatus::Queued);
         assert!(done.human().starts_with("requeued: job 1"), "{}", done.human());
     }
 
     #[tokio::test]
     async fn unknown_ids_and_bad_input_are_clear_errors() {
-        let (_, s) = store();
+        let (_, s, c) = store();
         for err in [
-            cancel(&s, JobId(99)).await.unwrap_err(),
-            requeue(&s, JobId(99), true).await.unwrap_err(),
+            cancel(&c, JobId(99)).await.unwrap_err(),
+            requeue(&c, JobId(99), true).await.unwrap_err(),
         ] {
             assert_eq!(err.to_string(), "no job with id 99");
         }
@@ -353,20 +357,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not valid JSON"));
-        let bad = enqueue(&s, NewJob::new("bad queue!", "k", json!({})))
+        let bad = enqueue(&c, NewJob::new("bad queue!", "k", json!({})))
             .await
             .unwrap_err();
         assert!(format!("{bad:#}").contains("invalid queue"), "{bad:#}");
-        assert!(reap(&s, 0).await.is_err());
+        assert!(reap(&*s, 0).await.is_err());
     }
 
     #[tokio::test]
     async fn stats_and_workers_judge_liveness_by_the_storage_clock() {
-        let (clock, s) = store();
-        enqueue(&s, NewJob::new("default", "k", json!({}))).await.unwrap();
-        enqueue(&s, NewJob::new("default", "k", json!({}))).await.unwrap();
+        let (clock, s, c) = store();
+        enqueue(&c, NewJob::new("default", "k", json!({}))).await.unwrap();
+        enqueue(&c, NewJob::new("default", "k", json!({}))).await.unwrap();
         for id in ["old", "new"] {
-            s.worker_register(WorkerRegistration {
+            s.worker_register(WorkerRegister {
                 id: id.into(),
                 queues: vec!["default".into()],
                 concurrency: 2,
@@ -376,14 +380,14 @@ mod tests {
             .unwrap();
             clock.advance(Duration::from_secs(100));
         }
-        s.job_claim(ClaimRequest {
+        s.job_claim(JobClaim {
             limit: 1,
             ..claim("new")
         })
         .await
         .unwrap();
         clock.advance(Duration::from_secs(40));
-        let st = stats(&s, Duration::from_secs(150)).await.unwrap();
+        let st = stats(&*s, Duration::from_secs(150)).await.unwrap();
         assert_eq!((st.workers_alive, st.workers_stale), (1, 1));
         assert_eq!(st.queues[0].due, 1);
         assert_eq!(st.queues[0].running_expired, 1);
@@ -391,13 +395,13 @@ mod tests {
         assert!(text.contains("workers: 1 alive, 1 stale"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&st.render(true)).unwrap();
         assert_eq!(json["queues"][0]["running_expired"], 1);
-        let w = workers(&s, Duration::from_secs(150)).await.unwrap();
+        let w = workers(&*s, Duration::from_secs(150)).await.unwrap();
         assert_eq!(
             w.workers.iter().map(|w| w.alive).collect::<Vec<_>>(),
             vec![true, false]
         );
         assert!(w.human().contains("stale"));
-        let r = reap(&s, 10).await.unwrap();
+        let r = reap(&*s, 10).await.unwrap();
         assert_eq!(r.outcome.requeued.len(), 1);
         assert!(r.human().contains("requeued [1]"), "{}", r.human());
     }

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
-use stuckless_core::{Job, JobEvent, JobEventKind, JobId, JobStatus, Storage, Timestamp};
+use stuckless_core::driver::{JobGet, Storage, StorageNow};
+use stuckless_core::{Job, JobEvent, JobEventKind, JobId, JobStatus, Timestamp};
 use stuckless_pg::PgStorage;
 use stuckless_timeline::{
     reconstruct, render_svg, Finish, Frame, Mark, MarkKind, Timeline, TimelineEvent, CLAIM_NOT_LOGGED,
@@ -107,7 +108,7 @@ pub async fn run(
     limit: u32,
 ) -> anyhow::Result<TimelineReport> {
     let now = storage
-        .storage_now()
+        .storage_now(StorageNow {})
         .await
         .context("reading the database clock")?;
     let since_t = parse_instant(since, now).context("invalid --since")?;
@@ -148,7 +149,11 @@ pub async fn run(
     .context("reading jobs idle since before --since")?;
     truncated |= idle.len() as u64 >= u64::from(limit);
     for id in idle {
-        if let Some(job) = storage.job_get(JobId(id)).await.context("reading a job")? {
+        if let Some(job) = storage
+            .job_get(JobGet { id: JobId(id) })
+            .await
+            .context("reading a job")?
+        {
             jobs.insert(job.id, job);
         }
     }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde_json::json;
-use stuckless_core::{Handler, Storage, TokioClock, Worker, WorkerBuilder};
+use stuckless_core::driver::Storage;
+use stuckless_core::{Handler, Worker, WorkerBuilder};
 use stuckless_pg::{PgStorage, PgWaker};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -69,7 +70,7 @@ pub fn plan(args: &WorkerArgs) -> anyhow::Result<Plan> {
     let id = args.worker_id.clone().unwrap_or_else(default_worker_id);
     let clock = stuckless_core::ManualClock::new(stuckless_core::Timestamp::UNIX_EPOCH);
     let store = Arc::new(stuckless_core::MemStore::new(clock.clone()));
-    let mut dry = settings(Worker::builder(id, store, Arc::new(clock)), args, &plan);
+    let mut dry = settings(Worker::builder(id, store).clock(Arc::new(clock)), args, &plan);
     for (kind, _) in &plan.handlers {
         dry = dry.handler(kind.clone(), handlers::noop);
     }
@@ -117,11 +118,7 @@ pub async fn run(args: WorkerArgs, plan: Plan, storage: PgStorage) -> anyhow::Re
     let storage_arc: Arc<dyn Storage> = Arc::new(storage.clone());
     let waker = PgWaker::start(storage.pool().clone(), args.queues.clone());
     let mut builder = settings(
-        Worker::builder(
-            worker_id.clone(),
-            storage_arc.clone(),
-            Arc::new(TokioClock::system()),
-        ),
+        Worker::builder(worker_id.clone(), storage_arc.clone()),
         &args,
         &plan,
     )

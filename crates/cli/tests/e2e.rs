@@ -5,7 +5,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use stuckless_core::{JobEventKind, JobId, JobStatus, Storage};
+use stuckless_core::driver::{JobEvents, JobGet, Storage, WorkerList};
+use stuckless_core::{JobEventKind, JobId, JobStatus};
 use stuckless_tests::TestDb;
 
 struct Env {
@@ -43,7 +44,7 @@ impl Env {
 
     fn job(&self, id: JobId) -> stuckless_core::Job {
         self.rt
-            .block_on(self.db.storage().job_get(id))
+            .block_on(self.db.storage().job_get(JobGet { id }))
             .unwrap()
             .expect("job exists")
     }
@@ -54,7 +55,7 @@ impl Env {
 
     fn events(&self, id: JobId) -> Vec<JobEventKind> {
         self.rt
-            .block_on(self.db.storage().job_events(id))
+            .block_on(self.db.storage().job_events(JobEvents { id }))
             .unwrap()
             .into_iter()
             .map(|e| e.kind)
@@ -128,7 +129,10 @@ fn sigterm_releases_the_long_job_and_a_second_worker_finishes_it() {
     assert_eq!(line["worker_id"], "w-term-a");
     assert_eq!(line["epoch"], "1");
     assert_eq!(line["attempt"], 1);
-    let registry = env.rt.block_on(env.db.storage().worker_list()).unwrap();
+    let registry = env
+        .rt
+        .block_on(env.db.storage().worker_list(WorkerList {}))
+        .unwrap();
     assert!(registry.iter().all(|w| w.id != "w-term-a"), "A deregistered");
 
     let _b = WorkerProc::start(&env.url(), "w-term-b", &[]);

@@ -2,30 +2,15 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::job::{Epoch, JobId, JobStatus};
-
-/// Input that no storage will accept; nothing was written.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {field}: {reason}")]
-pub struct ValidationError {
-    /// The offending field.
-    pub field: &'static str,
-    /// Why it was refused.
-    pub reason: String,
-}
-
-impl ValidationError {
-    /// An error about `field`.
-    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        ValidationError {
-            field,
-            reason: reason.into(),
-        }
-    }
-}
+use crate::validate::intern;
+pub use crate::validate::ValidationError;
 
 /// Why a storage operation did not happen.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(into = "OwnedStorageError")]
 pub enum StorageError {
     /// No job has this id.
     #[error("job {0} not found")]
@@ -68,6 +53,91 @@ pub enum StorageError {
     /// Anything else the storage reported.
     #[error("storage error: {0}")]
     Other(String),
+}
+
+/// [`StorageError`] with owned names, as it crosses a wire.
+#[derive(Serialize, Deserialize)]
+enum OwnedStorageError {
+    NotFound(JobId),
+    StaleEpoch {
+        id: JobId,
+        presented: Epoch,
+        current: Epoch,
+    },
+    WrongStatus {
+        id: JobId,
+        status: JobStatus,
+        operation: String,
+        expected: String,
+    },
+    WorkerNotFound(String),
+    Invalid(ValidationError),
+    Unavailable(String),
+    Other(String),
+}
+
+impl From<OwnedStorageError> for StorageError {
+    fn from(e: OwnedStorageError) -> Self {
+        match e {
+            OwnedStorageError::NotFound(id) => StorageError::NotFound(id),
+            OwnedStorageError::StaleEpoch {
+                id,
+                presented,
+                current,
+            } => StorageError::StaleEpoch {
+                id,
+                presented,
+                current,
+            },
+            OwnedStorageError::WrongStatus {
+                id,
+                status,
+                operation,
+                expected,
+            } => StorageError::WrongStatus {
+                id,
+                status,
+                operation: intern(&operation),
+                expected: intern(&expected),
+            },
+            OwnedStorageError::WorkerNotFound(w) => StorageError::WorkerNotFound(w),
+            OwnedStorageError::Invalid(v) => StorageError::Invalid(v),
+            OwnedStorageError::Unavailable(m) => StorageError::Unavailable(m),
+            OwnedStorageError::Other(m) => StorageError::Other(m),
+        }
+    }
+}
+
+impl From<StorageError> for OwnedStorageError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound(id) => OwnedStorageError::NotFound(id),
+            StorageError::StaleEpoch {
+                id,
+                presented,
+                current,
+            } => OwnedStorageError::StaleEpoch {
+                id,
+                presented,
+                current,
+            },
+            StorageError::WrongStatus {
+                id,
+                status,
+                operation,
+                expected,
+            } => OwnedStorageError::WrongStatus {
+                id,
+                status,
+                operation: operation.to_owned(),
+                expected: expected.to_owned(),
+            },
+            StorageError::WorkerNotFound(w) => OwnedStorageError::WorkerNotFound(w),
+            StorageError::Invalid(v) => OwnedStorageError::Invalid(v),
+            StorageError::Unavailable(m) => OwnedStorageError::Unavailable(m),
+            StorageError::Other(m) => OwnedStorageError::Other(m),
+        }
+    }
 }
 
 impl StorageError {
@@ -156,4 +226,12 @@ pub enum WorkerError {
     /// Registration failed and the worker did not start.
     #[error("could not register worker: {0}")]
     Register(#[source] StorageError),
+}
+
+// Derived by hand: serde would tie a derived impl's `'de` to the `'static`
+// names inside.
+impl<'de> Deserialize<'de> for StorageError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        OwnedStorageError::deserialize(d).map(Into::into)
+    }
 }

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::ValidationError;
 use crate::time::Timestamp;
+use crate::validate::{validate_json, validate_name, ValidationError};
 
 /// A job's identity: assigned by the storage, increasing in insertion order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -162,7 +162,13 @@ pub struct Job {
     pub claimed_at: Option<Timestamp>,
     /// Latest successful heartbeat of the latest attempt.
     pub heartbeat_at: Option<Timestamp>,
-    /// Latest progress the handler reported.
+    /// Latest progress the handler reported. A JSON `null` is a value here,
+    /// distinct from no progress, on the wire too.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::job::some_json"
+    )]
     pub progress: Option<Value>,
     /// Error of the latest failed attempt.
     pub last_error: Option<String>,
@@ -176,32 +182,7 @@ pub struct Job {
     pub finished_at: Option<Timestamp>,
 }
 
-/// Limits every storage enforces on input, so bad input is refused the same
-/// way everywhere and before anything is written.
-pub mod limits {
-    /// Longest queue or kind name, in bytes.
-    pub const MAX_NAME_BYTES: usize = 128;
-    /// Longest idempotency key, in bytes.
-    pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
-    /// Largest payload, as compact JSON, in bytes (1 MiB).
-    pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
-    /// Largest progress value, as compact JSON, in bytes (64 KiB).
-    pub const MAX_PROGRESS_BYTES: usize = 64 * 1024;
-    /// Longest stored error message, in bytes; longer ones are truncated.
-    pub const MAX_ERROR_BYTES: usize = 4096;
-    /// Default attempts before a job is dead.
-    pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
-    /// Most attempts a job may allow.
-    pub const MAX_MAX_ATTEMPTS: i32 = 1000;
-    /// Earliest `run_at`: 0001-01-01T00:00:00Z. Postgres `timestamptz` cannot
-    /// hold every `i64` of microseconds, so every storage refuses the same range.
-    pub const MIN_TIMESTAMP_MICROS: i64 = -62_135_596_800_000_000;
-    /// Latest `run_at`: 9999-12-31T23:59:59.999999Z.
-    pub const MAX_TIMESTAMP_MICROS: i64 = 253_402_300_799_999_999;
-    /// Longest lease or retry delay: 100 years of 365 days. Longer ones would
-    /// push a time past what every storage can represent.
-    pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
-}
+pub use crate::validate::limits;
 
 /// A job to enqueue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -260,8 +241,15 @@ impl NewJob {
         self
     }
 
-    /// Checks every field against [`limits`]; every storage calls this first.
-    pub fn validate(&self) -> Result<(), ValidationError> {
+    /// Checks every field against [`limits`]: the only way to get the
+    /// [`ValidJob`] a storage inserts.
+    pub fn validate(self) -> Result<ValidJob, ValidationError> {
+        self.check()?;
+        Ok(ValidJob(self))
+    }
+
+    /// Checks every field against [`limits`] without consuming the job.
+    pub fn check(&self) -> Result<(), ValidationError> {
         validate_name("queue", &self.queue)?;
         validate_name("kind", &self.kind)?;
         validate_json("payload", &self.payload, limits::MAX_PAYLOAD_BYTES)?;
@@ -308,66 +296,50 @@ impl NewJob {
     }
 }
 
-/// Checks a queue or kind name: 1 to 128 bytes of `[A-Za-z0-9_.:-]`.
-pub fn validate_name(field: &'static str, name: &str) -> Result<(), ValidationError> {
-    if name.is_empty() {
-        return Err(ValidationError::new(field, "must not be empty"));
-    }
-    if name.len() > limits::MAX_NAME_BYTES {
-        return Err(ValidationError::new(
-            field,
-            format!(
-                "must be at most {} bytes, got {}",
-                limits::MAX_NAME_BYTES,
-                name.len()
-            ),
-        ));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
-    {
-        return Err(ValidationError::new(
-            field,
-            format!("may hold only ASCII letters, digits and _ - . : (found {bad:?})"),
-        ));
-    }
-    Ok(())
+/// Reads a present JSON value, `null` included, as `Some`: serde would read
+/// a `null` into `Option<Value>` as `None` and lose a stored JSON null.
+/// Guards the gap the simulator's conformance run over its network found.
+pub(crate) fn some_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
-/// Checks a lease or delay against [`limits::MAX_DURATION`].
-pub fn validate_duration(field: &'static str, d: std::time::Duration) -> Result<(), ValidationError> {
-    if d > limits::MAX_DURATION {
-        return Err(ValidationError::new(
-            field,
-            format!("must be at most 100 years, got {} s", d.as_secs()),
-        ));
+/// A [`NewJob`] that passed [`NewJob::validate`]: the only input a storage's
+/// insert accepts, so none can forget the checks. Deserializing one checks
+/// it again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "NewJob", into = "NewJob")]
+pub struct ValidJob(NewJob);
+
+impl ValidJob {
+    /// The job's fields.
+    pub fn get(&self) -> &NewJob {
+        &self.0
     }
-    Ok(())
+
+    /// The job's fields, by value.
+    pub fn into_inner(self) -> NewJob {
+        self.0
+    }
 }
 
-/// Checks a JSON value's size and that no string in it holds NUL, which
-/// Postgres `jsonb` cannot store.
-pub fn validate_json(field: &'static str, value: &Value, max_bytes: usize) -> Result<(), ValidationError> {
-    fn has_nul(v: &Value) -> bool {
-        match v {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items.iter().any(has_nul),
-            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-            _ => false,
-        }
+impl std::ops::Deref for ValidJob {
+    type Target = NewJob;
+    fn deref(&self) -> &NewJob {
+        &self.0
     }
-    if has_nul(value) {
-        return Err(ValidationError::new(field, "contains a NUL character (\\u0000)"));
+}
+
+impl TryFrom<NewJob> for ValidJob {
+    type Error = ValidationError;
+    fn try_from(job: NewJob) -> Result<Self, ValidationError> {
+        job.validate()
     }
-    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size > max_bytes {
-        return Err(ValidationError::new(
-            field,
-            format!("is {size} bytes as JSON; the limit is {max_bytes}"),
-        ));
+}
+
+impl From<ValidJob> for NewJob {
+    fn from(job: ValidJob) -> NewJob {
+        job.0
     }
-    Ok(())
 }
 
 /// Shortens an error message to [`limits::MAX_ERROR_BYTES`] on a char boundary
@@ -494,6 +466,26 @@ impl ClaimedJob {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_json_null_progress_survives_serde() {
+        let heartbeat = crate::driver::JobHeartbeat {
+            id: JobId(1),
+            epoch: Epoch(1),
+            lease: std::time::Duration::from_secs(1),
+            progress: Some(Value::Null),
+        };
+        let back: crate::driver::JobHeartbeat =
+            serde_json::from_str(&serde_json::to_string(&heartbeat).unwrap()).unwrap();
+        assert_eq!(back.progress, Some(Value::Null));
+        let none = crate::driver::JobHeartbeat {
+            progress: None,
+            ..heartbeat
+        };
+        let back: crate::driver::JobHeartbeat =
+            serde_json::from_str(&serde_json::to_string(&none).unwrap()).unwrap();
+        assert_eq!(back.progress, None);
+    }
 
     #[test]
     fn terminal_states_have_no_exit() {

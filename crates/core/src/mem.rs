@@ -6,18 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 
 use crate::clock::Clock;
+use crate::driver::*;
 use crate::error::StorageError;
-use crate::job::{clamp_error, ClaimedJob, Epoch, Job, JobEvent, JobEventKind, JobId, JobStatus, NewJob};
-use crate::storage::{
-    is_reapable, validate_heartbeat, ClaimRequest, CompleteOutcome, FailOutcome, FailRequest, InsertOutcome,
-    QueueStats, ReapOutcome, Storage, StorageResult, WorkerRecord, WorkerRegistration,
-};
+use crate::job::{clamp_error, ClaimedJob, Epoch, Job, JobEvent, JobEventKind, JobId, JobStatus, ValidJob};
 use crate::time::Timestamp;
 
 /// The in-memory storage.
@@ -135,7 +130,8 @@ impl State {
         Ok(job)
     }
 
-    fn insert(&mut self, happy: bool, new: NewJob, now: Timestamp) -> InsertOutcome {
+    fn insert(&mut self, happy: bool, new: ValidJob, now: Timestamp) -> InsertOutcome {
+        let new = new.into_inner();
         if let Some(existing) = new
             .idempotency_key
             .as_ref()
@@ -223,16 +219,15 @@ fn to_dead(job: &mut Job, now: Timestamp) {
 
 #[async_trait]
 impl Storage for MemStore {
-    async fn job_insert(&self, job: NewJob) -> StorageResult<InsertOutcome> {
-        job.validate()?;
+    async fn job_insert(&self, JobInsert { job }: JobInsert) -> StorageResult<InsertOutcome> {
         let now = self.clock.now();
         Ok(self.lock().insert(self.happy_path_events, job, now))
     }
 
-    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StorageResult<Vec<InsertOutcome>> {
-        for job in &jobs {
-            job.validate()?;
-        }
+    async fn job_insert_many(
+        &self,
+        JobInsertMany { jobs }: JobInsertMany,
+    ) -> StorageResult<Vec<InsertOutcome>> {
         let now = self.clock.now();
         let mut state = self.lock();
         Ok(jobs
@@ -241,7 +236,7 @@ impl Storage for MemStore {
             .collect())
     }
 
-    async fn job_claim(&self, request: ClaimRequest) -> StorageResult<Vec<ClaimedJob>> {
+    async fn job_claim(&self, request: JobClaim) -> StorageResult<Vec<ClaimedJob>> {
         request.validate()?;
         let now = self.clock.now();
         let mut state = self.lock();
@@ -278,14 +273,14 @@ impl Storage for MemStore {
         Ok(claimed)
     }
 
-    async fn job_heartbeat(
-        &self,
-        id: JobId,
-        epoch: Epoch,
-        lease: Duration,
-        progress: Option<Value>,
-    ) -> StorageResult<Timestamp> {
-        validate_heartbeat(lease, progress.as_ref())?;
+    async fn job_heartbeat(&self, request: JobHeartbeat) -> StorageResult<Timestamp> {
+        request.validate()?;
+        let JobHeartbeat {
+            id,
+            epoch,
+            lease,
+            progress,
+        } = request;
         let now = self.clock.now();
         let mut state = self.lock();
         let job = state.fenced(id, epoch, "heartbeat")?;
@@ -299,25 +294,26 @@ impl Storage for MemStore {
         Ok(expires)
     }
 
-    async fn job_complete(&self, id: JobId, epoch: Epoch) -> StorageResult<CompleteOutcome> {
+    async fn job_complete(&self, JobComplete { id, epoch }: JobComplete) -> StorageResult<CompleteOutcome> {
         let now = self.clock.now();
         self.lock().complete(self.happy_path_events, id, epoch, now)
     }
 
     async fn job_complete_many(
         &self,
-        jobs: Vec<(JobId, Epoch)>,
+        JobCompleteMany { jobs }: JobCompleteMany,
     ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
         let now = self.clock.now();
         let mut state = self.lock();
         Ok(jobs
             .into_iter()
-            .map(|(id, epoch)| state.complete(self.happy_path_events, id, epoch, now))
+            .map(|c| state.complete(self.happy_path_events, c.id, c.epoch, now))
             .collect())
     }
 
-    async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
+    async fn job_fail(&self, request: JobFail) -> StorageResult<FailOutcome> {
         request.validate()?;
+        let JobFail { id, epoch, .. } = request;
         let now = self.clock.now();
         let mut state = self.lock();
         let job = state.fenced(id, epoch, "fail")?;
@@ -349,7 +345,7 @@ impl Storage for MemStore {
         Ok(outcome)
     }
 
-    async fn job_release(&self, id: JobId, epoch: Epoch) -> StorageResult<()> {
+    async fn job_release(&self, JobRelease { id, epoch }: JobRelease) -> StorageResult<()> {
         let now = self.clock.now();
         let mut state = self.lock();
         let job = state.fenced(id, epoch, "release")?;
@@ -367,7 +363,7 @@ impl Storage for MemStore {
         Ok(())
     }
 
-    async fn job_reap_expired(&self, limit: u32) -> StorageResult<ReapOutcome> {
+    async fn job_reap_expired(&self, JobReapExpired { limit }: JobReapExpired) -> StorageResult<ReapOutcome> {
         let now = self.clock.now();
         let mut state = self.lock();
         let expired: Vec<JobId> = state
@@ -401,7 +397,7 @@ impl Storage for MemStore {
         Ok(outcome)
     }
 
-    async fn job_cancel(&self, id: JobId) -> StorageResult<Job> {
+    async fn job_cancel(&self, JobCancel { id }: JobCancel) -> StorageResult<Job> {
         let now = self.clock.now();
         let mut state = self.lock();
         let job = state.jobs.get_mut(&id).ok_or(StorageError::NotFound(id))?;
@@ -426,7 +422,7 @@ impl Storage for MemStore {
         Ok(job)
     }
 
-    async fn job_requeue(&self, id: JobId, force: bool) -> StorageResult<Job> {
+    async fn job_requeue(&self, JobRequeue { id, force }: JobRequeue) -> StorageResult<Job> {
         let now = self.clock.now();
         let mut state = self.lock();
         let job = state.jobs.get_mut(&id).ok_or(StorageError::NotFound(id))?;
@@ -464,15 +460,15 @@ impl Storage for MemStore {
         Ok(job)
     }
 
-    async fn job_get(&self, id: JobId) -> StorageResult<Option<Job>> {
+    async fn job_get(&self, JobGet { id }: JobGet) -> StorageResult<Option<Job>> {
         Ok(self.lock().jobs.get(&id).cloned())
     }
 
-    async fn job_events(&self, id: JobId) -> StorageResult<Vec<JobEvent>> {
+    async fn job_events(&self, JobEvents { id }: JobEvents) -> StorageResult<Vec<JobEvent>> {
         Ok(self.lock().events.get(&id).cloned().unwrap_or_default())
     }
 
-    async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
+    async fn worker_register(&self, worker: WorkerRegister) -> StorageResult<()> {
         worker.validate()?;
         let now = self.clock.now();
         self.lock().workers.insert(
@@ -490,28 +486,31 @@ impl Storage for MemStore {
         Ok(())
     }
 
-    async fn worker_heartbeat(&self, id: &str, in_flight: u32) -> StorageResult<()> {
+    async fn worker_heartbeat(
+        &self,
+        WorkerHeartbeat { id, in_flight }: WorkerHeartbeat,
+    ) -> StorageResult<()> {
         let now = self.clock.now();
         let mut state = self.lock();
         let worker = state
             .workers
-            .get_mut(id)
-            .ok_or_else(|| StorageError::WorkerNotFound(id.to_owned()))?;
+            .get_mut(&id)
+            .ok_or_else(|| StorageError::WorkerNotFound(id.clone()))?;
         worker.last_heartbeat_at = now;
         worker.in_flight = in_flight;
         Ok(())
     }
 
-    async fn worker_deregister(&self, id: &str) -> StorageResult<()> {
-        self.lock().workers.remove(id);
+    async fn worker_deregister(&self, WorkerDeregister { id }: WorkerDeregister) -> StorageResult<()> {
+        self.lock().workers.remove(&id);
         Ok(())
     }
 
-    async fn worker_list(&self) -> StorageResult<Vec<WorkerRecord>> {
+    async fn worker_list(&self, _: WorkerList) -> StorageResult<Vec<WorkerRecord>> {
         Ok(self.lock().workers.values().cloned().collect())
     }
 
-    async fn queue_stats(&self) -> StorageResult<Vec<QueueStats>> {
+    async fn queue_stats(&self, _: QueueStatsGet) -> StorageResult<Vec<QueueStats>> {
         let now = self.clock.now();
         let state = self.lock();
         let mut stats: BTreeMap<&str, QueueStats> = BTreeMap::new();
@@ -537,77 +536,7 @@ impl Storage for MemStore {
         Ok(stats.into_values().collect())
     }
 
-    async fn storage_now(&self) -> StorageResult<Timestamp> {
+    async fn storage_now(&self, _: StorageNow) -> StorageResult<Timestamp> {
         Ok(self.clock.now())
-    }
-}
-
-#[async_trait]
-impl<S: Storage + ?Sized> Storage for Arc<S> {
-    async fn job_insert(&self, job: NewJob) -> StorageResult<InsertOutcome> {
-        (**self).job_insert(job).await
-    }
-    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StorageResult<Vec<InsertOutcome>> {
-        (**self).job_insert_many(jobs).await
-    }
-    async fn job_claim(&self, request: ClaimRequest) -> StorageResult<Vec<ClaimedJob>> {
-        (**self).job_claim(request).await
-    }
-    async fn job_heartbeat(
-        &self,
-        id: JobId,
-        epoch: Epoch,
-        lease: Duration,
-        progress: Option<Value>,
-    ) -> StorageResult<Timestamp> {
-        (**self).job_heartbeat(id, epoch, lease, progress).await
-    }
-    async fn job_complete(&self, id: JobId, epoch: Epoch) -> StorageResult<CompleteOutcome> {
-        (**self).job_complete(id, epoch).await
-    }
-    async fn job_complete_many(
-        &self,
-        jobs: Vec<(JobId, Epoch)>,
-    ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
-        (**self).job_complete_many(jobs).await
-    }
-    async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
-        (**self).job_fail(id, epoch, request).await
-    }
-    async fn job_release(&self, id: JobId, epoch: Epoch) -> StorageResult<()> {
-        (**self).job_release(id, epoch).await
-    }
-    async fn job_reap_expired(&self, limit: u32) -> StorageResult<ReapOutcome> {
-        (**self).job_reap_expired(limit).await
-    }
-    async fn job_cancel(&self, id: JobId) -> StorageResult<Job> {
-        (**self).job_cancel(id).await
-    }
-    async fn job_requeue(&self, id: JobId, force: bool) -> StorageResult<Job> {
-        (**self).job_requeue(id, force).await
-    }
-    async fn job_get(&self, id: JobId) -> StorageResult<Option<Job>> {
-        (**self).job_get(id).await
-    }
-    async fn job_events(&self, id: JobId) -> StorageResult<Vec<JobEvent>> {
-        (**self).job_events(id).await
-    }
-    async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
-        (**self).worker_register(worker).await
-    }
-    async fn worker_heartbeat(&self, id: &str, in_flight: u32) -> StorageResult<()> {
-        (**self).worker_heartbeat(id, in_flight).await
-    }
-    async fn worker_deregister(&self, id: &str) -> StorageResult<()> {
-        (**self).worker_deregister(id).await
-    }
-    async fn worker_list(&self) -> StorageResult<Vec<WorkerRecord>> {
-        (**self).worker_list().await
-    }
-    async fn queue_stats(&self) -> StorageResult<Vec<QueueStats>> {
-        (**self).queue_stats().await
-    }
-    async fn storage_now(&self) -> StorageResult<Timestamp> {
-        (**self).storage_now().await
     }
 }

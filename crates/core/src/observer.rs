@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crate::driver::ReapOutcome;
 use crate::handler::CancelReason;
 use crate::job::{Epoch, JobId};
-use crate::storage::ReapOutcome;
 
 /// Identifies one attempt in a [`WorkerEvent`].
 #[derive(Clone, Debug, PartialEq, Eq)]

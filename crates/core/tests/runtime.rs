@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use serde_json::Value;
+use stuckless_core::driver::{
+    CompleteOutcome, Flow, Hook, Hooked, JobCancel, JobClaim, JobComplete, JobEvents, JobGet, JobRequeue, Op,
+    Storage, WorkerList,
+};
 use stuckless_core::{
-    ClaimRequest, ClaimedJob, Clock, CompleteOutcome, Epoch, FailOutcome, FailRequest, InsertOutcome, Job,
-    JobContext, JobError, JobEvent, JobEventKind, JobId, JobStatus, MemStore, NewJob, NotifyWaker,
-    QueueStats, ReapOutcome, RunReport, Storage, StorageError, StorageResult, Timestamp, TokioClock, Worker,
-    WorkerBuilder, WorkerRecord, WorkerRegistration,
+    Client, Clock, Epoch, Job, JobArgs, JobContext, JobError, JobEventKind, JobHandler, JobId, JobStatus,
+    MemStore, NewJob, NotifyWaker, RunReport, StorageError, Timestamp, TokioClock, Worker, WorkerBuilder,
 };
 use tokio::task::JoinHandle;
 
@@ -35,7 +36,8 @@ impl World {
     }
 
     fn worker(&self, id: &str) -> WorkerBuilder {
-        Worker::builder(id, self.store.clone(), self.clock.clone())
+        Worker::builder(id, self.store.clone())
+            .clock(self.clock.clone())
             .lease(LEASE)
             .heartbeat_interval(HEARTBEAT)
             .reap_interval(REAP)
@@ -44,16 +46,24 @@ impl World {
     }
 
     async fn insert(&self, kind: &str, payload: serde_json::Value) -> JobId {
-        self.store
-            .job_insert(NewJob::new("default", kind, payload))
+        self.client()
+            .enqueue_job(NewJob::new("default", kind, payload))
             .await
             .unwrap()
             .job
             .id
     }
 
+    fn client(&self) -> Client {
+        Client::new(self.store.clone())
+    }
+
     async fn job(&self, id: JobId) -> Job {
-        self.store.job_get(id).await.unwrap().expect("job exists")
+        self.store
+            .job_get(JobGet { id })
+            .await
+            .unwrap()
+            .expect("job exists")
     }
 
     /// Waits (in paused time) until `id` is terminal, up to `limit`.
@@ -115,7 +125,7 @@ async fn crashed_workers_job_is_reaped_and_finished_by_another_within_lease_plus
     assert_eq!(job.status, JobStatus::Succeeded);
     assert_eq!(job.epoch, Epoch(2));
     assert_eq!(job.attempt, 2, "the crashed attempt counts");
-    let events = world.store.job_events(id).await.unwrap();
+    let events = world.store.job_events(JobEvents { id }).await.unwrap();
     assert!(
         events.iter().any(|e| e.kind == JobEventKind::Reaped),
         "{events:?}"
@@ -143,10 +153,14 @@ async fn lost_lease_cancels_the_handler_and_its_completion_is_rejected() {
     let (shutdown, first) = spawn(world.worker("w1").handler("stubborn", stubborn).build().unwrap());
     tokio::time::sleep(Duration::from_secs(1)).await;
     // An operator revokes the lease; another worker will take the job.
-    world.store.job_requeue(id, true).await.unwrap();
+    world
+        .store
+        .job_requeue(JobRequeue { id, force: true })
+        .await
+        .unwrap();
     let second_claim = world
         .store
-        .job_claim(ClaimRequest {
+        .job_claim(JobClaim {
             worker_id: "w2".into(),
             queues: vec!["default".into()],
             limit: 1,
@@ -167,7 +181,10 @@ async fn lost_lease_cancels_the_handler_and_its_completion_is_rejected() {
     assert_eq!(report.lease_lost, 1);
     assert_eq!(report.completed, 0, "the zombie's success must not be written");
     assert_eq!(
-        world.store.job_complete(id, Epoch(1)).await,
+        world
+            .store
+            .job_complete(JobComplete { id, epoch: Epoch(1) })
+            .await,
         Err(StorageError::StaleEpoch {
             id,
             presented: Epoch(1),
@@ -175,7 +192,10 @@ async fn lost_lease_cancels_the_handler_and_its_completion_is_rejected() {
         })
     );
     assert_eq!(
-        world.store.job_complete(id, Epoch(2)).await,
+        world
+            .store
+            .job_complete(JobComplete { id, epoch: Epoch(2) })
+            .await,
         Ok(CompleteOutcome::Completed)
     );
 }
@@ -187,11 +207,9 @@ async fn lost_lease_cancels_the_handler_and_its_completion_is_rejected() {
 async fn local_lease_deadline_cancels_a_handler_whose_heartbeats_fail() {
     let world = World::new();
     let id = world.insert("sleep", json!({"secs": 600})).await;
-    let partitioned = Arc::new(HeartbeatsFail {
-        inner: world.store.clone(),
-        failing: AtomicU32::new(0),
-    });
-    let worker = Worker::builder("w1", partitioned.clone(), world.clock.clone())
+    let partitioned = heartbeats_fail(&world, 0);
+    let worker = Worker::builder("w1", partitioned.clone())
+        .clock(world.clock.clone())
         .lease(LEASE)
         .heartbeat_interval(HEARTBEAT)
         .reap_interval(Duration::from_secs(3600))
@@ -201,7 +219,7 @@ async fn local_lease_deadline_cancels_a_handler_whose_heartbeats_fail() {
         .unwrap();
     let (shutdown, running) = spawn(worker);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    partitioned.failing.store(u32::MAX, Ordering::SeqCst);
+    partitioned.hook().failing.store(u32::MAX, Ordering::SeqCst);
     let cut_at = world.clock.now();
     tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
     shutdown.graceful();
@@ -217,88 +235,34 @@ async fn local_lease_deadline_cancels_a_handler_whose_heartbeats_fail() {
     assert!(job.heartbeat_at.unwrap() <= cut_at);
 }
 
-/// Delegates to a `MemStore`, but the next `failing` heartbeats fail as if
-/// the network dropped them (`u32::MAX`: all of them).
+/// Lets every operation through to a `MemStore`, but the next `failing`
+/// heartbeats fail as if the network dropped them (`u32::MAX`: all of them).
+#[derive(Default)]
 struct HeartbeatsFail {
-    inner: Arc<MemStore>,
     failing: AtomicU32,
 }
 
 #[async_trait::async_trait]
-impl Storage for HeartbeatsFail {
-    async fn job_insert(&self, job: NewJob) -> StorageResult<InsertOutcome> {
-        self.inner.job_insert(job).await
-    }
-    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StorageResult<Vec<InsertOutcome>> {
-        self.inner.job_insert_many(jobs).await
-    }
-    async fn job_claim(&self, request: ClaimRequest) -> StorageResult<Vec<ClaimedJob>> {
-        self.inner.job_claim(request).await
-    }
-    async fn job_heartbeat(
-        &self,
-        id: JobId,
-        epoch: Epoch,
-        lease: Duration,
-        progress: Option<Value>,
-    ) -> StorageResult<Timestamp> {
+impl Hook for HeartbeatsFail {
+    async fn before(&self, op: Op) -> Flow {
         let failing = self.failing.load(Ordering::SeqCst);
-        if failing > 0 {
-            if failing != u32::MAX {
-                self.failing.store(failing - 1, Ordering::SeqCst);
-            }
-            return Err(StorageError::Unavailable("partitioned".into()));
+        if !matches!(op, Op::JobHeartbeat(_)) || failing == 0 {
+            return Flow::Continue(op);
         }
-        self.inner.job_heartbeat(id, epoch, lease, progress).await
+        if failing != u32::MAX {
+            self.failing.store(failing - 1, Ordering::SeqCst);
+        }
+        Flow::Answer(op.refuse(StorageError::Unavailable("partitioned".into())))
     }
-    async fn job_complete(&self, id: JobId, epoch: Epoch) -> StorageResult<CompleteOutcome> {
-        self.inner.job_complete(id, epoch).await
-    }
-    async fn job_complete_many(
-        &self,
-        jobs: Vec<(JobId, Epoch)>,
-    ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
-        self.inner.job_complete_many(jobs).await
-    }
-    async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
-        self.inner.job_fail(id, epoch, request).await
-    }
-    async fn job_release(&self, id: JobId, epoch: Epoch) -> StorageResult<()> {
-        self.inner.job_release(id, epoch).await
-    }
-    async fn job_reap_expired(&self, limit: u32) -> StorageResult<ReapOutcome> {
-        self.inner.job_reap_expired(limit).await
-    }
-    async fn job_cancel(&self, id: JobId) -> StorageResult<Job> {
-        self.inner.job_cancel(id).await
-    }
-    async fn job_requeue(&self, id: JobId, force: bool) -> StorageResult<Job> {
-        self.inner.job_requeue(id, force).await
-    }
-    async fn job_get(&self, id: JobId) -> StorageResult<Option<Job>> {
-        self.inner.job_get(id).await
-    }
-    async fn job_events(&self, id: JobId) -> StorageResult<Vec<JobEvent>> {
-        self.inner.job_events(id).await
-    }
-    async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
-        self.inner.worker_register(worker).await
-    }
-    async fn worker_heartbeat(&self, id: &str, in_flight: u32) -> StorageResult<()> {
-        self.inner.worker_heartbeat(id, in_flight).await
-    }
-    async fn worker_deregister(&self, id: &str) -> StorageResult<()> {
-        self.inner.worker_deregister(id).await
-    }
-    async fn worker_list(&self) -> StorageResult<Vec<WorkerRecord>> {
-        self.inner.worker_list().await
-    }
-    async fn queue_stats(&self) -> StorageResult<Vec<QueueStats>> {
-        self.inner.queue_stats().await
-    }
-    async fn storage_now(&self) -> StorageResult<Timestamp> {
-        self.inner.storage_now().await
-    }
+}
+
+fn heartbeats_fail(world: &World, failing: u32) -> Arc<Hooked<Arc<MemStore>, HeartbeatsFail>> {
+    Arc::new(Hooked::new(
+        world.store.clone(),
+        HeartbeatsFail {
+            failing: AtomicU32::new(failing),
+        },
+    ))
 }
 
 /// Guards the bug the simulator found: after a transient heartbeat failure
@@ -308,11 +272,9 @@ impl Storage for HeartbeatsFail {
 async fn a_few_failed_heartbeats_are_retried_before_the_lease_runs_out() {
     let world = World::new();
     let id = world.insert("sleep", json!({"secs": 10})).await;
-    let flaky = Arc::new(HeartbeatsFail {
-        inner: world.store.clone(),
-        failing: AtomicU32::new(3),
-    });
-    let worker = Worker::builder("w1", flaky.clone(), world.clock.clone())
+    let flaky = heartbeats_fail(&world, 3);
+    let worker = Worker::builder("w1", flaky.clone())
+        .clock(world.clock.clone())
         .lease(LEASE)
         .heartbeat_interval(HEARTBEAT)
         .reap_interval(REAP)
@@ -325,7 +287,7 @@ async fn a_few_failed_heartbeats_are_retried_before_the_lease_runs_out() {
     shutdown.graceful();
     let report = running.await.unwrap();
     assert_eq!(
-        flaky.failing.load(Ordering::SeqCst),
+        flaky.hook().failing.load(Ordering::SeqCst),
         0,
         "all three failures must have been hit"
     );
@@ -340,7 +302,7 @@ async fn cancelling_a_running_job_stops_its_handler() {
     let id = world.insert("sleep", json!({"secs": 600})).await;
     let (shutdown, running) = spawn(world.worker("w1").handler("sleep", sleeper).build().unwrap());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    world.store.job_cancel(id).await.unwrap();
+    world.store.job_cancel(JobCancel { id }).await.unwrap();
     tokio::time::sleep(HEARTBEAT * 2).await;
     shutdown.graceful();
     let report = running.await.unwrap();
@@ -367,7 +329,7 @@ async fn graceful_shutdown_finishes_short_jobs_and_releases_long_ones() {
         .shutdown_grace(Duration::from_secs(5));
     let (shutdown, running) = spawn(worker.handler("sleep", sleeper).build().unwrap());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(world.store.worker_list().await.unwrap().len(), 1);
+    assert_eq!(world.store.worker_list(WorkerList {}).await.unwrap().len(), 1);
     shutdown.graceful();
     let report = running.await.unwrap();
     assert_eq!((report.completed, report.released), (2, 2), "{report:?}");
@@ -380,7 +342,7 @@ async fn graceful_shutdown_finishes_short_jobs_and_releases_long_ones() {
         assert_eq!(job.attempt, 0, "a release costs no attempt");
     }
     assert!(
-        world.store.worker_list().await.unwrap().is_empty(),
+        world.store.worker_list(WorkerList {}).await.unwrap().is_empty(),
         "worker must deregister"
     );
 }
@@ -430,7 +392,7 @@ async fn handler_panic_fails_the_attempt_and_the_worker_keeps_serving() {
     assert_eq!(flaky_job.status, JobStatus::Succeeded);
     assert_eq!(flaky_job.attempt, 2);
     assert_eq!(fine_job.status, JobStatus::Succeeded);
-    let events = world.store.job_events(flaky).await.unwrap();
+    let events = world.store.job_events(JobEvents { id: flaky }).await.unwrap();
     assert_eq!(events[0].kind, JobEventKind::Retried);
     assert!(
         events[0].detail.as_deref().unwrap().contains("boom on attempt 1"),
@@ -482,8 +444,8 @@ async fn concurrency_is_never_exceeded() {
 async fn retryable_failures_retry_with_backoff_then_die_after_max_attempts() {
     let world = World::new();
     let id = world
-        .store
-        .job_insert(NewJob::new("default", "always-fails", json!({})).max_attempts(3))
+        .client()
+        .enqueue_job(NewJob::new("default", "always-fails", json!({})).max_attempts(3))
         .await
         .unwrap()
         .job
@@ -501,7 +463,7 @@ async fn retryable_failures_retry_with_backoff_then_die_after_max_attempts() {
     assert_eq!((report.retried, report.dead), (2, 1));
     let kinds: Vec<JobEventKind> = world
         .store
-        .job_events(id)
+        .job_events(JobEvents { id })
         .await
         .unwrap()
         .iter()
@@ -546,8 +508,8 @@ async fn permanent_error_and_unknown_kind_go_dead_with_a_clear_reason() {
 async fn kind_timeout_cancels_and_retries() {
     let world = World::new();
     let id = world
-        .store
-        .job_insert(NewJob::new("default", "sleep", json!({"secs": 100})).max_attempts(2))
+        .client()
+        .enqueue_job(NewJob::new("default", "sleep", json!({"secs": 100})).max_attempts(2))
         .await
         .unwrap()
         .job
@@ -654,7 +616,8 @@ async fn a_worker_at_capacity_waits_instead_of_spinning_on_its_poll_timer() {
         inner: world.clock.clone(),
         reads: AtomicU32::new(0),
     });
-    let worker = Worker::builder("w1", world.store.clone(), clock.clone())
+    let worker = Worker::builder("w1", world.store.clone())
+        .clock(clock.clone())
         .concurrency(1)
         .lease(LEASE)
         .heartbeat_interval(HEARTBEAT)
@@ -673,4 +636,84 @@ async fn a_worker_at_capacity_waits_instead_of_spinning_on_its_poll_timer() {
     shutdown.graceful();
     run.await.unwrap();
     assert!(clock.reads.load(Ordering::SeqCst) < 10_000);
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Greet {
+    name: String,
+}
+
+impl JobArgs for Greet {
+    const KIND: &'static str = "greet";
+}
+
+impl JobHandler for Greet {
+    async fn run(self, ctx: JobContext) -> Result<(), JobError> {
+        ctx.report_progress(json!({ "greeted": self.name }));
+        if self.name.is_empty() {
+            return Err(JobError::permanent("nobody to greet"));
+        }
+        Ok(())
+    }
+}
+
+/// A typed kind enqueued through `Client` runs through `handle::<A>()`; a
+/// payload of the wrong shape goes dead at once with the decode error instead
+/// of retrying, and the JSON API can still enqueue the kind by name.
+#[tokio::test(start_paused = true)]
+async fn typed_jobs_run_and_a_malformed_payload_is_dead_at_once() {
+    let world = World::new();
+    let typed = world
+        .client()
+        .enqueue(Greet { name: "ada".into() })
+        .await
+        .unwrap()
+        .job;
+    assert_eq!((typed.queue.as_str(), typed.kind.as_str()), ("default", "greet"));
+    assert_eq!(typed.payload, json!({"name": "ada"}));
+    let malformed = world.insert("greet", json!({"name": 7})).await;
+    let worker = world.worker("w1").handle::<Greet>().build().unwrap();
+    let (shutdown, running) = spawn(worker);
+    let done = world.until_terminal(typed.id, Duration::from_secs(30)).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let dead = world.until_terminal(malformed, Duration::from_secs(30)).await;
+    assert_eq!(dead.status, JobStatus::Dead);
+    assert_eq!(dead.attempt, 1, "no retry can fix a malformed payload");
+    let error = dead.last_error.unwrap();
+    assert!(error.contains("malformed payload for kind \"greet\""), "{error}");
+    shutdown.graceful();
+    running.await.unwrap();
+}
+
+/// `Client` validates before the storage sees anything: a bad job is a typed
+/// error naming the field, and no id is used up.
+#[tokio::test]
+async fn client_refuses_bad_input_before_the_storage() {
+    let world = World::new();
+    let client = world.client();
+    let err = client
+        .enqueue_job(NewJob::new("no spaces allowed", "k", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Invalid(v) if v.field == "queue"),
+        "{err}"
+    );
+    let err = client
+        .enqueue_many(vec![
+            NewJob::new("q", "k", json!({})),
+            NewJob::new("q", "", json!({})),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Invalid(v) if v.field == "kind"),
+        "{err}"
+    );
+    assert_eq!(world.store.job_count(), 0, "nothing was written");
+    let first = client
+        .enqueue_job(NewJob::new("q", "k", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(first.job.id, JobId(1), "refused input used no id");
 }

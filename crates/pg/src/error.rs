@@ -3,7 +3,7 @@
 
 use stuckless_core::{StorageError, ValidationError};
 
-/// Why a Postgres operation outside the [`Storage`](stuckless_core::Storage)
+/// Why a Postgres operation outside the [`Storage`](stuckless_core::driver::Storage)
 /// trait (connecting, migrating, transactional enqueue) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {

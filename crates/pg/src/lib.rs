@@ -1,7 +1,7 @@
 //! # stuckless-pg
 //!
 //! Postgres for stuckless: [`PgStorage`] implements the core's
-//! [`Storage`](stuckless_core::Storage) with sqlx runtime queries (no database
+//! [`Storage`](stuckless_core::driver::Storage) driver interface with sqlx runtime queries (no database
 //! needed to compile), [`PgWaker`] turns `LISTEN stuckless_jobs` into worker
 //! wake-ups, [`migrate`] applies the embedded `migrations/`, and [`enqueue`]
 //! inserts a job inside a caller's own transaction.
@@ -17,7 +17,10 @@
 
 #![deny(missing_docs)]
 
+mod driver;
 mod error;
+mod fence;
+mod insert;
 mod rows;
 mod sql;
 mod storage;
@@ -69,10 +72,10 @@ pub async fn enqueue<'e, E>(executor: E, job: NewJob) -> Result<InsertOutcome, P
 where
     E: sqlx::PgExecutor<'e>,
 {
-    job.validate()?;
-    let row = storage::insert_query(job, None, false)
+    let job = job.validate()?;
+    let row = insert::insert_query(job, None, false)
         .fetch_optional(executor)
         .await
         .map_err(error::storage_error)?;
-    Ok(storage::insert_outcome(row)?)
+    Ok(insert::insert_outcome(row)?)
 }

@@ -3,9 +3,8 @@
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
-use stuckless_core::{
-    Epoch, Job, JobEvent, JobEventKind, JobId, JobStatus, StorageError, Timestamp, WorkerRecord,
-};
+use stuckless_core::driver::WorkerRecord;
+use stuckless_core::{Epoch, Job, JobEvent, JobEventKind, JobId, JobStatus, StorageError, Timestamp};
 
 /// The job columns every statement returns, timestamps as bigint microseconds.
 /// A macro so statements can be assembled with `concat!` into `&'static str`.

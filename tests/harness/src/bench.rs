@@ -5,7 +5,7 @@
 //!
 //! - **Throughput** runs the core `Worker` in-process over `PgStorage` (a
 //!   direct pool, `PgWaker` wake-ups) with a no-op handler, on a queue filled
-//!   beforehand by `job_insert_many`, so it measures the queue, not process
+//!   beforehand by `Client::enqueue_many`, so it measures the queue, not process
 //!   start-up or a handler.
 //! - **Pickup latency** is `claimed_at - run_at` of each job, both on the
 //!   database clock: from the enqueueing transaction's start to the claiming
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
-use stuckless_core::{JobContext, JobError, NewJob, Storage, TokioClock, Worker, WorkerEvent};
+use stuckless_core::{Client, JobContext, JobError, NewJob, Worker, WorkerEvent};
 use stuckless_pg::{PgStorage, PgWaker};
 
 use crate::chaos::{ChaosConfig, WorkerCommand};
@@ -34,7 +34,7 @@ use crate::process::{ChildGuard, Signal};
 use crate::proxy::FaultProxy;
 use crate::recorder::Recorder;
 use crate::recording::CHAOS_KIND;
-use crate::timed::TimedStorage;
+use crate::timed::timed;
 
 /// One measurement: an ordered list of `key=value` pairs.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -121,7 +121,8 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResu
         .connect(&db.direct_url())
         .await
         .context("bench pool")?;
-    let storage = Arc::new(TimedStorage::new(PgStorage::new(pool.clone())));
+    let storage = Arc::new(timed(PgStorage::new(pool.clone())));
+    let client = Client::new(storage.clone());
     let batch = 5000;
     let started = Instant::now();
     let mut left = jobs;
@@ -130,7 +131,7 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResu
         let new: Vec<NewJob> = (0..n)
             .map(|_| NewJob::new("default", "noop", serde_json::json!({})))
             .collect();
-        storage.job_insert_many(new).await.context("bulk enqueue")?;
+        client.enqueue_many(new).await.context("bulk enqueue")?;
         left -= n;
     }
     let enqueue_s = started.elapsed().as_secs_f64();
@@ -150,18 +151,14 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResu
         }
     };
     let waker = PgWaker::start(pool.clone(), vec!["default".into()]);
-    let worker = Worker::builder(
-        "bench-throughput",
-        storage.clone(),
-        Arc::new(TokioClock::system()),
-    )
-    .concurrency(concurrency)
-    .poll_interval(Duration::from_secs(1))
-    .waker(waker)
-    .observer(Arc::new(observer))
-    .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
-    .build()
-    .map_err(|e| HarnessError::Config(e.to_string()))?;
+    let worker = Worker::builder("bench-throughput", storage.clone())
+        .concurrency(concurrency)
+        .poll_interval(Duration::from_secs(1))
+        .waker(waker)
+        .observer(Arc::new(observer))
+        .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
+        .build()
+        .map_err(|e| HarnessError::Config(e.to_string()))?;
     let shutdown = worker.shutdown_handle();
     let started = Instant::now();
     let running = tokio::spawn(worker.run());
@@ -177,8 +174,8 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResu
         )));
     }
     let process_rate = processed as f64 / process_s;
-    let claims = storage.claims.lock().expect("stats").clone();
-    let completions = storage.completions.lock().expect("stats").clone();
+    let claims = storage.hook().claims.lock().expect("stats").clone();
+    let completions = storage.hook().completions.lock().expect("stats").clone();
     Ok(Line::new("throughput")
         .kv("mode", "in_process_core_worker_over_PgStorage")
         .kv("jobs", jobs)
@@ -215,7 +212,7 @@ async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> HarnessResult<Line
         .context("bench pool")?;
     let storage = Arc::new(PgStorage::new(pool.clone()));
     let waker = PgWaker::start(pool.clone(), vec!["default".into()]);
-    let worker = Worker::builder("bench-pickup", storage.clone(), Arc::new(TokioClock::system()))
+    let worker = Worker::builder("bench-pickup", storage.clone())
         .waker(waker)
         .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
         .build()
@@ -224,10 +221,10 @@ async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> HarnessResult<Line
     let running = tokio::spawn(worker.run());
     // Let it register and LISTEN, and go idle.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let enqueuer = PgStorage::new(db.pool().clone());
+    let enqueuer = Client::new(Arc::new(PgStorage::new(db.pool().clone())));
     for _ in 0..jobs {
         enqueuer
-            .job_insert(NewJob::new("default", "noop", serde_json::json!({})))
+            .enqueue_job(NewJob::new("default", "noop", serde_json::json!({})))
             .await
             .context("enqueue")?;
         tokio::time::sleep(gap).await;
@@ -291,7 +288,7 @@ async fn idle_on(db: &RunDb, window: Duration) -> HarnessResult<Line> {
         .context("idle worker pool")?;
     let storage = Arc::new(PgStorage::new(pool.clone()));
     let waker = PgWaker::start(pool.clone(), vec!["default".into()]);
-    let worker = Worker::builder("bench-idle", storage, Arc::new(TokioClock::system()))
+    let worker = Worker::builder("bench-idle", storage)
         .waker(waker)
         .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
         .build()
@@ -387,12 +384,12 @@ async fn recovery_on(
     let mut workers: Vec<ChildGuard> = vec![spawn("rec-a".into())?, spawn("rec-b".into())?];
     let mut generation = 0;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let storage = PgStorage::new(db.pool().clone());
+    let client = Client::new(Arc::new(PgStorage::new(db.pool().clone())));
     let bound = t.lease + t.reap_interval;
     let mut lines = Vec::new();
     for run in 0..runs {
-        let job = storage
-            .job_insert(NewJob::new(
+        let job = client
+            .enqueue_job(NewJob::new(
                 "default",
                 CHAOS_KIND,
                 serde_json::json!({"sleep_ms": 0, "first_attempt_sleep_ms": 600_000}),

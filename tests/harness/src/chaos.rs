@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use stuckless_core::{NewJob, Storage};
+use stuckless_core::{Client, NewJob};
 use stuckless_pg::PgStorage;
 
 use crate::checks::{self, Bounds, Verdict};
@@ -647,7 +648,7 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
     }
 
     // Enqueue in batches over the first 60% of the run.
-    let storage = PgStorage::new(db.pool().clone());
+    let client = Client::new(Arc::new(PgStorage::new(db.pool().clone())));
     let batch_every = Duration::from_millis(250);
     let batches = ((config.duration.as_millis() * 6 / 10) / batch_every.as_millis()).max(1) as usize;
     let per_batch = config.jobs.div_ceil(batches).max(1);
@@ -680,7 +681,7 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
             // A failed enqueue (e.g. during a Postgres restart) is retried
             // at the next batch; its jobs, if they did commit, are extra rows
             // the checks still require to be terminal.
-            if let Ok(outcomes) = storage.job_insert_many(jobs).await {
+            if let Ok(outcomes) = client.enqueue_many(jobs).await {
                 enqueued_ids.extend(outcomes.iter().map(|o| o.job.id.0));
                 to_enqueue -= n;
             }
@@ -716,7 +717,7 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessRe
                 NewJob::new("default", CHAOS_KIND, serde_json::json!({ "sleep_ms": lo })).max_attempts(100)
             })
             .collect();
-        match storage.job_insert_many(jobs).await {
+        match client.enqueue_many(jobs).await {
             Ok(outcomes) => {
                 enqueued_ids.extend(outcomes.iter().map(|o| o.job.id.0));
                 to_enqueue = 0;

@@ -1,12 +1,20 @@
 //! The end-of-run checks: what the database and the side table say happened,
 //! and whether it is what stuckless promises.
+//!
+//! The rows are turned into the simulator's [`Observation`]s
+//! ([`observations`]) and judged by the simulator's own checkers — fencing,
+//! lifecycle, liveness, plus the executions checker for the side table — so
+//! the real-process run and the simulation hold stuckless to the same rules.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::{PgPool, Row};
+use stuckless_sim::check::{Checkers, Executions, Invariant, Limits};
+use stuckless_sim::observe::Observation;
 
 use crate::error::{Context, HarnessResult};
+pub use crate::history::observations;
 
 /// A job as it ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,8 +25,18 @@ pub struct JobFact {
     pub status: String,
     /// Final epoch (the latest claim's).
     pub epoch: i64,
+    /// Final attempt number.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
     /// Latest lease owner.
     pub lease_owner: Option<String>,
+    /// When the lease runs out, while running, µs.
+    pub lease_expires_at: Option<i64>,
+    /// When it is (or was) due, µs.
+    pub run_at: i64,
+    /// Its last change, µs.
+    pub updated_at: i64,
     /// When it became terminal, µs since the epoch (database clock).
     pub finished_at: Option<i64>,
 }
@@ -32,6 +50,8 @@ pub struct EventFact {
     pub kind: String,
     /// Epoch at the event.
     pub epoch: i64,
+    /// Attempt number at the event.
+    pub attempt: i32,
     /// Worker involved.
     pub worker_id: Option<String>,
     /// When, µs (database clock).
@@ -104,6 +124,8 @@ pub struct Verdict {
     pub bogus_executions: Vec<String>,
     /// Jobs whose lease sat expired longer than the bound, described.
     pub stuck: Vec<String>,
+    /// Any other invariant the checkers found broken, described.
+    pub other: Vec<String>,
     /// Executions recorded.
     pub executions: usize,
     /// Jobs whose handler ran more than once (allowed: at-least-once).
@@ -143,6 +165,7 @@ impl Verdict {
                 .map(|s| format!("bogus execution: {s}")),
         );
         out.extend(self.stuck.iter().map(|s| format!("stuck: {s}")));
+        out.extend(self.other.iter().map(|s| format!("invariant: {s}")));
         out.extend(self.run_violations.iter().cloned());
         out
     }
@@ -175,6 +198,7 @@ impl Verdict {
                 self.stuck_limit_ms,
                 self.stuck.len()
             ),
+            format!("check other_invariants count={}", self.other.len()),
         ]
     }
 }
@@ -182,7 +206,10 @@ impl Verdict {
 /// Reads the facts from the run's database.
 pub async fn gather(pool: &PgPool, enqueued: Vec<i64>) -> HarnessResult<Facts> {
     let jobs = sqlx::query(
-        "select id, status, epoch, lease_owner, stuckless.to_micros(finished_at) as finished_at
+        "select id, status, epoch, attempt, max_attempts, lease_owner,
+                stuckless.to_micros(lease_expires_at) as lease_expires_at,
+                stuckless.to_micros(run_at) as run_at, stuckless.to_micros(updated_at) as updated_at,
+                stuckless.to_micros(finished_at) as finished_at
          from stuckless.jobs order by id",
     )
     .fetch_all(pool)
@@ -194,14 +221,19 @@ pub async fn gather(pool: &PgPool, enqueued: Vec<i64>) -> HarnessResult<Facts> {
             id: r.try_get("id")?,
             status: r.try_get("status")?,
             epoch: r.try_get("epoch")?,
+            attempt: r.try_get("attempt")?,
+            max_attempts: r.try_get("max_attempts")?,
             lease_owner: r.try_get("lease_owner")?,
+            lease_expires_at: r.try_get("lease_expires_at")?,
+            run_at: r.try_get("run_at")?,
+            updated_at: r.try_get("updated_at")?,
             finished_at: r.try_get("finished_at")?,
         })
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()
     .context("decoding jobs")?;
     let events = sqlx::query(
-        r"select job_id, kind, epoch, worker_id, stuckless.to_micros(at) as at,
+        r"select job_id, kind, epoch, attempt, worker_id, stuckless.to_micros(at) as at,
                 stuckless.to_micros(substring(detail from 'lease expired at ([0-9T:.Z-]+)')::timestamptz)
                   as lease_expired_at
          from stuckless.job_events order by id",
@@ -215,6 +247,7 @@ pub async fn gather(pool: &PgPool, enqueued: Vec<i64>) -> HarnessResult<Facts> {
             job_id: r.try_get("job_id")?,
             kind: r.try_get("kind")?,
             epoch: r.try_get("epoch")?,
+            attempt: r.try_get("attempt")?,
             worker_id: r.try_get("worker_id")?,
             at: r.try_get("at")?,
             lease_expired_at: r.try_get("lease_expired_at")?,
@@ -250,21 +283,22 @@ pub async fn gather(pool: &PgPool, enqueued: Vec<i64>) -> HarnessResult<Facts> {
     })
 }
 
-/// Runs every check over `facts`.
+/// Runs every check over `facts`: the simulator's fencing, lifecycle and
+/// liveness checkers and its executions checker, over [`observations`].
 ///
 /// - every enqueued job exists (zero lost) and is terminal;
-/// - no stale completion was accepted: at most one `completed` event per job,
-///   at the job's final epoch, on a succeeded job; and every succeeded job has
-///   an execution at its final epoch, by its final owner, whose work finished
-///   no later than the job did (a completion accepted from an older epoch
-///   would have succeeded the job while the current holder was still working);
+/// - no stale completion was accepted: at most one completion per job, none
+///   from an epoch that was not current; and every succeeded job has an
+///   execution at its final epoch, by its final owner, whose work finished no
+///   later than the job did (a completion accepted from an older epoch would
+///   have succeeded the job while the current holder was still working);
 /// - every execution belongs to a real attempt: 1 ≤ epoch ≤ the job's final
 ///   epoch, at most one execution per (job, epoch), and its worker is the one
-///   the events name as that epoch's lease owner (`claimed` when claims are
-///   logged, and the reaped/released/retried/dead event that ended the
-///   attempt), or for the final epoch the row's lease owner;
+///   the db granted that epoch to;
 /// - every reap came at most `reap_interval + slack` after the lease expired,
-///   so a job sat with a dead holder at most `lease + reap_interval + slack`.
+///   so a job sat with a dead holder at most `lease + reap_interval + slack`;
+/// - no other invariant of the state machine was broken (transitions,
+///   attempts, epochs moving one at a time).
 pub fn check(facts: &Facts, bounds: Bounds) -> Verdict {
     let mut v = Verdict {
         jobs: facts.jobs.len(),
@@ -272,136 +306,48 @@ pub fn check(facts: &Facts, bounds: Bounds) -> Verdict {
         stuck_limit_ms: bounds.stuck_limit().as_millis() as i64,
         ..Verdict::default()
     };
-    let jobs: HashMap<i64, &JobFact> = facts.jobs.iter().map(|j| (j.id, j)).collect();
     for job in &facts.jobs {
         *v.statuses.entry(job.status.clone()).or_default() += 1;
-        if !matches!(job.status.as_str(), "succeeded" | "dead" | "cancelled") {
-            v.not_terminal.push(job.id);
+    }
+    let mut checkers = Checkers::new(Limits {
+        lease: bounds.lease,
+        reap_interval: bounds.reap_interval,
+        // No sample here sees free capacity: starvation is not judged.
+        poll_interval: Duration::ZERO,
+        slack: bounds.slack,
+    })
+    .with(Box::new(Executions::default()));
+    let lease_us = bounds.lease.as_micros() as i64;
+    for o in observations(facts) {
+        if let Observation::Reaped {
+            at,
+            lease_expired_at: Some(expired),
+            ..
+        } = &o
+        {
+            v.reaps += 1;
+            let delay = at.micros_since(*expired);
+            v.max_stuck_ms = v.max_stuck_ms.max((delay + lease_us) / 1000);
+        }
+        checkers.observe(&o);
+    }
+    for violation in checkers.violations() {
+        let id = violation.job.map_or(0, |j| j.0);
+        let line = format!("job {id} {}: {}", violation.invariant.name(), violation.detail);
+        match violation.invariant {
+            Invariant::JobLost => v.lost.push(id),
+            Invariant::Stuck => v.not_terminal.push(id),
+            Invariant::CompletedTwice | Invariant::StaleWriteAccepted => v.stale_completions.push(line),
+            Invariant::BogusExecution => v.bogus_executions.push(format!("job {id} {}", violation.detail)),
+            Invariant::ExpiredLeaseNotReaped => v.stuck.push(line),
+            _ => v.other.push(line),
         }
     }
-    v.lost = facts
-        .enqueued
-        .iter()
-        .filter(|id| !jobs.contains_key(id))
-        .copied()
-        .collect();
-
-    // Who held each attempt: the `claimed` event (when claims are logged),
-    // and every event that ends an attempt (reaped, released, retried, dead)
-    // names the lease owner at its epoch; the final epoch's owner is on the row.
-    let mut owners: HashMap<(i64, i64), &str> = HashMap::new();
-    for e in &facts.events {
-        if matches!(
-            e.kind.as_str(),
-            "claimed" | "reaped" | "released" | "retried" | "dead" | "completed"
-        ) {
-            if let Some(w) = e.worker_id.as_deref() {
-                owners.entry((e.job_id, e.epoch)).or_insert(w);
-            }
-        }
-    }
-    for job in &facts.jobs {
-        if let Some(w) = job.lease_owner.as_deref() {
-            owners.entry((job.id, job.epoch)).or_insert(w);
-        }
-    }
-
-    // Stale completions.
-    let mut completed_per_job: BTreeMap<i64, Vec<&EventFact>> = BTreeMap::new();
-    for e in facts.events.iter().filter(|e| e.kind == "completed") {
-        completed_per_job.entry(e.job_id).or_default().push(e);
-    }
-    for (id, completions) in &completed_per_job {
-        let Some(job) = jobs.get(id) else {
-            v.stale_completions
-                .push(format!("job {id} completed but has no row"));
-            continue;
-        };
-        if completions.len() > 1 {
-            v.stale_completions
-                .push(format!("job {id} accepted {} completions", completions.len()));
-        }
-        for c in completions {
-            if c.epoch != job.epoch || job.status != "succeeded" {
-                v.stale_completions.push(format!(
-                    "job {id} completed at epoch {} but ended {} at epoch {}",
-                    c.epoch, job.status, job.epoch
-                ));
-            }
-        }
-    }
-    let mut by_attempt: HashMap<(i64, i64), Vec<&ExecFact>> = HashMap::new();
+    let mut runs_per_job: BTreeMap<i64, usize> = BTreeMap::new();
     for x in &facts.executions {
-        by_attempt.entry((x.job_id, x.epoch)).or_default().push(x);
-    }
-    for job in facts.jobs.iter().filter(|j| j.status == "succeeded") {
-        let finished = job.finished_at.unwrap_or(i64::MAX);
-        let done_by_holder = by_attempt.get(&(job.id, job.epoch)).is_some_and(|xs| {
-            xs.iter().any(|x| {
-                Some(x.worker_id.as_str()) == job.lease_owner.as_deref()
-                    && x.finished_at.is_some_and(|f| f <= finished)
-            })
-        });
-        if !done_by_holder {
-            v.stale_completions.push(format!(
-                "job {} succeeded at epoch {} (owner {:?}) but that attempt had not finished its work",
-                job.id, job.epoch, job.lease_owner
-            ));
-        }
-    }
-
-    // Executions belong to real attempts.
-    let mut runs_per_job: HashMap<i64, usize> = HashMap::new();
-    for ((job_id, epoch), xs) in &by_attempt {
-        *runs_per_job.entry(*job_id).or_default() += xs.len();
-        let Some(job) = jobs.get(job_id) else {
-            v.bogus_executions
-                .push(format!("job {job_id} epoch {epoch}: no such job"));
-            continue;
-        };
-        if *epoch < 1 || *epoch > job.epoch {
-            v.bogus_executions
-                .push(format!("job {job_id} epoch {epoch}: outside 1..={}", job.epoch));
-        }
-        if xs.len() > 1 {
-            let workers: Vec<&str> = xs.iter().map(|x| x.worker_id.as_str()).collect();
-            v.bogus_executions.push(format!(
-                "job {job_id} epoch {epoch}: ran {} times ({workers:?})",
-                xs.len()
-            ));
-        }
-        for x in xs {
-            let expected = owners.get(&(*job_id, *epoch)).copied();
-            if expected != Some(x.worker_id.as_str()) {
-                v.bogus_executions.push(format!(
-                    "job {job_id} epoch {epoch}: run by {} but claimed by {expected:?}",
-                    x.worker_id
-                ));
-            }
-        }
+        *runs_per_job.entry(x.job_id).or_default() += 1;
     }
     v.jobs_run_more_than_once = runs_per_job.values().filter(|n| **n > 1).count();
-
-    // Stuck time.
-    let lease_us = bounds.lease.as_micros() as i64;
-    let delay_limit_us = (bounds.reap_interval + bounds.slack).as_micros() as i64;
-    for e in &facts.events {
-        let Some(expired) = e.lease_expired_at else {
-            continue;
-        };
-        v.reaps += 1;
-        let delay = e.at - expired;
-        v.max_stuck_ms = v.max_stuck_ms.max((delay + lease_us) / 1000);
-        if delay > delay_limit_us {
-            v.stuck.push(format!(
-                "job {} epoch {}: lease expired {} ms before the reap (limit {} ms)",
-                e.job_id,
-                e.epoch,
-                delay / 1000,
-                delay_limit_us / 1000
-            ));
-        }
-    }
     v
 }
 
@@ -424,6 +370,7 @@ mod tests {
             job_id,
             kind: kind.into(),
             epoch,
+            attempt: epoch as i32,
             worker_id: Some(worker.into()),
             at,
             lease_expired_at: None,
@@ -440,19 +387,28 @@ mod tests {
         }
     }
 
+    fn job(id: i64, status: &str, epoch: i64, owner: &str, finished: Option<i64>) -> JobFact {
+        JobFact {
+            id,
+            status: status.into(),
+            epoch,
+            attempt: epoch as i32,
+            max_attempts: 5,
+            lease_owner: Some(owner.into()),
+            lease_expires_at: None,
+            run_at: 0,
+            updated_at: finished.unwrap_or(30 * S),
+            finished_at: finished,
+        }
+    }
+
     /// Job 1: claimed by a, a dies, reaped, claimed by b, completed.
     fn healthy() -> Facts {
         let mut reap = ev(1, "reaped", 1, "a", 14 * S);
         reap.lease_expired_at = Some(13 * S);
         Facts {
             enqueued: vec![1],
-            jobs: vec![JobFact {
-                id: 1,
-                status: "succeeded".into(),
-                epoch: 2,
-                lease_owner: Some("b".into()),
-                finished_at: Some(20 * S),
-            }],
+            jobs: vec![job(1, "succeeded", 2, "b", Some(20 * S))],
             events: vec![
                 ev(1, "claimed", 1, "a", 10 * S),
                 reap,
@@ -493,13 +449,7 @@ mod tests {
     fn lost_unfinished_bogus_and_stuck_jobs_are_caught() {
         let mut f = healthy();
         f.enqueued.push(2);
-        f.jobs.push(JobFact {
-            id: 3,
-            status: "running".into(),
-            epoch: 1,
-            lease_owner: Some("a".into()),
-            finished_at: None,
-        });
+        f.jobs.push(job(3, "running", 1, "a", None));
         f.executions.push(exec(1, 3, "c", 30 * S, None));
         f.executions.push(exec(1, 2, "c", 16 * S, None));
         f.events[1].at = 17 * S; // reaped 4 s after expiry; limit 3 s
@@ -508,8 +458,34 @@ mod tests {
         assert_eq!(v.not_terminal, vec![3]);
         assert_eq!(v.stuck.len(), 1);
         // Epoch 3 is past the final 2 and was never claimed; epoch 2 ran
-        // twice, once by a worker that never claimed it.
-        assert_eq!(v.bogus_executions.len(), 4, "{:?}", v.bogus_executions);
+        // twice, once by a worker that never claimed it: one line for job 1.
+        assert_eq!(v.bogus_executions.len(), 1, "{:?}", v.bogus_executions);
+        let line = &v.bogus_executions[0];
+        for reason in [
+            "epoch 2: ran 2 times",
+            "epoch 2: run by c but claimed by Some(\"b\")",
+            "epoch 3: outside 1..=2",
+            "epoch 3: run by c but claimed by None",
+        ] {
+            assert!(line.contains(reason), "{reason} missing from {line}");
+        }
+        assert!(v.other.is_empty(), "{:?}", v.other);
         assert!(!v.passed());
+    }
+
+    #[test]
+    fn a_broken_state_machine_is_caught_by_the_simulators_checkers() {
+        // A second claim at the same epoch, and a completion after it died.
+        let mut f = healthy();
+        f.events.insert(3, ev(1, "claimed", 2, "c", 16 * S));
+        let v = check(&f, bounds());
+        assert!(
+            v.other.iter().any(|s| s.contains("illegal_transition")),
+            "{:?}",
+            v.violations()
+        );
+        let obs = observations(&f);
+        assert!(matches!(obs.first(), Some(Observation::Healed { .. })));
+        assert!(matches!(obs.last(), Some(Observation::Ended { .. })));
     }
 }

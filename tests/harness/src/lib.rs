@@ -16,6 +16,7 @@ pub mod chaos;
 pub mod checks;
 pub mod db;
 pub mod error;
+pub mod history;
 pub mod process;
 pub mod proxy;
 pub mod recorder;

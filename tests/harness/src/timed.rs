@@ -1,16 +1,11 @@
-//! A `Storage` wrapper that times the hot-path calls, so the bench can say
-//! where a job's time goes (claim vs completion round trips, batch sizes).
+//! A [`Hook`] that times the hot-path calls, so the bench can say where a
+//! job's time goes (claim vs completion round trips, batch sizes).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_json::Value;
-use stuckless_core::{
-    ClaimRequest, ClaimedJob, CompleteOutcome, Epoch, FailOutcome, FailRequest, InsertOutcome, Job, JobEvent,
-    JobId, NewJob, QueueStats, ReapOutcome, Storage, StorageResult, Timestamp, WorkerRecord,
-    WorkerRegistration,
-};
+use stuckless_core::driver::{Hook, Hooked, Op, Reply, Storage};
 
 /// Timings of one kind of call.
 #[derive(Clone, Debug, Default)]
@@ -46,24 +41,22 @@ impl CallStats {
     }
 }
 
-/// Wraps a storage; records `job_claim` and `job_complete_many` timings.
-pub struct TimedStorage<S> {
-    inner: S,
+/// Times `job_claim` and `job_complete_many`; every other call passes through.
+#[derive(Clone, Debug, Default)]
+pub struct CallTimer {
     /// Claim timings.
     pub claims: Arc<Mutex<CallStats>>,
     /// Batched-completion timings.
     pub completions: Arc<Mutex<CallStats>>,
 }
 
-impl<S: Storage> TimedStorage<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        TimedStorage {
-            inner,
-            claims: Arc::default(),
-            completions: Arc::default(),
-        }
-    }
+/// A storage whose claims and batched completions are timed.
+pub type TimedStorage<S> = Hooked<S, CallTimer>;
+
+/// Wraps `inner` so its claims and batched completions are timed; read them
+/// from `.hook()`.
+pub fn timed<S: Storage>(inner: S) -> TimedStorage<S> {
+    Hooked::new(inner, CallTimer::default())
 }
 
 fn record(stats: &Mutex<CallStats>, started: Instant, size: usize) {
@@ -73,78 +66,59 @@ fn record(stats: &Mutex<CallStats>, started: Instant, size: usize) {
 }
 
 #[async_trait]
-impl<S: Storage> Storage for TimedStorage<S> {
-    async fn job_insert(&self, job: NewJob) -> StorageResult<InsertOutcome> {
-        self.inner.job_insert(job).await
-    }
-    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StorageResult<Vec<InsertOutcome>> {
-        self.inner.job_insert_many(jobs).await
-    }
-    async fn job_claim(&self, request: ClaimRequest) -> StorageResult<Vec<ClaimedJob>> {
+impl Hook for CallTimer {
+    async fn call(&self, inner: &dyn Storage, op: Op) -> Reply {
+        let sent = match &op {
+            Op::JobCompleteMany(many) => many.jobs.len(),
+            _ => 0,
+        };
         let started = Instant::now();
-        let out = self.inner.job_claim(request).await;
-        record(&self.claims, started, out.as_ref().map_or(0, Vec::len));
-        out
+        let reply = op.apply(inner).await;
+        match &reply {
+            Reply::JobClaim(claimed) => record(&self.claims, started, claimed.as_ref().map_or(0, Vec::len)),
+            Reply::JobCompleteMany(_) => record(&self.completions, started, sent),
+            _ => {}
+        }
+        reply
     }
-    async fn job_heartbeat(
-        &self,
-        id: JobId,
-        epoch: Epoch,
-        lease: Duration,
-        progress: Option<Value>,
-    ) -> StorageResult<Timestamp> {
-        self.inner.job_heartbeat(id, epoch, lease, progress).await
-    }
-    async fn job_complete(&self, id: JobId, epoch: Epoch) -> StorageResult<CompleteOutcome> {
-        self.inner.job_complete(id, epoch).await
-    }
-    async fn job_complete_many(
-        &self,
-        jobs: Vec<(JobId, Epoch)>,
-    ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
-        let started = Instant::now();
-        let n = jobs.len();
-        let out = self.inner.job_complete_many(jobs).await;
-        record(&self.completions, started, n);
-        out
-    }
-    async fn job_fail(&self, id: JobId, epoch: Epoch, request: FailRequest) -> StorageResult<FailOutcome> {
-        self.inner.job_fail(id, epoch, request).await
-    }
-    async fn job_release(&self, id: JobId, epoch: Epoch) -> StorageResult<()> {
-        self.inner.job_release(id, epoch).await
-    }
-    async fn job_reap_expired(&self, limit: u32) -> StorageResult<ReapOutcome> {
-        self.inner.job_reap_expired(limit).await
-    }
-    async fn job_cancel(&self, id: JobId) -> StorageResult<Job> {
-        self.inner.job_cancel(id).await
-    }
-    async fn job_requeue(&self, id: JobId, force: bool) -> StorageResult<Job> {
-        self.inner.job_requeue(id, force).await
-    }
-    async fn job_get(&self, id: JobId) -> StorageResult<Option<Job>> {
-        self.inner.job_get(id).await
-    }
-    async fn job_events(&self, id: JobId) -> StorageResult<Vec<JobEvent>> {
-        self.inner.job_events(id).await
-    }
-    async fn worker_register(&self, worker: WorkerRegistration) -> StorageResult<()> {
-        self.inner.worker_register(worker).await
-    }
-    async fn worker_heartbeat(&self, id: &str, in_flight: u32) -> StorageResult<()> {
-        self.inner.worker_heartbeat(id, in_flight).await
-    }
-    async fn worker_deregister(&self, id: &str) -> StorageResult<()> {
-        self.inner.worker_deregister(id).await
-    }
-    async fn worker_list(&self) -> StorageResult<Vec<WorkerRecord>> {
-        self.inner.worker_list().await
-    }
-    async fn queue_stats(&self) -> StorageResult<Vec<QueueStats>> {
-        self.inner.queue_stats().await
-    }
-    async fn storage_now(&self) -> StorageResult<Timestamp> {
-        self.inner.storage_now().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stuckless_core::driver::{JobClaim, JobComplete, JobCompleteMany, JobInsertMany, StorageNow};
+    use stuckless_core::{ManualClock, MemStore, NewJob, Timestamp};
+
+    #[tokio::test]
+    async fn times_claims_and_batched_completions_only() {
+        let store = timed(MemStore::new(ManualClock::new(Timestamp::from_secs(1))));
+        let jobs = (0..3)
+            .map(|_| {
+                NewJob::new("default", "k", serde_json::json!({}))
+                    .validate()
+                    .unwrap()
+            })
+            .collect();
+        store.job_insert_many(JobInsertMany { jobs }).await.unwrap();
+        store.storage_now(StorageNow {}).await.unwrap();
+        let claim = JobClaim {
+            worker_id: "w".into(),
+            queues: vec!["default".into()],
+            limit: 2,
+            lease: Duration::from_secs(30),
+        };
+        let claimed = store.job_claim(claim).await.unwrap();
+        let jobs = claimed
+            .iter()
+            .map(|c| JobComplete {
+                id: c.id(),
+                epoch: c.epoch(),
+            })
+            .collect();
+        store.job_complete_many(JobCompleteMany { jobs }).await.unwrap();
+        let claims = store.hook().claims.lock().unwrap().clone();
+        let completions = store.hook().completions.lock().unwrap().clone();
+        assert_eq!((claims.calls(), claims.sizes.clone()), (1, vec![2]));
+        assert_eq!((completions.calls(), completions.mean_size()), (1, 2.0));
     }
 }

@@ -6,21 +6,31 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stuckless_core::{ClaimRequest, Clock, ManualClock, NewJob, Storage, Timestamp};
+use stuckless_core::driver::{JobClaim, JobComplete, JobInsertMany, JobReapExpired, Storage};
+use stuckless_core::{ClaimedJob, Clock, ManualClock, NewJob, Timestamp};
 use stuckless_harness::checks::{self, Bounds};
 use stuckless_harness::db::{server_url, RunDb};
 use stuckless_pg::PgStorage;
 
 const S: i64 = 1_000_000;
 
-fn claim(worker: &str, limit: u32) -> ClaimRequest {
-    ClaimRequest {
+fn claim(worker: &str, limit: u32) -> JobClaim {
+    JobClaim {
         worker_id: worker.into(),
         queues: vec!["default".into()],
         limit,
         lease: Duration::from_secs(3),
     }
 }
+
+fn complete(job: &ClaimedJob) -> JobComplete {
+    JobComplete {
+        id: job.id(),
+        epoch: job.epoch(),
+    }
+}
+
+const REAP: JobReapExpired = JobReapExpired { limit: 100 };
 
 async fn record(db: &RunDb, job: i64, epoch: i64, worker: &str, started: i64, finished: Option<i64>) {
     sqlx::query(
@@ -58,10 +68,13 @@ async fn checks_flag_each_sabotage_and_pass_the_clean_job() {
     let ids: Vec<i64> = storage
         // Priorities fix the claim order whatever the run_at: A, B, then C.
         .job_insert_many(
-            [10, 10, 5, 0, 0]
-                .into_iter()
-                .map(|p| NewJob::new("default", "chaos", serde_json::json!({})).priority(p))
-                .collect(),
+            JobInsertMany::new(
+                [10, 10, 5, 0, 0]
+                    .into_iter()
+                    .map(|p| NewJob::new("default", "chaos", serde_json::json!({})).priority(p))
+                    .collect(),
+            )
+            .expect("valid jobs"),
         )
         .await
         .expect("enqueue")
@@ -77,7 +90,7 @@ async fn checks_flag_each_sabotage_and_pass_the_clean_job() {
     record(&db, b, 1, "w1", t0, None).await;
     clock.advance(Duration::from_secs(4));
     assert_eq!(
-        storage.job_reap_expired(100).await.expect("reap").requeued.len(),
+        storage.job_reap_expired(REAP).await.expect("reap").requeued.len(),
         2
     );
 
@@ -86,7 +99,7 @@ async fn checks_flag_each_sabotage_and_pass_the_clean_job() {
     assert_eq!(a2.id().0, a);
     record(&db, a, 2, "w2", t0 + 4 * S, Some(t0 + 5 * S)).await;
     clock.advance(Duration::from_secs(1));
-    storage.job_complete(a2.id(), a2.epoch()).await.expect("complete");
+    storage.job_complete(complete(&a2)).await.expect("complete");
 
     // B: w2 is still working on it when an unfenced write succeeds it (what
     // a completion accepted from w1's stale epoch would do).
@@ -108,14 +121,14 @@ async fn checks_flag_each_sabotage_and_pass_the_clean_job() {
     assert_eq!(c1.id().0, c);
     clock.advance(Duration::from_secs(20));
     assert_eq!(
-        storage.job_reap_expired(100).await.expect("reap").requeued,
+        storage.job_reap_expired(REAP).await.expect("reap").requeued,
         vec![c1.id()]
     );
     let c2 = storage.job_claim(claim("w2", 1)).await.expect("claim").remove(0);
     assert_eq!(c2.id().0, c);
     let now = clock.now().as_micros();
     record(&db, c, 2, "w2", now, Some(now)).await;
-    storage.job_complete(c2.id(), c2.epoch()).await.expect("complete");
+    storage.job_complete(complete(&c2)).await.expect("complete");
 
     // D vanishes; E stays queued; a phantom execution of A at epoch 7.
     sqlx::query("delete from stuckless.jobs where id = $1")

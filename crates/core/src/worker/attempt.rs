@@ -6,12 +6,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
-use super::runtime::Shared;
+use super::shared::Shared;
+use crate::driver::{FailOutcome, JobFail, JobHeartbeat, JobRelease, StorageResult};
 use crate::error::{JobError, StorageError};
 use crate::handler::{CancelReason, JobContext};
 use crate::job::{ClaimedJob, Job};
 use crate::observer::{AttemptRef, WorkerEvent};
-use crate::storage::{FailOutcome, FailRequest, StorageResult};
 use crate::time::Timestamp;
 
 /// Aborts the handler task if the attempt is dropped (a crash of the worker),
@@ -95,9 +95,12 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
             next_heartbeat = now + config.heartbeat_interval;
             let progress = ctx.take_progress();
             let budget = config.storage_timeout.min(lease_deadline.saturating_since(now));
-            let call = shared
-                .storage
-                .job_heartbeat(this.job_id, this.epoch, config.lease, progress.clone());
+            let call = shared.storage.job_heartbeat(JobHeartbeat {
+                id: this.job_id,
+                epoch: this.epoch,
+                lease: config.lease,
+                progress: progress.clone(),
+            });
             match shared.bounded("job_heartbeat", budget, call).await {
                 Ok(_) => lease_deadline = now + config.lease,
                 Err(error) if error.is_lease_lost() => {
@@ -259,12 +262,14 @@ async fn fail(shared: &Shared, this: &AttemptRef, error: JobError, deadline: Tim
         JobError::Permanent { .. } => None,
     };
     let message = error.message().to_owned();
-    let request = FailRequest {
+    let request = JobFail {
+        id: this.job_id,
+        epoch: this.epoch,
         error: message.clone(),
         retry_after,
     };
     let result = write(shared, "job_fail", deadline, || {
-        shared.storage.job_fail(this.job_id, this.epoch, request.clone())
+        shared.storage.job_fail(request.clone())
     })
     .await;
     match result {
@@ -291,7 +296,10 @@ async fn release(shared: &Shared, this: &AttemptRef, lease_deadline: Timestamp) 
     // Shutdown must end promptly: try for one storage timeout at most.
     let deadline = lease_deadline.min(shared.clock.now() + shared.config.storage_timeout);
     let result = write(shared, "job_release", deadline, || {
-        shared.storage.job_release(this.job_id, this.epoch)
+        shared.storage.job_release(JobRelease {
+            id: this.job_id,
+            epoch: this.epoch,
+        })
     })
     .await;
     match result {

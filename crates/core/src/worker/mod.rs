@@ -3,6 +3,7 @@
 
 mod attempt;
 mod runtime;
+mod shared;
 mod shutdown;
 
 use std::collections::BTreeMap;
@@ -11,16 +12,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::clock::Clock;
+use crate::args::{JobHandler, Typed};
+use crate::clock::{Clock, TokioClock};
+use crate::driver::Storage;
 use crate::error::WorkerError;
 use crate::handler::Handler;
-use crate::job::validate_name;
 use crate::observer::{NoObserver, Observer};
 use crate::retry::RetryPolicy;
-use crate::storage::Storage;
+use crate::validate::validate_name;
 use crate::waker::{PollOnly, Waker};
 
-pub use runtime::RunReport;
+pub use shared::RunReport;
 pub use shutdown::ShutdownHandle;
 
 /// A worker's settings. Every default is listed here and on the builder.
@@ -139,7 +141,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// Builds a [`Worker`]. See [`Config`]'s table for every default.
 pub struct WorkerBuilder {
     storage: Arc<dyn Storage>,
-    clock: Arc<dyn Clock>,
+    clock: Option<Arc<dyn Clock>>,
     config: Config,
     handlers: BTreeMap<String, Arc<dyn Handler>>,
     waker: Arc<dyn Waker>,
@@ -234,6 +236,22 @@ impl WorkerBuilder {
         self
     }
 
+    /// Registers the typed handler `A` for jobs of kind `A::KIND`; a payload
+    /// that does not decode as `A` fails permanently.
+    pub fn handle<A: JobHandler>(mut self) -> Self {
+        self.handlers
+            .insert(A::KIND.to_owned(), Arc::new(Typed::<A>::new()));
+        self
+    }
+
+    /// The clock the worker times itself by (heartbeats, backoff, grace,
+    /// its local lease deadline). Default: the system clock
+    /// ([`TokioClock::system`]); simulations and tests pass their own.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Registers a shared handler for jobs of `kind`.
     pub fn handler_arc(mut self, kind: impl Into<String>, handler: Arc<dyn Handler>) -> Self {
         self.handlers.insert(kind.into(), handler);
@@ -269,7 +287,7 @@ impl WorkerBuilder {
         }
         Ok(Worker {
             storage: self.storage,
-            clock: self.clock,
+            clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::system())),
             config: Arc::new(self.config),
             handlers: Arc::new(self.handlers),
             waker: self.waker,
@@ -284,15 +302,17 @@ impl WorkerBuilder {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use stuckless_core::{JobContext, JobError, MemStore, NewJob, Storage, TokioClock, Timestamp, Worker};
+/// use stuckless_core::{Client, JobContext, JobError, MemStore, NewJob, TokioClock, Timestamp, Worker};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// let clock = Arc::new(TokioClock::starting_at(Timestamp::from_secs(1_700_000_000)));
 /// let store = Arc::new(MemStore::with_clock(clock.clone()));
-/// store.job_insert(NewJob::new("default", "greet", serde_json::json!({"name": "ada"}))).await.unwrap();
+/// let client = Client::new(store.clone());
+/// client.enqueue_job(NewJob::new("default", "greet", serde_json::json!({"name": "ada"}))).await.unwrap();
 ///
-/// let worker = Worker::builder("worker-1", store.clone(), clock)
+/// let worker = Worker::builder("worker-1", store.clone())
+///     .clock(clock)
 ///     .poll_interval(Duration::from_millis(100))
 ///     .handler("greet", |ctx: JobContext| async move {
 ///         let name = ctx.payload()["name"].as_str().unwrap_or("?").to_owned();
@@ -321,15 +341,11 @@ pub struct Worker {
 
 impl Worker {
     /// A builder for a worker with a unique `worker_id` (1 to 128 bytes of
-    /// `[A-Za-z0-9_.:-]`) over `storage`, timing itself by `clock`.
-    pub fn builder(
-        worker_id: impl Into<String>,
-        storage: Arc<dyn Storage>,
-        clock: Arc<dyn Clock>,
-    ) -> WorkerBuilder {
+    /// `[A-Za-z0-9_.:-]`) over `storage`.
+    pub fn builder(worker_id: impl Into<String>, storage: Arc<dyn Storage>) -> WorkerBuilder {
         WorkerBuilder {
             storage,
-            clock,
+            clock: None,
             config: Config::new(worker_id.into()),
             handlers: BTreeMap::new(),
             waker: Arc::new(PollOnly),

@@ -1,131 +1,27 @@
 //! The worker's main loop and its background tasks.
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::attempt;
+use super::shared::{CompletionSlot, RunReport, Shared};
 use super::shutdown::Phase;
-use super::{Config, Worker};
+use super::Worker;
 use crate::clock::Clock;
+use crate::driver::{
+    JobClaim, JobComplete, JobCompleteMany, JobReapExpired, Storage, WorkerDeregister, WorkerHeartbeat,
+    WorkerRegister,
+};
 use crate::error::{StorageError, WorkerError};
-use crate::handler::Handler;
-use crate::job::{Epoch, JobId};
-use crate::observer::{Observer, WorkerEvent};
-use crate::storage::{ClaimRequest, CompleteOutcome, Storage, StorageResult, WorkerRegistration};
-use crate::time::Timestamp;
-
-/// What a worker did over one run, counted.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RunReport {
-    /// Jobs claimed.
-    pub claimed: u64,
-    /// Completions the storage accepted.
-    pub completed: u64,
-    /// Attempts failed and retried.
-    pub retried: u64,
-    /// Attempts failed into dead.
-    pub dead: u64,
-    /// Jobs released at shutdown.
-    pub released: u64,
-    /// Handlers cancelled because the lease was lost or presumed lost.
-    pub lease_lost: u64,
-    /// Writes the storage refused as stale.
-    pub stale_writes: u64,
-    /// Handlers that panicked.
-    pub panics: u64,
-    /// Jobs this worker's reaper took back.
-    pub reaped: u64,
-}
-
-impl RunReport {
-    fn count(&mut self, event: &WorkerEvent) {
-        match event {
-            WorkerEvent::Claimed { .. } => self.claimed += 1,
-            WorkerEvent::Completed { .. } => self.completed += 1,
-            WorkerEvent::Retried { .. } => self.retried += 1,
-            WorkerEvent::Dead { .. } => self.dead += 1,
-            WorkerEvent::Released { .. } => self.released += 1,
-            WorkerEvent::LeaseLost { .. } => self.lease_lost += 1,
-            WorkerEvent::StaleWriteRejected { .. } => self.stale_writes += 1,
-            WorkerEvent::Panicked { .. } => self.panics += 1,
-            WorkerEvent::Reaped { outcome } => self.reaped += outcome.len() as u64,
-            WorkerEvent::StorageUnavailable { .. } => {}
-        }
-    }
-}
-
-/// A completion waiting for the batcher.
-pub(crate) type CompletionSlot = (JobId, Epoch, oneshot::Sender<StorageResult<CompleteOutcome>>);
-
-/// State shared by the main loop and every attempt.
-pub(crate) struct Shared {
-    pub storage: Arc<dyn Storage>,
-    pub clock: Arc<dyn Clock>,
-    pub config: Arc<Config>,
-    pub handlers: Arc<BTreeMap<String, Arc<dyn Handler>>>,
-    observer: Arc<dyn Observer>,
-    report: Mutex<RunReport>,
-    rng: Mutex<ChaCha8Rng>,
-    /// Fired when the shutdown grace is over: attempts release their jobs.
-    pub release_now: CancellationToken,
-    /// Wakes the main loop from inside (e.g. the reaper requeued jobs).
-    kick: Notify,
-    pub completions: mpsc::Sender<CompletionSlot>,
-    in_flight: AtomicU32,
-}
-
-impl Shared {
-    /// Counts an event and hands it to the observer.
-    pub fn emit(&self, event: WorkerEvent) {
-        self.report.lock().expect("report lock").count(&event);
-        self.observer.on_event(&event);
-    }
-
-    /// A jittered retry delay for a failed `attempt`.
-    pub fn retry_delay(&self, attempt: i32) -> Duration {
-        let mut rng = self.rng.lock().expect("rng lock");
-        self.config.retry.delay(attempt, &mut *rng)
-    }
-
-    /// Runs a storage call, turning a call slower than `limit` into
-    /// [`StorageError::Unavailable`].
-    pub async fn bounded<T>(
-        &self,
-        operation: &'static str,
-        limit: Duration,
-        call: impl Future<Output = StorageResult<T>>,
-    ) -> StorageResult<T> {
-        let result = tokio::select! {
-            biased;
-            result = call => result,
-            _ = self.clock.sleep(limit) => Err(StorageError::Unavailable(format!("{operation} timed out after {limit:?}"))),
-        };
-        if let Err(error) = &result {
-            if error.is_transient() {
-                self.emit(WorkerEvent::StorageUnavailable {
-                    operation,
-                    error: error.to_string(),
-                });
-            }
-        }
-        result
-    }
-
-    fn now(&self) -> Timestamp {
-        self.clock.now()
-    }
-}
+use crate::observer::WorkerEvent;
 
 pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
     let Worker {
@@ -178,7 +74,9 @@ pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
             .bounded(
                 "worker_deregister",
                 shared.config.storage_timeout,
-                shared.storage.worker_deregister(&shared.config.worker_id),
+                shared.storage.worker_deregister(WorkerDeregister {
+                    id: shared.config.worker_id.clone(),
+                }),
             )
             .await;
         if let Err(error) = deregistered {
@@ -196,8 +94,8 @@ fn take_report(shared: &Shared) -> RunReport {
     shared.report.lock().expect("report lock").clone()
 }
 
-fn registration(shared: &Shared) -> WorkerRegistration {
-    WorkerRegistration {
+fn registration(shared: &Shared) -> WorkerRegister {
+    WorkerRegister {
         id: shared.config.worker_id.clone(),
         queues: shared.config.queues.clone(),
         concurrency: shared.config.concurrency,
@@ -255,7 +153,7 @@ async fn claim_loop(
         while attempts.try_join_next().is_some() {}
         let free = config.concurrency.saturating_sub(attempts.len() as u32);
         if want_claim && free > 0 {
-            let request = ClaimRequest {
+            let request = JobClaim {
                 worker_id: config.worker_id.clone(),
                 queues: config.queues.clone(),
                 limit: free,
@@ -349,7 +247,9 @@ async fn reaper(shared: Arc<Shared>, stop: CancellationToken) {
             _ = shared.clock.sleep(wait) => {}
         }
         wait = interval;
-        let call = shared.storage.job_reap_expired(shared.config.reap_batch);
+        let call = shared.storage.job_reap_expired(JobReapExpired {
+            limit: shared.config.reap_batch,
+        });
         if let Ok(outcome) = shared
             .bounded("job_reap_expired", shared.config.storage_timeout, call)
             .await
@@ -378,7 +278,10 @@ async fn registry_heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             _ = shared.clock.sleep(config.registry_heartbeat_interval) => {}
         }
         let in_flight = shared.in_flight.load(Ordering::SeqCst);
-        let call = shared.storage.worker_heartbeat(&config.worker_id, in_flight);
+        let call = shared.storage.worker_heartbeat(WorkerHeartbeat {
+            id: config.worker_id.clone(),
+            in_flight,
+        });
         match shared
             .bounded("worker_heartbeat", config.storage_timeout, call)
             .await
@@ -410,8 +313,14 @@ async fn complete_batches(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion
                 Err(_) => break,
             }
         }
-        let pairs: Vec<(JobId, Epoch)> = batch.iter().map(|(id, epoch, _)| (*id, *epoch)).collect();
-        let call = shared.storage.job_complete_many(pairs);
+        let jobs = batch
+            .iter()
+            .map(|(id, epoch, _)| JobComplete {
+                id: *id,
+                epoch: *epoch,
+            })
+            .collect();
+        let call = shared.storage.job_complete_many(JobCompleteMany { jobs });
         match shared
             .bounded("job_complete_many", shared.config.storage_timeout, call)
             .await

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use sqlx::postgres::PgPoolOptions;
-use stuckless_core::{RetryPolicy, TokioClock, Worker};
+use stuckless_core::{RetryPolicy, Worker};
 use stuckless_harness::recording::{RecordingHandler, CHAOS_KIND};
 use stuckless_pg::{PgStorage, PgWaker};
 
@@ -54,8 +54,7 @@ async fn main() -> anyhow::Result<()> {
         .context("database url")?;
     let storage = Arc::new(PgStorage::new(pool.clone()).with_happy_path_events(true));
     let waker = PgWaker::start_url(&args.database_url, vec![args.queue.clone()]).context("waker")?;
-    let clock = Arc::new(TokioClock::system());
-    let worker = Worker::builder(args.worker_id.clone(), storage, clock)
+    let worker = Worker::builder(args.worker_id.clone(), storage)
         .queues([args.queue.clone()])
         .concurrency(args.concurrency)
         .lease(ms(args.lease_ms))

@@ -1,0 +1,166 @@
+//! Input checks every storage shares, so bad input is refused the same way
+//! everywhere and before anything is written.
+
+use serde_json::Value;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// Input that no storage will accept; nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(into = "OwnedValidationError")]
+#[error("invalid {field}: {reason}")]
+pub struct ValidationError {
+    /// The offending field.
+    pub field: &'static str,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl ValidationError {
+    /// An error about `field`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ValidationError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Limits every storage enforces on input, so bad input is refused the same
+/// way everywhere and before anything is written.
+pub mod limits {
+    /// Longest queue or kind name, in bytes.
+    pub const MAX_NAME_BYTES: usize = 128;
+    /// Longest idempotency key, in bytes.
+    pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+    /// Largest payload, as compact JSON, in bytes (1 MiB).
+    pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+    /// Largest progress value, as compact JSON, in bytes (64 KiB).
+    pub const MAX_PROGRESS_BYTES: usize = 64 * 1024;
+    /// Longest stored error message, in bytes; longer ones are truncated.
+    pub const MAX_ERROR_BYTES: usize = 4096;
+    /// Default attempts before a job is dead.
+    pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+    /// Most attempts a job may allow.
+    pub const MAX_MAX_ATTEMPTS: i32 = 1000;
+    /// Earliest `run_at`: 0001-01-01T00:00:00Z. Postgres `timestamptz` cannot
+    /// hold every `i64` of microseconds, so every storage refuses the same range.
+    pub const MIN_TIMESTAMP_MICROS: i64 = -62_135_596_800_000_000;
+    /// Latest `run_at`: 9999-12-31T23:59:59.999999Z.
+    pub const MAX_TIMESTAMP_MICROS: i64 = 253_402_300_799_999_999;
+    /// Longest lease or retry delay: 100 years of 365 days. Longer ones would
+    /// push a time past what every storage can represent.
+    pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+}
+
+/// Checks a queue or kind name: 1 to 128 bytes of `[A-Za-z0-9_.:-]`.
+pub fn validate_name(field: &'static str, name: &str) -> Result<(), ValidationError> {
+    if name.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if name.len() > limits::MAX_NAME_BYTES {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "must be at most {} bytes, got {}",
+                limits::MAX_NAME_BYTES,
+                name.len()
+            ),
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!("may hold only ASCII letters, digits and _ - . : (found {bad:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a lease or delay against [`limits::MAX_DURATION`].
+pub fn validate_duration(field: &'static str, d: std::time::Duration) -> Result<(), ValidationError> {
+    if d > limits::MAX_DURATION {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most 100 years, got {} s", d.as_secs()),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a JSON value's size and that no string in it holds NUL, which
+/// Postgres `jsonb` cannot store.
+pub fn validate_json(field: &'static str, value: &Value, max_bytes: usize) -> Result<(), ValidationError> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if has_nul(value) {
+        return Err(ValidationError::new(field, "contains a NUL character (\\u0000)"));
+    }
+    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > max_bytes {
+        return Err(ValidationError::new(
+            field,
+            format!("is {size} bytes as JSON; the limit is {max_bytes}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The `'static` copy of a name that crossed a wire (field and operation
+/// names are `&'static str` in the API). Each distinct name is leaked once;
+/// the names are the code's own, so the set stays small.
+pub(crate) fn intern(name: &str) -> &'static str {
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+/// [`ValidationError`] with owned names, as it crosses a wire.
+#[derive(Serialize, Deserialize)]
+struct OwnedValidationError {
+    field: String,
+    reason: String,
+}
+
+impl From<OwnedValidationError> for ValidationError {
+    fn from(e: OwnedValidationError) -> Self {
+        ValidationError {
+            field: intern(&e.field),
+            reason: e.reason,
+        }
+    }
+}
+
+impl From<ValidationError> for OwnedValidationError {
+    fn from(e: ValidationError) -> Self {
+        OwnedValidationError {
+            field: e.field.to_owned(),
+            reason: e.reason,
+        }
+    }
+}
+
+// Derived by hand: serde would tie a derived impl's `'de` to the `'static`
+// names inside.
+impl<'de> Deserialize<'de> for ValidationError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        OwnedValidationError::deserialize(d).map(Into::into)
+    }
+}

@@ -1,0 +1,125 @@
+//! State shared by a worker's main loop, its background tasks and every
+//! attempt, and the report it fills in.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::Config;
+use crate::clock::Clock;
+use crate::driver::{CompleteOutcome, Storage, StorageResult};
+use crate::error::StorageError;
+use crate::handler::Handler;
+use crate::job::{Epoch, JobId};
+use crate::observer::{Observer, WorkerEvent};
+use crate::time::Timestamp;
+
+/// What a worker did over one run, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunReport {
+    /// Jobs claimed.
+    pub claimed: u64,
+    /// Completions the storage accepted.
+    pub completed: u64,
+    /// Attempts failed and retried.
+    pub retried: u64,
+    /// Attempts failed into dead.
+    pub dead: u64,
+    /// Jobs released at shutdown.
+    pub released: u64,
+    /// Handlers cancelled because the lease was lost or presumed lost.
+    pub lease_lost: u64,
+    /// Writes the storage refused as stale.
+    pub stale_writes: u64,
+    /// Handlers that panicked.
+    pub panics: u64,
+    /// Jobs this worker's reaper took back.
+    pub reaped: u64,
+}
+
+impl RunReport {
+    pub(super) fn count(&mut self, event: &WorkerEvent) {
+        match event {
+            WorkerEvent::Claimed { .. } => self.claimed += 1,
+            WorkerEvent::Completed { .. } => self.completed += 1,
+            WorkerEvent::Retried { .. } => self.retried += 1,
+            WorkerEvent::Dead { .. } => self.dead += 1,
+            WorkerEvent::Released { .. } => self.released += 1,
+            WorkerEvent::LeaseLost { .. } => self.lease_lost += 1,
+            WorkerEvent::StaleWriteRejected { .. } => self.stale_writes += 1,
+            WorkerEvent::Panicked { .. } => self.panics += 1,
+            WorkerEvent::Reaped { outcome } => self.reaped += outcome.len() as u64,
+            WorkerEvent::StorageUnavailable { .. } => {}
+        }
+    }
+}
+
+/// A completion waiting for the batcher.
+pub(crate) type CompletionSlot = (JobId, Epoch, oneshot::Sender<StorageResult<CompleteOutcome>>);
+
+/// State shared by the main loop and every attempt.
+pub(crate) struct Shared {
+    pub storage: Arc<dyn Storage>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<Config>,
+    pub handlers: Arc<BTreeMap<String, Arc<dyn Handler>>>,
+    pub observer: Arc<dyn Observer>,
+    pub report: Mutex<RunReport>,
+    pub rng: Mutex<ChaCha8Rng>,
+    /// Fired when the shutdown grace is over: attempts release their jobs.
+    pub release_now: CancellationToken,
+    /// Wakes the main loop from inside (e.g. the reaper requeued jobs).
+    pub kick: Notify,
+    pub completions: mpsc::Sender<CompletionSlot>,
+    pub in_flight: AtomicU32,
+}
+
+impl Shared {
+    /// Counts an event and hands it to the observer.
+    pub fn emit(&self, event: WorkerEvent) {
+        self.report.lock().expect("report lock").count(&event);
+        self.observer.on_event(&event);
+    }
+
+    /// A jittered retry delay for a failed `attempt`.
+    pub fn retry_delay(&self, attempt: i32) -> Duration {
+        let mut rng = self.rng.lock().expect("rng lock");
+        self.config.retry.delay(attempt, &mut *rng)
+    }
+
+    /// Runs a storage call, turning a call slower than `limit` into
+    /// [`StorageError::Unavailable`].
+    pub async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        limit: Duration,
+        call: impl Future<Output = StorageResult<T>>,
+    ) -> StorageResult<T> {
+        let result = tokio::select! {
+            biased;
+            result = call => result,
+            _ = self.clock.sleep(limit) => Err(StorageError::Unavailable(format!("{operation} timed out after {limit:?}"))),
+        };
+        if let Err(error) = &result {
+            if error.is_transient() {
+                self.emit(WorkerEvent::StorageUnavailable {
+                    operation,
+                    error: error.to_string(),
+                });
+            }
+        }
+        result
+    }
+
+    /// The worker clock's now.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,427 @@
+//! The driver interface on Postgres: one method per operation, each one
+//! statement (or one short transaction) whose refusals follow the spec.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use stuckless_core::driver::{
+    is_reapable, CompleteOutcome, FailOutcome, InsertOutcome, JobCancel, JobClaim, JobComplete,
+    JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat, JobInsert, JobInsertMany, JobReapExpired,
+    JobRelease, JobRequeue, QueueStats, QueueStatsGet, ReapOutcome, Storage, StorageNow, StorageResult,
+    WorkerDeregister, WorkerHeartbeat, WorkerList, WorkerRecord, WorkerRegister,
+};
+use stuckless_core::job::clamp_error;
+use stuckless_core::time::duration_micros;
+use stuckless_core::{ClaimedJob, Job, JobEvent, JobId, JobStatus, StorageError, Timestamp};
+
+use crate::error::storage_error;
+use crate::fence::end;
+use crate::insert::{insert_outcome, insert_query};
+use crate::storage::PgStorage;
+use crate::{rows, sql};
+
+/// A lease or delay as the bigint microseconds the statements bind.
+fn micros(d: Duration) -> i64 {
+    duration_micros(d)
+}
+
+#[async_trait]
+impl Storage for PgStorage {
+    async fn job_insert(&self, JobInsert { job }: JobInsert) -> StorageResult<InsertOutcome> {
+        let row = insert_query(job, self.pinned_now(), self.happy_path_events)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        insert_outcome(row)
+    }
+
+    async fn job_insert_many(
+        &self,
+        JobInsertMany { jobs }: JobInsertMany,
+    ) -> StorageResult<Vec<InsertOutcome>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.pinned_now();
+        if jobs.iter().all(|j| j.idempotency_key.is_none()) {
+            // The fast path: one statement however many jobs.
+            let n = jobs.len();
+            let mut queues = Vec::with_capacity(n);
+            let mut kinds = Vec::with_capacity(n);
+            let mut payloads = Vec::with_capacity(n);
+            let mut priorities = Vec::with_capacity(n);
+            let mut run_ats = Vec::with_capacity(n);
+            let mut max_attempts = Vec::with_capacity(n);
+            for job in jobs {
+                let job = job.into_inner();
+                queues.push(job.queue);
+                kinds.push(job.kind);
+                payloads.push(job.payload);
+                priorities.push(job.priority);
+                run_ats.push(job.run_at.map(Timestamp::as_micros));
+                max_attempts.push(job.max_attempts);
+            }
+            let rows = sqlx::query(sql::INSERT_MANY)
+                .bind(now)
+                .bind(queues)
+                .bind(kinds)
+                .bind(payloads)
+                .bind(priorities)
+                .bind(run_ats)
+                .bind(max_attempts)
+                .bind(self.happy_path_events)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(storage_error)?;
+            return rows
+                .iter()
+                .map(|row| {
+                    Ok(InsertOutcome {
+                        inserted: true,
+                        job: rows::job(row)?,
+                    })
+                })
+                .collect();
+        }
+        // With idempotency keys (possibly repeated within the batch) each job
+        // is inserted as by job_insert, in order, in one transaction: later
+        // statements see earlier ones, and `now()` is the transaction's.
+        let mut tx = self.pool.begin().await.map_err(storage_error)?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let row = insert_query(job, now, self.happy_path_events)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(storage_error)?;
+            out.push(insert_outcome(row)?);
+        }
+        tx.commit().await.map_err(storage_error)?;
+        Ok(out)
+    }
+
+    async fn job_claim(&self, request: JobClaim) -> StorageResult<Vec<ClaimedJob>> {
+        request.validate()?;
+        if request.limit == 0 || request.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statement = if request.queues.len() == 1 {
+            sql::CLAIM_ONE_QUEUE
+        } else {
+            sql::CLAIM
+        };
+        let rows = sqlx::query(statement)
+            .bind(self.pinned_now())
+            .bind(&request.queues)
+            .bind(i64::from(request.limit))
+            .bind(&request.worker_id)
+            .bind(micros(request.lease))
+            .bind(self.happy_path_events)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        rows.iter()
+            .map(|r| Ok(ClaimedJob { job: rows::job(r)? }))
+            .collect()
+    }
+
+    async fn job_heartbeat(&self, request: JobHeartbeat) -> StorageResult<Timestamp> {
+        request.validate()?;
+        let JobHeartbeat {
+            id,
+            epoch,
+            lease,
+            progress,
+        } = request;
+        let now = self.pinned_now();
+        let row = self
+            .fenced(id, epoch, "heartbeat", || {
+                sqlx::query(sql::HEARTBEAT)
+                    .bind(now)
+                    .bind(id.0)
+                    .bind(epoch.0)
+                    .bind(micros(lease))
+                    .bind(progress.is_some())
+                    .bind(progress.clone())
+            })
+            .await?;
+        let expires: i64 = row.try_get("value").map_err(storage_error)?;
+        Ok(Timestamp::from_micros(expires))
+    }
+
+    async fn job_complete(&self, JobComplete { id, epoch }: JobComplete) -> StorageResult<CompleteOutcome> {
+        let mut conn = self.pool.acquire().await.map_err(storage_error)?;
+        self.complete_one(&mut conn, id, epoch, self.pinned_now()).await
+    }
+
+    async fn job_complete_many(
+        &self,
+        JobCompleteMany { jobs }: JobCompleteMany,
+    ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
+        // One transaction: one `now()` for the batch, as the model has, and
+        // one commit instead of one per job.
+        let now = self.pinned_now();
+        let mut tx = self.pool.begin().await.map_err(storage_error)?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for JobComplete { id, epoch } in jobs {
+            let result = self.complete_one(&mut tx, id, epoch, now).await;
+            // A transport error aborts the whole batch; refusals are per job.
+            if let Err(e @ (StorageError::Unavailable(_) | StorageError::Other(_))) = &result {
+                // Roll back now, not lazily on drop: see `end`.
+                let _ = tx.rollback().await;
+                return Err(e.clone());
+            }
+            out.push(result);
+        }
+        tx.commit().await.map_err(storage_error)?;
+        Ok(out)
+    }
+
+    async fn job_fail(&self, request: JobFail) -> StorageResult<FailOutcome> {
+        request.validate()?;
+        let JobFail { id, epoch, .. } = request;
+        let now = self.pinned_now();
+        let error = clamp_error(&request.error);
+        let delay = request.retry_after.map(micros);
+        let row = self
+            .fenced(id, epoch, "fail", || {
+                sqlx::query(sql::FAIL)
+                    .bind(now)
+                    .bind(id.0)
+                    .bind(epoch.0)
+                    .bind(error.clone())
+                    .bind(delay)
+            })
+            .await?;
+        let run_at: Option<i64> = row.try_get("value").map_err(storage_error)?;
+        Ok(match run_at {
+            Some(at) => FailOutcome::Retried {
+                run_at: Timestamp::from_micros(at),
+            },
+            None => FailOutcome::Dead,
+        })
+    }
+
+    async fn job_release(&self, JobRelease { id, epoch }: JobRelease) -> StorageResult<()> {
+        let now = self.pinned_now();
+        self.fenced(id, epoch, "release", || {
+            sqlx::query(sql::RELEASE).bind(now).bind(id.0).bind(epoch.0)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn job_reap_expired(&self, JobReapExpired { limit }: JobReapExpired) -> StorageResult<ReapOutcome> {
+        if limit == 0 {
+            return Ok(ReapOutcome::default());
+        }
+        let rows = sqlx::query(sql::REAP)
+            .bind(self.pinned_now())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        let mut outcome = ReapOutcome::default();
+        for row in rows {
+            let id = JobId(row.try_get("id").map_err(storage_error)?);
+            let status: String = row.try_get("status").map_err(storage_error)?;
+            if status == "dead" {
+                outcome.dead.push(id);
+            } else {
+                outcome.requeued.push(id);
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn job_cancel(&self, JobCancel { id }: JobCancel) -> StorageResult<Job> {
+        let mut tx = self.pool.begin().await.map_err(storage_error)?;
+        let Some((now, mut job)) = self.lock_job(&mut tx, id).await? else {
+            return end(tx, Err(StorageError::NotFound(id))).await;
+        };
+        match job.status {
+            JobStatus::Cancelled => return end(tx, Ok(job)).await,
+            JobStatus::Succeeded | JobStatus::Dead => {
+                let refused = StorageError::WrongStatus {
+                    id,
+                    status: job.status,
+                    operation: "cancel",
+                    expected: "queued or running",
+                };
+                return end(tx, Err(refused)).await;
+            }
+            JobStatus::Queued | JobStatus::Running => {}
+        }
+        sqlx::query(sql::CANCEL)
+            .bind(None::<i64>)
+            .bind(id.0)
+            .bind(now.as_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage_error)?;
+        tx.commit().await.map_err(storage_error)?;
+        job.status = JobStatus::Cancelled;
+        job.lease_expires_at = None;
+        job.updated_at = now;
+        job.finished_at = Some(now);
+        Ok(job)
+    }
+
+    async fn job_requeue(&self, JobRequeue { id, force }: JobRequeue) -> StorageResult<Job> {
+        let mut tx = self.pool.begin().await.map_err(storage_error)?;
+        let Some((now, mut job)) = self.lock_job(&mut tx, id).await? else {
+            return end(tx, Err(StorageError::NotFound(id))).await;
+        };
+        let reset = job.status == JobStatus::Dead;
+        let detail = match job.status {
+            JobStatus::Dead => "dead job requeued by operator",
+            JobStatus::Running if is_reapable(&job, now) => "expired lease requeued by operator",
+            JobStatus::Running if force => "live lease revoked by operator (--force)",
+            status => {
+                let refused = StorageError::WrongStatus {
+                    id,
+                    status,
+                    operation: "requeue",
+                    expected: if status == JobStatus::Running {
+                        "dead, or running with an expired lease (or force)"
+                    } else {
+                        "dead, or running with an expired lease"
+                    },
+                };
+                return end(tx, Err(refused)).await;
+            }
+        };
+        sqlx::query(sql::REQUEUE)
+            .bind(None::<i64>)
+            .bind(id.0)
+            .bind(now.as_micros())
+            .bind(reset)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage_error)?;
+        tx.commit().await.map_err(storage_error)?;
+        if reset {
+            job.attempt = 0;
+            job.finished_at = None;
+        }
+        job.status = JobStatus::Queued;
+        job.run_at = now;
+        job.lease_expires_at = None;
+        job.updated_at = now;
+        Ok(job)
+    }
+
+    async fn job_get(&self, JobGet { id }: JobGet) -> StorageResult<Option<Job>> {
+        let row = sqlx::query(sql::GET)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        row.as_ref().map(rows::job).transpose()
+    }
+
+    async fn job_events(&self, JobEvents { id }: JobEvents) -> StorageResult<Vec<JobEvent>> {
+        let rows = sqlx::query(sql::EVENTS)
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn worker_register(&self, worker: WorkerRegister) -> StorageResult<()> {
+        worker.validate()?;
+        sqlx::query(sql::WORKER_REGISTER)
+            .bind(self.pinned_now())
+            .bind(&worker.id)
+            .bind(&worker.queues)
+            .bind(i64::from(worker.concurrency))
+            .bind(&worker.metadata)
+            .execute(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    async fn worker_heartbeat(
+        &self,
+        WorkerHeartbeat { id, in_flight }: WorkerHeartbeat,
+    ) -> StorageResult<()> {
+        // An id Postgres cannot even hold (NUL) cannot be registered.
+        if id.contains('\0') {
+            return Err(StorageError::WorkerNotFound(id));
+        }
+        let done = sqlx::query(sql::WORKER_HEARTBEAT)
+            .bind(self.pinned_now())
+            .bind(&id)
+            .bind(i64::from(in_flight))
+            .execute(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::WorkerNotFound(id));
+        }
+        Ok(())
+    }
+
+    async fn worker_deregister(&self, WorkerDeregister { id }: WorkerDeregister) -> StorageResult<()> {
+        if id.contains('\0') {
+            return Ok(());
+        }
+        sqlx::query("delete from stuckless.workers where id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    async fn worker_list(&self, _: WorkerList) -> StorageResult<Vec<WorkerRecord>> {
+        let rows = sqlx::query(sql::WORKER_LIST)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        rows.iter().map(rows::worker).collect()
+    }
+
+    async fn queue_stats(&self, _: QueueStatsGet) -> StorageResult<Vec<QueueStats>> {
+        let rows = sqlx::query(sql::QUEUE_STATS)
+            .bind(self.pinned_now())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        rows.iter()
+            .map(|row| {
+                let count = |col: &str| {
+                    row.try_get::<i64, _>(col)
+                        .map(|n| n as u64)
+                        .map_err(storage_error)
+                };
+                Ok(QueueStats {
+                    queue: row.try_get("queue").map_err(storage_error)?,
+                    due: count("due")?,
+                    scheduled: count("scheduled")?,
+                    running: count("running")?,
+                    running_expired: count("running_expired")?,
+                    succeeded: count("succeeded")?,
+                    dead: count("dead")?,
+                    cancelled: count("cancelled")?,
+                    oldest_due_age: row
+                        .try_get::<Option<i64>, _>("oldest_due_micros")
+                        .map_err(storage_error)?
+                        .map(|m| Duration::from_micros(m.max(0) as u64)),
+                })
+            })
+            .collect()
+    }
+
+    async fn storage_now(&self, _: StorageNow) -> StorageResult<Timestamp> {
+        let micros: i64 = sqlx::query_scalar(sql::NOW)
+            .bind(self.pinned_now())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        Ok(Timestamp::from_micros(micros))
+    }
+}

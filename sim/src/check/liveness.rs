@@ -1,0 +1,218 @@
+//! Invariants 6–8, liveness: once faults are over every job ends terminal, an
+//! expired lease is reaped within the reap interval, a due job is picked up
+//! within the poll interval while a worker has room, and a graceful shutdown
+//! leaves nothing running.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use stuckless_core::{Epoch, JobId, JobStatus, Timestamp};
+
+use super::{Checker, Finding, Invariant, Limits};
+use crate::model::Model;
+use crate::observe::{JobRow, Observation};
+use crate::recorder::secs;
+
+/// How long a job has sat in a bad state: since when, and the longest yet.
+#[derive(Clone, Copy, Debug, Default)]
+struct Spell {
+    since: Option<Timestamp>,
+    max: Duration,
+}
+
+impl Spell {
+    fn measure(&mut self, on: bool, now: Timestamp) {
+        if on {
+            let start = *self.since.get_or_insert(now);
+            self.max = self.max.max(now.saturating_since(start));
+        } else {
+            self.since = None;
+        }
+    }
+}
+
+/// The liveness checker: stuck-time measurements per job, the attempts each
+/// worker has in flight, and when liveness became owed.
+#[derive(Debug)]
+pub struct Liveness {
+    limits: Limits,
+    /// Per job: running with an expired lease; due while a worker had room.
+    spells: BTreeMap<JobId, (Spell, Spell)>,
+    /// Attempts each worker's runtime started and has not ended.
+    started: BTreeSet<(String, JobId, Epoch)>,
+    healed: Option<Timestamp>,
+}
+
+impl Liveness {
+    /// A liveness checker with these limits.
+    pub fn new(limits: Limits) -> Self {
+        Liveness {
+            limits,
+            spells: BTreeMap::new(),
+            started: BTreeSet::new(),
+            healed: None,
+        }
+    }
+
+    /// Per job: longest time running with an expired lease, longest time due
+    /// while a worker had capacity.
+    pub fn stuck_times(&self) -> Vec<(JobId, Duration, Duration)> {
+        self.spells
+            .iter()
+            .map(|(id, (expired, starved))| (*id, expired.max, starved.max))
+            .collect()
+    }
+
+    fn sample(
+        &mut self,
+        model: &Model,
+        now: Timestamp,
+        jobs: &[JobRow],
+        capacity: bool,
+        found: &mut Vec<Finding>,
+    ) {
+        let limits = &self.limits;
+        for job in jobs {
+            if !model.knows(job.id) {
+                continue;
+            }
+            let (expired_spell, starved_spell) = self.spells.entry(job.id).or_default();
+            let expired = job.status == JobStatus::Running && job.lease_expires_at.is_some_and(|e| e <= now);
+            expired_spell.measure(expired, now);
+            let starved = capacity && job.status == JobStatus::Queued && job.run_at <= now;
+            starved_spell.measure(starved, now);
+            let Some(heal) = self.healed else {
+                continue;
+            };
+            let settle = heal + limits.slack;
+            let over = |since: Option<Timestamp>| since.map(|s| now.saturating_since(s.max(settle)));
+            if over(expired_spell.since).is_some_and(|d| d > limits.reap_interval + limits.slack) {
+                found.push((
+                    Invariant::ExpiredLeaseNotReaped,
+                    Some(job.id),
+                    format!(
+                        "running with a lease expired at {} and nobody reaps it",
+                        secs(job.lease_expires_at.unwrap_or(now))
+                    ),
+                ));
+            }
+            if over(starved_spell.since).is_some_and(|d| d > limits.poll_interval + limits.slack) {
+                found.push((
+                    Invariant::DueJobStarved,
+                    Some(job.id),
+                    format!("due since {} while a worker had free capacity", secs(job.run_at)),
+                ));
+            }
+        }
+    }
+
+    /// A reap the db dated (it said when the lease had expired) must come
+    /// within the reap interval and slack, once liveness is owed.
+    fn reap_delay(&self, now: Timestamp, job: JobId, expired: Timestamp, found: &mut Vec<Finding>) {
+        let Some(heal) = self.healed else {
+            return;
+        };
+        let limit = self.limits.reap_interval + self.limits.slack;
+        let delay = now.saturating_since(expired.max(heal + self.limits.slack));
+        if delay > limit {
+            found.push((
+                Invariant::ExpiredLeaseNotReaped,
+                Some(job),
+                format!(
+                    "lease expired {} ms before the reap (limit {} ms)",
+                    now.saturating_since(expired).as_millis(),
+                    limit.as_millis()
+                ),
+            ));
+        }
+    }
+
+    /// Invariant 8: after `worker` finished a graceful shutdown, none of the
+    /// jobs it started may still be running under its lease.
+    fn shutdown(&self, now: Timestamp, worker: &str, jobs: &[JobRow], found: &mut Vec<Finding>) {
+        let left = jobs
+            .iter()
+            .filter(|j| j.status == JobStatus::Running && j.lease_owner.as_deref() == Some(worker))
+            // A lease already expired was given up by an attempt that ended
+            // (unconfirmed write, lost lease): the reaper's business.
+            .filter(|j| j.lease_expires_at.is_some_and(|e| e > now))
+            .filter(|j| self.started.contains(&(worker.to_owned(), j.id, j.epoch)));
+        for j in left {
+            found.push((
+                Invariant::ShutdownLeftRunning,
+                Some(j.id),
+                format!(
+                    "{worker} finished its graceful shutdown with this job still running at epoch {}",
+                    j.epoch
+                ),
+            ));
+        }
+    }
+}
+
+/// Invariant 6: at the end of the liveness phase every job is terminal.
+fn terminal(jobs: &[JobRow], found: &mut Vec<Finding>) {
+    for j in jobs.iter().filter(|j| !j.status.is_terminal()) {
+        found.push((
+            Invariant::Stuck,
+            Some(j.id),
+            format!(
+                "{} since {} (attempt {}/{}, lease owner {:?}, lease until {:?}) when the run ended",
+                j.status,
+                secs(j.updated_at),
+                j.attempt,
+                j.max_attempts,
+                j.lease_owner,
+                j.lease_expires_at.map(secs)
+            ),
+        ));
+    }
+}
+
+impl Checker for Liveness {
+    fn check(&mut self, model: &Model, observation: &Observation, found: &mut Vec<Finding>) {
+        match observation {
+            Observation::Inserted { job, new: true, .. } => {
+                self.spells.insert(*job, Default::default());
+            }
+            Observation::Healed { at } => self.healed = Some(*at),
+            Observation::Sampled {
+                at,
+                jobs,
+                free_capacity,
+            } => self.sample(model, *at, jobs, *free_capacity, found),
+            Observation::Reaped {
+                at,
+                job,
+                lease_expired_at: Some(expired),
+                ..
+            } if model.knows(*job) => self.reap_delay(*at, *job, *expired, found),
+            Observation::AttemptStarted {
+                worker, job, epoch, ..
+            } => {
+                self.started.insert((worker.clone(), *job, *epoch));
+            }
+            // An attempt that ended (even by giving up a lost lease, which
+            // leaves the job to the reaper) is no longer its shutdown's business.
+            Observation::AttemptEnded {
+                worker, job, epoch, ..
+            }
+            | Observation::LeaseLost {
+                worker, job, epoch, ..
+            } => {
+                self.started.remove(&(worker.clone(), *job, *epoch));
+            }
+            // A restarted worker's previous incarnation's attempts are the
+            // reaper's business once their leases run out.
+            Observation::Restarted { worker, .. } => self.started.retain(|(w, _, _)| w != worker),
+            Observation::ShutdownFinished {
+                at,
+                worker,
+                since,
+                jobs,
+            } if model.healthy(worker, *since, *at) => self.shutdown(*at, worker, jobs, found),
+            Observation::Ended { jobs, .. } => terminal(jobs, found),
+            _ => {}
+        }
+    }
+}
