@@ -138,8 +138,11 @@ impl Default for Metrics {
     }
 }
 
-/// Queue-depth gauges: name, help, and the field of [`QueueStats`] they show.
-const QUEUE_GAUGES: &[(&str, &str, fn(&QueueStats) -> u64)] = &[
+/// A queue-depth gauge: name, help, and the field of [`QueueStats`] it shows.
+type QueueGauge = (&'static str, &'static str, fn(&QueueStats) -> u64);
+
+/// The queue-depth gauges, read from the database at scrape time.
+const QUEUE_GAUGES: &[QueueGauge] = &[
     ("stuckless_queue_due", "Queued jobs that are due now", |q| q.due),
     ("stuckless_queue_scheduled", "Queued jobs due later", |q| {
         q.scheduled
@@ -168,10 +171,10 @@ impl Metrics {
         for queue in queues {
             let label = QueueLabel::of(queue);
             for family in m.per_queue_counters() {
-                family.get_or_create(&label);
+                drop(family.get_or_create(&label));
             }
-            m.pickup.get_or_create(&label);
-            m.run_time.get_or_create(&label);
+            drop(m.pickup.get_or_create(&label));
+            drop(m.run_time.get_or_create(&label));
         }
         std::sync::Arc::new(m)
     }
