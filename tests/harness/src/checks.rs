@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, Row};
 
-use crate::error::{Context, HarnessResult};
+use anyhow::Context;
 
 /// A job as it ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,7 +180,7 @@ impl Verdict {
 }
 
 /// Reads the facts from the run's database.
-pub async fn gather(pool: &PgPool, enqueued: Vec<i64>) -> HarnessResult<Facts> {
+pub async fn gather(pool: &PgPool, enqueued: Vec<i64>) -> anyhow::Result<Facts> {
     let jobs = sqlx::query(
         "select id, status, epoch, lease_owner, stuckless.to_micros(finished_at) as finished_at
          from stuckless.jobs order by id",

@@ -15,11 +15,8 @@ pub mod bench;
 pub mod chaos;
 pub mod checks;
 pub mod db;
-pub mod error;
 pub mod process;
 pub mod proxy;
 pub mod recorder;
 pub mod recording;
 pub mod timed;
-
-pub use error::{HarnessError, HarnessResult};
