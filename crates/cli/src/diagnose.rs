@@ -12,7 +12,8 @@ use stuckless_core::{Job, JobEvent, JobId, JobStatus, StorageError, Timestamp};
 use crate::ops::{worker_view, Report, WorkerView};
 use crate::util::human_duration;
 
-/// The named cases; A, B and C are the seed document's scenarios.
+/// The named cases; three of them are the seed document's scenarios A, B
+/// and C, whose letters are kept as a cross-reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Case {
@@ -48,18 +49,27 @@ impl Case {
         }
     }
 
-    /// A short title.
+    /// What the case means, in a few words.
     pub fn title(self) -> &'static str {
         match self {
-            Case::ExpiredLease => "running with an expired lease",
-            Case::SlowButAlive => "running, lease valid, worker alive but slow",
+            Case::ExpiredLease => "lease expired, not reaped",
+            Case::SlowButAlive => "running, lease valid: slow or waiting on an external call",
             Case::WorkerGone => "running, lease still valid, but its worker is gone",
-            Case::NoLiveWorker => "queued and due, but no live worker serves its queue",
-            Case::WaitingForCapacity => "queued and due, waiting for a free worker",
+            Case::NoLiveWorker => "due, nobody claiming: no live worker serves its queue",
+            Case::WaitingForCapacity => "due, waiting for a free worker slot",
             Case::Scheduled => "scheduled for later",
-            Case::Dead => "dead",
+            Case::Dead => "dead, will not be retried",
             Case::Cancelled => "cancelled",
             Case::Succeeded => "succeeded",
+        }
+    }
+
+    /// The title with the scenario letter as a cross-reference, e.g.
+    /// `lease expired, not reaped (scenario A)`.
+    pub fn headline(self) -> String {
+        match self.scenario() {
+            Some(letter) => format!("{} (scenario {letter})", self.title()),
+            None => self.title().to_owned(),
         }
     }
 }
@@ -80,10 +90,12 @@ pub struct LeaseView {
 /// Everything `diagnose` found.
 #[derive(Debug, Serialize)]
 pub struct Diagnosis {
-    /// The named case.
+    /// The named case (machine-readable, e.g. `expired_lease`).
     pub case: Case,
     /// The seed document's scenario letter, if any.
     pub scenario: Option<String>,
+    /// What the case means, for people (without the letter).
+    pub title: &'static str,
     /// The storage's time everything was judged at.
     pub now: Timestamp,
     /// The job row.
@@ -304,6 +316,7 @@ pub async fn diagnose(storage: &dyn Storage, id: JobId, stale_after: Duration) -
     Ok(Diagnosis {
         case,
         scenario: case.scenario().map(String::from),
+        title: case.title(),
         now,
         lease,
         lease_worker,
@@ -321,18 +334,13 @@ impl Report for Diagnosis {
     fn human(&self) -> String {
         let j = &self.job;
         let mut o = String::new();
-        let scenario = self
-            .scenario
-            .as_ref()
-            .map(|s| format!("scenario {s}: "))
-            .unwrap_or_default();
         let _ = writeln!(
             o,
-            "job {} (queue {}, kind {}): {scenario}{}",
+            "job {} (queue {}, kind {}): {}",
             j.id,
             j.queue,
             j.kind,
-            self.case.title()
+            self.case.headline()
         );
         let _ = writeln!(o);
         let row = |o: &mut String, k: &str, v: String| {
@@ -483,6 +491,21 @@ mod tests {
 
     const STALE: Duration = Duration::from_secs(90);
 
+    #[test]
+    fn headlines_name_the_meaning_with_the_letter_as_a_cross_reference() {
+        assert_eq!(
+            Case::SlowButAlive.headline(),
+            "running, lease valid: slow or waiting on an external call (scenario B)"
+        );
+        assert_eq!(
+            Case::NoLiveWorker.headline(),
+            "due, nobody claiming: no live worker serves its queue (scenario C)"
+        );
+        assert_eq!(Case::Dead.headline(), Case::Dead.title());
+        let json = serde_json::to_value(Case::ExpiredLease).unwrap();
+        assert_eq!(json, "expired_lease");
+    }
+
     #[tokio::test]
     async fn names_every_case_on_the_model_store() {
         let (clock, s, c, id) = setup().await;
@@ -505,6 +528,11 @@ mod tests {
         assert_eq!((a.case, a.scenario.as_deref()), (Case::ExpiredLease, Some("A")));
         assert_eq!(a.fix.as_deref(), Some(&*format!("stuckless requeue {id}")));
         assert!(a.human().contains("EXPIRED 20s ago"), "{}", a.human());
+        let first = a.human().lines().next().unwrap().to_owned();
+        assert_eq!(
+            first,
+            format!("job {id} (queue default, kind report): lease expired, not reaped (scenario A)")
+        );
         // The suggested fix works and is accepted without --force.
         crate::ops::requeue(&c, id, false).await.unwrap();
         let requeued = diagnose(&*s, id, STALE).await.unwrap();

@@ -1,12 +1,12 @@
 //! The built-in handlers, chosen per job kind by `--handler KIND=HANDLER`:
 //! `noop`, `sleep` and `http:URL`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::json;
 use stuckless_core::{Handler, JobContext, JobError};
 use tracing::info;
@@ -183,19 +183,19 @@ pub struct Counted {
     /// The wrapped handler.
     pub inner: Arc<dyn Handler>,
     /// The gauge.
-    pub in_flight: Arc<AtomicI64>,
+    pub in_flight: Gauge,
 }
 
 #[async_trait]
 impl Handler for Counted {
     async fn handle(&self, ctx: JobContext) -> Result<(), JobError> {
-        struct Guard(Arc<AtomicI64>);
+        struct Guard(Gauge);
         impl Drop for Guard {
             fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
+                self.0.dec();
             }
         }
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.inc();
         // Decrements even when the runtime aborts the handler.
         let _guard = Guard(self.in_flight.clone());
         self.inner.handle(ctx).await

@@ -1,294 +1,405 @@
-//! Prometheus metrics, fed by the worker's `Observer` events and written in
-//! the text exposition format by hand (a dozen series do not need a crate).
+//! Prometheus metrics, fed by the worker's `Observer` events and encoded by
+//! `prometheus-client` in the Prometheus text format (version 0.0.4).
+//!
+//! `prometheus-client` appends `_total` to counter names itself, so counters
+//! are registered without it (`stuckless_jobs_claimed` is exposed as
+//! `stuckless_jobs_claimed_total`); it also ends each help text with a period.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use stuckless_core::driver::QueueStats;
 use stuckless_core::{Observer, WorkerEvent};
 
-/// Counter names and help, in output order.
-const COUNTERS: &[(&str, &str)] = &[
-    ("claimed", "Jobs claimed by this worker."),
-    ("completed", "Completions the storage accepted."),
-    ("failed", "Attempts that failed (retried or dead)."),
-    ("retried", "Attempts that failed and will be retried."),
-    ("dead", "Attempts that failed into dead."),
-    (
-        "released",
-        "Jobs released at shutdown without costing an attempt.",
-    ),
-    (
-        "lease_lost",
-        "Handlers cancelled because the lease was lost or presumed lost.",
-    ),
-    (
-        "stale_write_rejected",
-        "Writes the storage refused as stale (fencing).",
-    ),
-    ("panicked", "Handlers that panicked."),
-];
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: &[f64] = &[
     0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
 ];
 
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+/// The one label of per-queue series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
 }
 
-impl Histogram {
-    fn observe(&mut self, d: Duration) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; BUCKETS.len()];
+impl QueueLabel {
+    fn of(queue: &str) -> Self {
+        QueueLabel {
+            queue: queue.to_owned(),
         }
-        let v = d.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if v <= *bound {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += v;
-        self.count += 1;
     }
 }
 
-#[derive(Default)]
-struct State {
-    /// (counter, queue) → count.
-    counters: BTreeMap<(&'static str, String), u64>,
-    reaped: u64,
-    storage_unavailable: u64,
-    pickup: BTreeMap<String, Histogram>,
-    run_time: BTreeMap<String, Histogram>,
+type PerQueue = Family<QueueLabel, Counter>;
+type PerQueueHistogram = Family<QueueLabel, Histogram, fn() -> Histogram>;
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS.iter().copied())
 }
 
 /// The worker's metrics.
-#[derive(Default)]
 pub struct Metrics {
-    state: Mutex<State>,
+    registry: Registry,
+    claimed: PerQueue,
+    completed: PerQueue,
+    failed: PerQueue,
+    retried: PerQueue,
+    dead: PerQueue,
+    released: PerQueue,
+    lease_lost: PerQueue,
+    stale_write_rejected: PerQueue,
+    panicked: PerQueue,
+    reaped: Counter,
+    storage_unavailable: Counter,
+    pickup: PerQueueHistogram,
+    run_time: PerQueueHistogram,
     /// Handlers running now.
-    pub in_flight: Arc<AtomicI64>,
+    pub in_flight: Gauge,
 }
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let mut per_queue = |name: &str, help: &str| {
+            let family = PerQueue::default();
+            registry.register(format!("stuckless_jobs_{name}"), help, family.clone());
+            family
+        };
+        let claimed = per_queue("claimed", "Jobs claimed by this worker");
+        let completed = per_queue("completed", "Completions the storage accepted");
+        let failed = per_queue("failed", "Attempts that failed (retried or dead)");
+        let retried = per_queue("retried", "Attempts that failed and will be retried");
+        let dead = per_queue("dead", "Attempts that failed into dead");
+        let released = per_queue("released", "Jobs released at shutdown without costing an attempt");
+        let lease_lost = per_queue(
+            "lease_lost",
+            "Handlers cancelled because the lease was lost or presumed lost",
+        );
+        let stale_write_rejected = per_queue(
+            "stale_write_rejected",
+            "Writes the storage refused as stale (fencing)",
+        );
+        let panicked = per_queue("panicked", "Handlers that panicked");
+        let reaped = Counter::default();
+        registry.register(
+            "stuckless_jobs_reaped",
+            "Expired leases this worker's reaper took back (all queues)",
+            reaped.clone(),
+        );
+        let storage_unavailable = Counter::default();
+        registry.register(
+            "stuckless_storage_unavailable",
+            "Storage calls that failed transiently",
+            storage_unavailable.clone(),
+        );
+        let pickup = PerQueueHistogram::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register(
+            "stuckless_pickup_latency_seconds",
+            "Time from due (run_at) to claim, storage clock",
+            pickup.clone(),
+        );
+        let run_time = PerQueueHistogram::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register(
+            "stuckless_run_time_seconds",
+            "Handler run time of completed jobs",
+            run_time.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "stuckless_in_flight",
+            "Handlers running now in this worker",
+            in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            claimed,
+            completed,
+            failed,
+            retried,
+            dead,
+            released,
+            lease_lost,
+            stale_write_rejected,
+            panicked,
+            reaped,
+            storage_unavailable,
+            pickup,
+            run_time,
+            in_flight,
+        }
+    }
+}
+
+/// A queue-depth gauge: name, help, and the field of [`QueueStats`] it shows.
+type QueueGauge = (&'static str, &'static str, fn(&QueueStats) -> u64);
+
+/// The queue-depth gauges, read from the database at scrape time.
+const QUEUE_GAUGES: &[QueueGauge] = &[
+    ("stuckless_queue_due", "Queued jobs that are due now", |q| q.due),
+    ("stuckless_queue_scheduled", "Queued jobs due later", |q| {
+        q.scheduled
+    }),
+    ("stuckless_queue_running", "Running jobs with a live lease", |q| {
+        q.running
+    }),
+    (
+        "stuckless_queue_running_expired",
+        "Running jobs whose lease expired (waiting for a reaper)",
+        |q| q.running_expired,
+    ),
+    ("stuckless_queue_dead", "Dead jobs", |q| q.dead),
+];
 
 impl Metrics {
     /// Empty metrics.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self::default())
     }
 
-    fn bump(state: &mut State, name: &'static str, queue: &str) {
-        *state.counters.entry((name, queue.to_owned())).or_default() += 1;
+    /// Metrics whose per-queue series for `queues` exist from the start at
+    /// zero, so a scrape shows them (and `rate()` works) before the first job.
+    pub fn for_queues(queues: &[String]) -> std::sync::Arc<Self> {
+        let m = Self::default();
+        for queue in queues {
+            let label = QueueLabel::of(queue);
+            for family in m.per_queue_counters() {
+                drop(family.get_or_create(&label));
+            }
+            drop(m.pickup.get_or_create(&label));
+            drop(m.run_time.get_or_create(&label));
+        }
+        std::sync::Arc::new(m)
+    }
+
+    fn per_queue_counters(&self) -> [&PerQueue; 9] {
+        [
+            &self.claimed,
+            &self.completed,
+            &self.failed,
+            &self.retried,
+            &self.dead,
+            &self.released,
+            &self.lease_lost,
+            &self.stale_write_rejected,
+            &self.panicked,
+        ]
     }
 
     /// The text exposition, with queue-depth gauges from `queues` when given.
+    ///
+    /// The gauges read at scrape time go into a registry of their own, built
+    /// for this scrape, so concurrent scrapes never see each other's values.
     pub fn render(&self, queues: Option<&[QueueStats]>) -> String {
-        let s = self.state.lock().expect("metrics lock");
-        let mut o = String::new();
-        for (name, help) in COUNTERS {
-            let _ = writeln!(o, "# HELP stuckless_jobs_{name}_total {help}");
-            let _ = writeln!(o, "# TYPE stuckless_jobs_{name}_total counter");
-            for ((n, queue), v) in &s.counters {
-                if n == name {
-                    let _ = writeln!(
-                        o,
-                        "stuckless_jobs_{name}_total{{queue=\"{}\"}} {v}",
-                        escape(queue)
-                    );
-                }
-            }
-        }
-        let _ = writeln!(
-            o,
-            "# HELP stuckless_jobs_reaped_total Expired leases this worker's reaper took back (all queues)."
-        );
-        let _ = writeln!(o, "# TYPE stuckless_jobs_reaped_total counter");
-        let _ = writeln!(o, "stuckless_jobs_reaped_total {}", s.reaped);
-        let _ = writeln!(
-            o,
-            "# HELP stuckless_storage_unavailable_total Storage calls that failed transiently."
-        );
-        let _ = writeln!(o, "# TYPE stuckless_storage_unavailable_total counter");
-        let _ = writeln!(o, "stuckless_storage_unavailable_total {}", s.storage_unavailable);
-        for (name, help, map) in [
-            (
-                "stuckless_pickup_latency_seconds",
-                "Time from due (run_at) to claim, storage clock.",
-                &s.pickup,
-            ),
-            (
-                "stuckless_run_time_seconds",
-                "Handler run time of completed jobs.",
-                &s.run_time,
-            ),
-        ] {
-            let _ = writeln!(o, "# HELP {name} {help}");
-            let _ = writeln!(o, "# TYPE {name} histogram");
-            for (queue, h) in map {
-                let q = escape(queue);
-                for (bound, c) in BUCKETS.iter().zip(&h.counts) {
-                    let _ = writeln!(o, "{name}_bucket{{queue=\"{q}\",le=\"{bound}\"}} {c}");
-                }
-                let _ = writeln!(o, "{name}_bucket{{queue=\"{q}\",le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(o, "{name}_sum{{queue=\"{q}\"}} {}", h.sum);
-                let _ = writeln!(o, "{name}_count{{queue=\"{q}\"}} {}", h.count);
-            }
-        }
-        let _ = writeln!(
-            o,
-            "# HELP stuckless_in_flight Handlers running now in this worker."
-        );
-        let _ = writeln!(o, "# TYPE stuckless_in_flight gauge");
-        let _ = writeln!(o, "stuckless_in_flight {}", self.in_flight.load(Ordering::SeqCst));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         if let Some(queues) = queues {
-            for (name, help, get) in [
-                (
-                    "stuckless_queue_due",
-                    "Queued jobs that are due now.",
-                    (|q: &QueueStats| q.due) as fn(&QueueStats) -> u64,
-                ),
-                ("stuckless_queue_scheduled", "Queued jobs due later.", |q| {
-                    q.scheduled
-                }),
-                (
-                    "stuckless_queue_running",
-                    "Running jobs with a live lease.",
-                    |q| q.running,
-                ),
-                (
-                    "stuckless_queue_running_expired",
-                    "Running jobs whose lease expired (waiting for a reaper).",
-                    |q| q.running_expired,
-                ),
-                ("stuckless_queue_dead", "Dead jobs.", |q| q.dead),
-            ] {
-                let _ = writeln!(o, "# HELP {name} {help}");
-                let _ = writeln!(o, "# TYPE {name} gauge");
+            let mut scrape = Registry::default();
+            for (name, help, field) in QUEUE_GAUGES {
+                let family = Family::<QueueLabel, Gauge>::default();
                 for q in queues {
-                    let _ = writeln!(o, "{name}{{queue=\"{}\"}} {}", escape(&q.queue), get(q));
+                    let value = i64::try_from(field(q)).unwrap_or(i64::MAX);
+                    family.get_or_create(&QueueLabel::of(&q.queue)).set(value);
                 }
+                scrape.register(*name, *help, family);
             }
+            let _ = prometheus_text::encode(&mut out, &scrape);
         }
-        o
+        out
     }
-}
 
-/// Escapes a label value (queue names are restricted, but be safe).
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    fn count(family: &PerQueue, queue: &str) {
+        family.get_or_create(&QueueLabel::of(queue)).inc();
+    }
+
+    fn observe(family: &PerQueueHistogram, queue: &str, d: Duration) {
+        family
+            .get_or_create(&QueueLabel::of(queue))
+            .observe(d.as_secs_f64());
+    }
 }
 
 impl Observer for Metrics {
     fn on_event(&self, event: &WorkerEvent) {
-        let mut s = self.state.lock().expect("metrics lock");
         match event {
             WorkerEvent::Claimed {
                 attempt,
                 pickup_latency,
             } => {
-                Self::bump(&mut s, "claimed", &attempt.queue);
-                s.pickup
-                    .entry(attempt.queue.clone())
-                    .or_default()
-                    .observe(*pickup_latency);
+                Self::count(&self.claimed, &attempt.queue);
+                Self::observe(&self.pickup, &attempt.queue, *pickup_latency);
             }
             WorkerEvent::Completed { attempt, run_time } => {
-                Self::bump(&mut s, "completed", &attempt.queue);
-                s.run_time
-                    .entry(attempt.queue.clone())
-                    .or_default()
-                    .observe(*run_time);
+                Self::count(&self.completed, &attempt.queue);
+                Self::observe(&self.run_time, &attempt.queue, *run_time);
             }
             WorkerEvent::Retried { attempt, .. } => {
-                Self::bump(&mut s, "retried", &attempt.queue);
-                Self::bump(&mut s, "failed", &attempt.queue);
+                Self::count(&self.retried, &attempt.queue);
+                Self::count(&self.failed, &attempt.queue);
             }
             WorkerEvent::Dead { attempt, .. } => {
-                Self::bump(&mut s, "dead", &attempt.queue);
-                Self::bump(&mut s, "failed", &attempt.queue);
+                Self::count(&self.dead, &attempt.queue);
+                Self::count(&self.failed, &attempt.queue);
             }
-            WorkerEvent::Released { attempt } => Self::bump(&mut s, "released", &attempt.queue),
-            WorkerEvent::LeaseLost { attempt, .. } => Self::bump(&mut s, "lease_lost", &attempt.queue),
+            WorkerEvent::Released { attempt } => Self::count(&self.released, &attempt.queue),
+            WorkerEvent::LeaseLost { attempt, .. } => Self::count(&self.lease_lost, &attempt.queue),
             WorkerEvent::StaleWriteRejected { attempt, .. } => {
-                Self::bump(&mut s, "stale_write_rejected", &attempt.queue)
+                Self::count(&self.stale_write_rejected, &attempt.queue)
             }
-            WorkerEvent::Panicked { attempt } => Self::bump(&mut s, "panicked", &attempt.queue),
-            WorkerEvent::Reaped { outcome } => s.reaped += outcome.len() as u64,
-            WorkerEvent::StorageUnavailable { .. } => s.storage_unavailable += 1,
+            WorkerEvent::Panicked { attempt } => Self::count(&self.panicked, &attempt.queue),
+            WorkerEvent::Reaped { outcome } => {
+                self.reaped.inc_by(outcome.len() as u64);
+            }
+            WorkerEvent::StorageUnavailable { .. } => {
+                self.storage_unavailable.inc();
+            }
         }
     }
-}
-
-/// Parses the text exposition into (series with labels, value), checking each
-/// line's shape; used by tests and handy for scripts.
-pub fn parse_exposition(text: &str) -> Result<BTreeMap<String, f64>, String> {
-    let mut out = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .ok_or_else(|| format!("line {}: no value: {line:?}", n + 1))?;
-        let name_end = series.find('{').unwrap_or(series.len());
-        let name = &series[..name_end];
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-        {
-            return Err(format!("line {}: bad metric name {name:?}", n + 1));
-        }
-        if name_end < series.len() && !series.ends_with('}') {
-            return Err(format!("line {}: unterminated labels", n + 1));
-        }
-        let v: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            v => v
-                .parse()
-                .map_err(|_| format!("line {}: bad value {value:?}", n + 1))?,
-        };
-        if out.insert(series.to_owned(), v).is_some() {
-            return Err(format!("line {}: duplicate series {series}", n + 1));
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use prometheus_parse::{LineInfo, Scrape, Value};
     use stuckless_core::driver::ReapOutcome;
     use stuckless_core::{AttemptRef, Epoch, JobId};
 
-    #[test]
-    fn events_become_parseable_series() {
-        let m = Metrics::new();
-        let a = AttemptRef {
+    /// Every family the README lists, with its exposed name and type.
+    const DOCUMENTED: &[(&str, &str)] = &[
+        ("stuckless_jobs_claimed_total", "counter"),
+        ("stuckless_jobs_completed_total", "counter"),
+        ("stuckless_jobs_failed_total", "counter"),
+        ("stuckless_jobs_retried_total", "counter"),
+        ("stuckless_jobs_dead_total", "counter"),
+        ("stuckless_jobs_released_total", "counter"),
+        ("stuckless_jobs_lease_lost_total", "counter"),
+        ("stuckless_jobs_stale_write_rejected_total", "counter"),
+        ("stuckless_jobs_panicked_total", "counter"),
+        ("stuckless_jobs_reaped_total", "counter"),
+        ("stuckless_storage_unavailable_total", "counter"),
+        ("stuckless_pickup_latency_seconds", "histogram"),
+        ("stuckless_run_time_seconds", "histogram"),
+        ("stuckless_in_flight", "gauge"),
+        ("stuckless_queue_due", "gauge"),
+        ("stuckless_queue_scheduled", "gauge"),
+        ("stuckless_queue_running", "gauge"),
+        ("stuckless_queue_running_expired", "gauge"),
+        ("stuckless_queue_dead", "gauge"),
+    ];
+
+    fn attempt(queue: &str) -> AttemptRef {
+        AttemptRef {
             job_id: JobId(1),
-            queue: "default".into(),
+            queue: queue.into(),
             kind: "k".into(),
             epoch: Epoch(1),
             attempt: 1,
-        };
+        }
+    }
+
+    /// Parses `text` with `prometheus-parse`, refusing any line it ignores.
+    fn parse(text: &str) -> Scrape {
+        for line in text.lines() {
+            assert_ne!(
+                LineInfo::parse(line),
+                LineInfo::Ignored,
+                "a line the parser does not understand: {line:?}"
+            );
+        }
+        Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses")
+    }
+
+    /// (exposed family name → type) from the `# TYPE` lines.
+    fn types(text: &str) -> BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (name, kind) = l.split_once(' ').expect("name and type");
+                (name.to_owned(), kind.to_owned())
+            })
+            .collect()
+    }
+
+    fn value(scrape: &Scrape, metric: &str, queue: Option<&str>) -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && s.labels.get("queue") == queue)
+            .unwrap_or_else(|| panic!("no {metric} for {queue:?}"));
+        match &sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{metric} is not a number: {other:?}"),
+        }
+    }
+
+    fn buckets(scrape: &Scrape, metric: &str, queue: &str) -> Vec<(f64, f64)> {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && s.labels.get("queue") == Some(queue))
+            .unwrap_or_else(|| panic!("no {metric} for {queue}"));
+        match &sample.value {
+            Value::Histogram(b) => b.iter().map(|b| (b.less_than, b.count)).collect(),
+            other => panic!("{metric} is not a histogram: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_documented_name_is_exposed_with_its_type_and_no_other() {
+        let stats = [QueueStats {
+            queue: "default".into(),
+            ..Default::default()
+        }];
+        let text = Metrics::for_queues(&["default".into()]).render(Some(&stats));
+        let expected: BTreeMap<String, String> = DOCUMENTED
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(types(&text), expected, "{text}");
+        let scrape = parse(&text);
+        let helped: BTreeSet<&str> = scrape.docs.keys().map(String::as_str).collect();
+        let names: BTreeSet<&str> = DOCUMENTED.iter().map(|(n, _)| *n).collect();
+        assert_eq!(helped, names, "every family has its # HELP");
+        assert!(!text.contains("_total_total"), "{text}");
+        assert!(!text.contains(".."), "one period per help text: {text}");
+        // Every per-queue series is there at zero before the first job.
+        assert_eq!(
+            value(&scrape, "stuckless_jobs_panicked_total", Some("default")),
+            0.0
+        );
+        let run = buckets(&scrape, "stuckless_run_time_seconds", "default");
+        assert!(run.iter().all(|(_, n)| *n == 0.0), "{run:?}");
+    }
+
+    #[test]
+    fn events_become_series_with_the_queue_label() {
+        let m = Metrics::new();
         m.on_event(&WorkerEvent::Claimed {
-            attempt: a.clone(),
+            attempt: attempt("default"),
             pickup_latency: Duration::from_millis(20),
         });
         m.on_event(&WorkerEvent::Completed {
-            attempt: a.clone(),
+            attempt: attempt("default"),
             run_time: Duration::from_secs(2),
         });
         m.on_event(&WorkerEvent::Retried {
-            attempt: a.clone(),
+            attempt: attempt("default"),
             error: "x".into(),
+        });
+        m.on_event(&WorkerEvent::Dead {
+            attempt: attempt("mail"),
+            error: "y".into(),
         });
         m.on_event(&WorkerEvent::Reaped {
             outcome: ReapOutcome {
@@ -296,25 +407,51 @@ mod tests {
                 dead: vec![JobId(4)],
             },
         });
-        let stats = [QueueStats {
-            queue: "default".into(),
-            due: 7,
-            ..Default::default()
-        }];
-        let series = parse_exposition(&m.render(Some(&stats))).unwrap();
-        assert_eq!(series["stuckless_jobs_claimed_total{queue=\"default\"}"], 1.0);
-        assert_eq!(series["stuckless_jobs_failed_total{queue=\"default\"}"], 1.0);
-        assert_eq!(series["stuckless_jobs_reaped_total"], 2.0);
-        assert_eq!(
-            series["stuckless_pickup_latency_seconds_bucket{queue=\"default\",le=\"0.05\"}"],
-            1.0
-        );
-        assert_eq!(
-            series["stuckless_pickup_latency_seconds_bucket{queue=\"default\",le=\"0.01\"}"],
-            0.0
-        );
-        assert_eq!(series["stuckless_run_time_seconds_count{queue=\"default\"}"], 1.0);
-        assert_eq!(series["stuckless_queue_due{queue=\"default\"}"], 7.0);
-        assert!(parse_exposition("bad line").is_err());
+        m.in_flight.inc();
+        let stats = [
+            QueueStats {
+                queue: "default".into(),
+                due: 7,
+                running_expired: 2,
+                ..Default::default()
+            },
+            QueueStats {
+                queue: "mail".into(),
+                dead: 1,
+                ..Default::default()
+            },
+        ];
+        let scrape = parse(&m.render(Some(&stats)));
+        let v = |metric: &str, queue: Option<&str>| value(&scrape, metric, queue);
+        assert_eq!(v("stuckless_jobs_claimed_total", Some("default")), 1.0);
+        assert_eq!(v("stuckless_jobs_completed_total", Some("default")), 1.0);
+        assert_eq!(v("stuckless_jobs_retried_total", Some("default")), 1.0);
+        assert_eq!(v("stuckless_jobs_failed_total", Some("default")), 1.0);
+        assert_eq!(v("stuckless_jobs_failed_total", Some("mail")), 1.0);
+        assert_eq!(v("stuckless_jobs_dead_total", Some("mail")), 1.0);
+        assert_eq!(v("stuckless_jobs_reaped_total", None), 2.0);
+        assert_eq!(v("stuckless_in_flight", None), 1.0);
+        assert_eq!(v("stuckless_queue_due", Some("default")), 7.0);
+        assert_eq!(v("stuckless_queue_running_expired", Some("default")), 2.0);
+        assert_eq!(v("stuckless_queue_dead", Some("mail")), 1.0);
+        assert_eq!(v("stuckless_queue_due", Some("mail")), 0.0);
+
+        let pickup = buckets(&scrape, "stuckless_pickup_latency_seconds", "default");
+        let bounds: Vec<f64> = pickup.iter().map(|(le, _)| *le).collect();
+        let mut expected = BUCKETS.to_vec();
+        expected.push(f64::INFINITY);
+        assert_eq!(bounds, expected, "every bucket, then +Inf");
+        let count = |le: f64| pickup.iter().find(|(b, _)| *b == le).unwrap().1;
+        assert_eq!((count(0.01), count(0.05), count(f64::INFINITY)), (0.0, 1.0, 1.0));
+        let run = buckets(&scrape, "stuckless_run_time_seconds", "default");
+        assert_eq!(run.iter().find(|(b, _)| *b == 1.0).unwrap().1, 0.0);
+        assert_eq!(run.iter().find(|(b, _)| *b == 5.0).unwrap().1, 1.0);
+    }
+
+    #[test]
+    fn without_queue_stats_the_queue_gauges_are_left_out() {
+        let text = Metrics::new().render(None);
+        assert!(!text.contains("stuckless_queue_"), "{text}");
+        assert!(text.contains("# TYPE stuckless_in_flight gauge"), "{text}");
     }
 }

@@ -1,37 +1,39 @@
 //! Small parsers and formatters shared by the commands: durations, instants,
-//! `kind=value` pairs.
+//! `kind=value` pairs. Durations and RFC 3339 instants are parsed by jiff.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use stuckless_core::Timestamp;
 
-/// Parses `1500ms`, `30s`, `2m`, `1h` or a bare number of seconds (`30`).
+/// Longest duration a flag accepts.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Parses `1500ms`, `30s`, `2m`, `2min`, `1h`, `1h30m`, `0.5s`, ISO 8601
+/// (`PT30S`) or a bare number of seconds (`30`, `1.5`).
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .with_context(|| format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 2m, 1h"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => bail!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"),
-    };
-    if !seconds.is_finite() || !(0.0..=10.0 * 365.0 * 86_400.0).contains(&seconds) {
-        bail!("invalid duration {text:?}: out of range");
+    let hint = || format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 2m, 1h30m");
+    if t.is_empty() {
+        bail!(hint());
     }
-    Ok(Duration::from_secs_f64(seconds))
+    // A bare number is seconds, as it has always been for these flags.
+    let bare = t.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let with_unit = if bare { format!("{t}s") } else { t.to_owned() };
+    let signed: jiff::SignedDuration = with_unit.parse().with_context(hint)?;
+    if signed.is_negative() {
+        bail!("invalid duration {text:?}: must not be negative");
+    }
+    let d = Duration::try_from(signed).with_context(hint)?;
+    if d > MAX_DURATION {
+        bail!("invalid duration {text:?}: out of range (at most 10 years)");
+    }
+    Ok(d)
 }
 
 /// clap value parser wrapper for [`parse_duration`].
 pub fn duration_arg(text: &str) -> Result<Duration, String> {
-    parse_duration(text).map_err(|e| e.to_string())
+    parse_duration(text).map_err(|e| format!("{e:#}"))
 }
 
 /// Formats a duration for people: `850ms`, `42s`, `4m 30s`, `2h 5m`, `3d 4h`.
@@ -51,50 +53,20 @@ pub fn human_duration(d: Duration) -> String {
 }
 
 /// Parses an instant: microseconds since the epoch, or RFC 3339 in UTC
-/// (`2026-11-29T02:44:00Z`, fractional seconds allowed).
+/// (`2026-11-29T02:44:00Z` or `+00:00`, fractional seconds allowed).
 pub fn parse_timestamp(text: &str) -> anyhow::Result<Timestamp> {
     let t = text.trim();
     if let Ok(micros) = t.parse::<i64>() {
         return Ok(Timestamp::from_micros(micros));
     }
     let bad = || format!("invalid time {text:?}: expected RFC 3339 in UTC like 2026-11-29T02:44:00Z");
-    let t = t
-        .strip_suffix('Z')
-        .or_else(|| t.strip_suffix("+00:00"))
-        .with_context(bad)?;
-    let (date, time) = t.split_once(['T', ' ']).with_context(bad)?;
-    let d: Vec<&str> = date.split('-').collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let h: Vec<&str> = hms.split(':').collect();
-    if d.len() != 3 || h.len() != 3 || frac.len() > 6 || !frac.chars().all(|c| c.is_ascii_digit()) {
+    // Every time the CLI prints is UTC; an instant with another offset is
+    // more likely a local time pasted by mistake than meant.
+    if !(t.ends_with(['Z', 'z']) || t.ends_with("+00:00")) {
         bail!(bad());
     }
-    let num = |s: &str| s.parse::<i64>().with_context(bad);
-    let (y, mo, da) = (num(d[0])?, num(d[1])?, num(d[2])?);
-    let (hh, mm, ss) = (num(h[0])?, num(h[1])?, num(h[2])?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || hh > 23 || mm > 59 || ss > 60 {
-        bail!(bad());
-    }
-    let micros_frac = if frac.is_empty() {
-        0
-    } else {
-        num(&format!("{frac:0<6}"))?
-    };
-    let days = days_from_civil(y, mo, da);
-    Ok(Timestamp::from_micros(
-        ((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + micros_frac,
-    ))
-}
-
-/// (year, month, day) to days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let instant: jiff::Timestamp = t.parse().with_context(bad)?;
+    Ok(Timestamp::from_micros(instant.as_microsecond()))
 }
 
 /// Parses `kind=value` (the form of `--handler` and `--kind-timeout`).
@@ -110,11 +82,7 @@ pub fn parse_pair(text: &str) -> anyhow::Result<(String, String)> {
 
 /// The system's wall clock as a [`Timestamp`] (for log lines).
 pub fn wall_now() -> Timestamp {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    Timestamp::from_micros(micros)
+    Timestamp::from_micros(jiff::Timestamp::now().as_microsecond())
 }
 
 #[cfg(test)]
@@ -122,14 +90,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_and_format() {
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("0.5s").unwrap(), Duration::from_millis(500));
-        for bad in ["", "abc", "5 parsecs", "-1s", "1e400s"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
+    fn durations_accept_every_documented_form() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("1500ms", ms(1500)),
+            ("30s", ms(30_000)),
+            ("30", ms(30_000)),
+            ("1.5", ms(1500)),
+            (" 8s ", ms(8000)),
+            ("2m", ms(120_000)),
+            ("2min", ms(120_000)),
+            ("10m", ms(600_000)),
+            ("1h", ms(3_600_000)),
+            ("1h30m", ms(5_400_000)),
+            ("1h 30m", ms(5_400_000)),
+            ("0.5s", ms(500)),
+            ("PT30S", ms(30_000)),
+            ("0s", ms(0)),
+        ] {
+            assert_eq!(parse_duration(text).unwrap(), want, "{text:?}");
         }
+    }
+
+    #[test]
+    fn bad_durations_are_refused_with_the_reason() {
+        for bad in ["", "abc", "5 parsecs", "forever", "1e400s", "s", "1.2.3"] {
+            let e = format!("{:#}", parse_duration(bad).unwrap_err());
+            assert!(
+                e.starts_with(&format!("invalid duration {bad:?}")),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = parse_duration("-1s").unwrap_err().to_string();
+        assert!(e.contains("must not be negative"), "{e}");
+        let e = parse_duration("100000h").unwrap_err().to_string();
+        assert!(e.contains("out of range"), "{e}");
+        // clap shows the whole chain.
+        assert!(duration_arg("x").unwrap_err().contains("invalid duration \"x\""));
+    }
+
+    #[test]
+    fn durations_format_for_people() {
         assert_eq!(human_duration(Duration::from_millis(850)), "850ms");
         assert_eq!(human_duration(Duration::from_secs(270)), "4m 30s");
         assert_eq!(human_duration(Duration::from_secs(7500)), "2h 5m");
@@ -148,9 +149,38 @@ mod tests {
             Timestamp::UNIX_EPOCH
         );
         assert_eq!(parse_timestamp("42").unwrap(), Timestamp::from_micros(42));
-        for bad in ["2026-13-01T00:00:00Z", "yesterday", "2026-11-29T02:44:00+02:00"] {
-            assert!(parse_timestamp(bad).is_err(), "{bad:?} must be refused");
+        for same in [
+            "2026-11-29T02:44:00+00:00",
+            "2026-11-29 02:44:00Z",
+            "2026-11-29t02:44:00z",
+        ] {
+            assert_eq!(
+                parse_timestamp(same).unwrap().to_string(),
+                "2026-11-29T02:44:00.000000Z",
+                "{same:?}"
+            );
         }
+        for bad in [
+            "2026-13-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "yesterday",
+            "2026-11-29T02:44:00",
+            "2026-11-29T03:44:00+01:00",
+            "2026-11-29",
+        ] {
+            let e = parse_timestamp(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("invalid time {bad:?}")), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_wall_clock_is_now() {
+        let a = wall_now().as_micros();
+        let b = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        assert!((b - a).abs() < 5_000_000, "{a} vs {b}");
     }
 
     #[test]

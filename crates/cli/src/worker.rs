@@ -114,7 +114,7 @@ pub async fn run(args: WorkerArgs, plan: Plan, storage: PgStorage) -> anyhow::Re
         .with_context(|| format!("cannot listen on {addr} (set PORT / --port to a free port)"))?;
     let local = listener.local_addr()?;
 
-    let metrics = Metrics::new();
+    let metrics = Metrics::for_queues(&args.queues);
     let storage_arc: Arc<dyn Storage> = Arc::new(storage.clone());
     let waker = PgWaker::start(storage.pool().clone(), args.queues.clone());
     let mut builder = settings(

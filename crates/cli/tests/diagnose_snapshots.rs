@@ -74,6 +74,7 @@ async fn scenario_a_as_json() {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["case"], "expired_lease");
     assert_eq!(v["scenario"], "A");
+    assert_eq!(v["title"], "lease expired, not reaped");
     assert_eq!(v["lease"]["expired_for_secs"], 240.0);
     assert_eq!(v["fix"], "stuckless requeue 42");
     insta::assert_snapshot!("diagnose_a_expired_lease_json", text);

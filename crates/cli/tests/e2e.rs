@@ -195,7 +195,7 @@ fn wake_needs_the_secret_and_metrics_count_what_happened() {
     }));
     let (status, body) = http(w.port, "GET", "/metrics", None).unwrap();
     assert_eq!(status, 200);
-    let series = stuckless_cli::metrics::parse_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    let series = parse_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
     let get = |k: &str| {
         series
             .get(k)

@@ -29,12 +29,12 @@ use stuckless_pg::{PgStorage, PgWaker};
 
 use crate::chaos::{ChaosConfig, WorkerCommand};
 use crate::db::RunDb;
-use crate::error::{Context, HarnessError, HarnessResult};
 use crate::process::{ChildGuard, Signal};
 use crate::proxy::FaultProxy;
 use crate::recorder::Recorder;
 use crate::recording::CHAOS_KIND;
 use crate::timed::timed;
+use anyhow::Context;
 
 /// One measurement: an ordered list of `key=value` pairs.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -72,7 +72,7 @@ impl std::fmt::Display for Line {
 }
 
 /// The machine and server the figures were taken on.
-pub async fn environment(server_url: &str) -> HarnessResult<Line> {
+pub async fn environment(server_url: &str) -> anyhow::Result<Line> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(server_url)
@@ -108,14 +108,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Bulk-enqueues `jobs` no-op jobs, then processes them with one in-process
 /// worker of `concurrency`; returns the throughput line.
-pub async fn throughput(server_url: &str, jobs: usize, concurrency: u32) -> HarnessResult<Line> {
+pub async fn throughput(server_url: &str, jobs: usize, concurrency: u32) -> anyhow::Result<Line> {
     let db = RunDb::create(server_url, "stuckless_bench").await?;
     let result = throughput_on(&db, jobs, concurrency).await;
     db.drop_now().await?;
     result
 }
 
-async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResult<Line> {
+async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> anyhow::Result<Line> {
     let pool = PgPoolOptions::new()
         .max_connections(concurrency + 4)
         .connect(&db.direct_url())
@@ -158,7 +158,7 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResu
         .observer(Arc::new(observer))
         .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
         .build()
-        .map_err(|e| HarnessError::Config(e.to_string()))?;
+        .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
     let shutdown = worker.shutdown_handle();
     let started = Instant::now();
     let running = tokio::spawn(worker.run());
@@ -169,9 +169,9 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResu
     let _ = tokio::time::timeout(Duration::from_secs(20), running).await;
     let processed = completed.load(Ordering::SeqCst);
     if !finished {
-        return Err(HarnessError::Timeout(format!(
-            "only {processed} of {jobs} jobs processed within {limit:?}"
-        )));
+        return Err(anyhow::anyhow!(
+            "timed out: only {processed} of {jobs} jobs processed within {limit:?}"
+        ));
     }
     let process_rate = processed as f64 / process_s;
     let claims = storage.hook().claims.lock().expect("stats").clone();
@@ -197,14 +197,14 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> HarnessResu
 
 /// Enqueues `jobs` jobs one at a time `gap` apart to an idle worker; returns
 /// the pickup latency line.
-pub async fn pickup(server_url: &str, jobs: usize, gap: Duration) -> HarnessResult<Line> {
+pub async fn pickup(server_url: &str, jobs: usize, gap: Duration) -> anyhow::Result<Line> {
     let db = RunDb::create(server_url, "stuckless_bench").await?;
     let result = pickup_on(&db, jobs, gap).await;
     db.drop_now().await?;
     result
 }
 
-async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> HarnessResult<Line> {
+async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> anyhow::Result<Line> {
     let pool = PgPoolOptions::new()
         .max_connections(6)
         .connect(&db.direct_url())
@@ -216,7 +216,7 @@ async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> HarnessResult<Line
         .waker(waker)
         .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
         .build()
-        .map_err(|e| HarnessError::Config(e.to_string()))?;
+        .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
     let shutdown = worker.shutdown_handle();
     let running = tokio::spawn(worker.run());
     // Let it register and LISTEN, and go idle.
@@ -271,14 +271,14 @@ async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> HarnessResult<Line
 
 /// Counts what one idle worker with the core's default intervals sends over
 /// `window`; returns the idle-queries line.
-pub async fn idle(server_url: &str, window: Duration) -> HarnessResult<Line> {
+pub async fn idle(server_url: &str, window: Duration) -> anyhow::Result<Line> {
     let db = RunDb::create(server_url, "stuckless_bench").await?;
     let result = idle_on(&db, window).await;
     db.drop_now().await?;
     result
 }
 
-async fn idle_on(db: &RunDb, window: Duration) -> HarnessResult<Line> {
+async fn idle_on(db: &RunDb, window: Duration) -> anyhow::Result<Line> {
     let proxy = FaultProxy::start(db.server_addr().await?).await?;
     let url = db.url_via(proxy.addr(), "bench-idle");
     let pool = PgPoolOptions::new()
@@ -292,7 +292,7 @@ async fn idle_on(db: &RunDb, window: Duration) -> HarnessResult<Line> {
         .waker(waker)
         .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
         .build()
-        .map_err(|e| HarnessError::Config(e.to_string()))?;
+        .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
     let shutdown = worker.shutdown_handle();
     let running = tokio::spawn(worker.run());
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -349,7 +349,7 @@ pub async fn recovery(
     runs: usize,
     timings: RecoveryTimings,
     log_dir: &std::path::Path,
-) -> HarnessResult<Vec<Line>> {
+) -> anyhow::Result<Vec<Line>> {
     let db = RunDb::create(server_url, "stuckless_bench").await?;
     let result = recovery_on(&db, worker, runs, timings, log_dir).await;
     db.drop_now().await?;
@@ -362,7 +362,7 @@ async fn recovery_on(
     runs: usize,
     t: RecoveryTimings,
     log_dir: &std::path::Path,
-) -> HarnessResult<Vec<Line>> {
+) -> anyhow::Result<Vec<Line>> {
     std::fs::create_dir_all(log_dir).context("creating the log dir")?;
     let recorder = Recorder::start(db.pool().clone()).await?;
     let mut config = ChaosConfig::short(0, worker.clone());
@@ -371,7 +371,7 @@ async fn recovery_on(
     config.reap_interval = t.reap_interval;
     config.poll_interval = t.poll_interval;
     let url = db.direct_url();
-    let spawn = |id: String| -> HarnessResult<ChildGuard> {
+    let spawn = |id: String| -> anyhow::Result<ChildGuard> {
         let (args, envs) = worker.command(&config, &url, &id, &recorder);
         ChildGuard::spawn(
             id.clone(),
@@ -413,11 +413,11 @@ async fn recovery_on(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let owner = owner.ok_or_else(|| HarnessError::Timeout("nobody claimed the recovery job".into()))?;
+        let owner = owner.ok_or_else(|| anyhow::anyhow!("timed out: nobody claimed the recovery job"))?;
         let victim = workers
             .iter()
             .position(|w| w.name() == owner)
-            .ok_or_else(|| HarnessError::Config(format!("unknown owner {owner}")))?;
+            .ok_or_else(|| anyhow::anyhow!("unknown owner {owner}"))?;
         let killed_at: i64 = sqlx::query_scalar("select stuckless.to_micros(clock_timestamp())")
             .fetch_one(db.pool())
             .await

@@ -13,11 +13,11 @@ use stuckless_pg::PgStorage;
 
 use crate::checks::{self, Bounds, Verdict};
 use crate::db::RunDb;
-use crate::error::{Context, HarnessError, HarnessResult};
 use crate::process::{ChildGuard, Signal};
 use crate::proxy::{Fault, FaultProxy};
 use crate::recorder::Recorder;
 use crate::recording::CHAOS_KIND;
+use anyhow::Context;
 
 /// How worker processes are started.
 #[derive(Clone, Debug)]
@@ -325,7 +325,7 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn spawn(&mut self, i: usize) -> HarnessResult<()> {
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let slot = &mut self.slots[i];
         slot.generation += 1;
         slot.worker_id = format!("w{}-g{}", slot.index, slot.generation);
@@ -360,7 +360,7 @@ impl Run<'_> {
     }
 
     /// The database clock, µs.
-    async fn db_now(&self) -> HarnessResult<i64> {
+    async fn db_now(&self) -> anyhow::Result<i64> {
         sqlx::query_scalar("select stuckless.to_micros(clock_timestamp())")
             .fetch_one(self.db.pool())
             .await
@@ -374,7 +374,7 @@ impl Run<'_> {
     /// local lease deadline passed while the database was unreachable, so the
     /// database lease outlives the worker's interest in it) waits for the
     /// reaper like any abandoned lease; that is noted, not a violation.
-    async fn check_left_running(&mut self, worker_id: &str, term_at: i64) -> HarnessResult<()> {
+    async fn check_left_running(&mut self, worker_id: &str, term_at: i64) -> anyhow::Result<()> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "select id, stuckless.to_micros(heartbeat_at) from stuckless.jobs
              where status = 'running' and lease_owner = $1 order by id",
@@ -401,7 +401,7 @@ impl Run<'_> {
     }
 
     /// Applies a slot's due pending action (or any, when `force`).
-    async fn settle_slot(&mut self, i: usize, now: Instant, force: bool) -> HarnessResult<()> {
+    async fn settle_slot(&mut self, i: usize, now: Instant, force: bool) -> anyhow::Result<()> {
         let Some((at, pending)) = self.slots[i].pending else {
             return Ok(());
         };
@@ -460,7 +460,7 @@ impl Run<'_> {
     }
 
     /// Restarts workers that exited without being told to.
-    fn check_unexpected_exits(&mut self) -> HarnessResult<()> {
+    fn check_unexpected_exits(&mut self) -> anyhow::Result<()> {
         for i in 0..self.slots.len() {
             if self.slots[i].pending.is_some() {
                 continue;
@@ -480,7 +480,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn inject(&mut self) -> HarnessResult<()> {
+    async fn inject(&mut self) -> anyhow::Result<()> {
         let mut kinds = vec![
             FaultKind::Kill,
             FaultKind::Zombie,
@@ -561,27 +561,25 @@ impl Run<'_> {
 }
 
 /// Restarts the machine's Postgres cluster with `pg_ctlcluster`.
-pub async fn restart_postgres() -> HarnessResult<()> {
+pub async fn restart_postgres() -> anyhow::Result<()> {
     let versions = std::fs::read_dir("/etc/postgresql").context("listing /etc/postgresql")?;
     let version = versions
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .max()
-        .ok_or_else(|| HarnessError::Config("no cluster under /etc/postgresql".into()))?;
+        .ok_or_else(|| anyhow::anyhow!("no cluster under /etc/postgresql"))?;
     let status = tokio::process::Command::new("pg_ctlcluster")
         .args(["--skip-systemctl-redirect", &version, "main", "restart"])
         .status()
         .await
         .context("running pg_ctlcluster")?;
     if !status.success() {
-        return Err(HarnessError::Config(format!(
-            "pg_ctlcluster restart failed: {status}"
-        )));
+        return Err(anyhow::anyhow!("pg_ctlcluster restart failed: {status}"));
     }
     Ok(())
 }
 
-async fn not_terminal(db: &RunDb) -> HarnessResult<i64> {
+async fn not_terminal(db: &RunDb) -> anyhow::Result<i64> {
     sqlx::query_scalar(
         "select count(*) from stuckless.jobs where status not in ('succeeded', 'dead', 'cancelled')",
     )
@@ -592,9 +590,9 @@ async fn not_terminal(db: &RunDb) -> HarnessResult<i64> {
 
 /// Runs one chaos run end to end and checks it. The run's database is
 /// dropped afterwards; every worker is killed even on error or panic.
-pub async fn run(config: &ChaosConfig) -> HarnessResult<ChaosReport> {
+pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
     if config.workers < 2 {
-        return Err(HarnessError::Config("at least 2 workers are needed".into()));
+        return Err(anyhow::anyhow!("at least 2 workers are needed"));
     }
     std::fs::create_dir_all(&config.log_dir).context(format!("creating {}", config.log_dir.display()))?;
     let started = Instant::now();
@@ -606,7 +604,7 @@ pub async fn run(config: &ChaosConfig) -> HarnessResult<ChaosReport> {
     Ok(report)
 }
 
-async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> HarnessResult<ChaosReport> {
+async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> anyhow::Result<ChaosReport> {
     if let Some(timeout) = config.idle_in_transaction_timeout {
         let sql = format!(
             "alter database \"{}\" set idle_in_transaction_session_timeout = {}",

@@ -13,7 +13,8 @@ use sqlx::{PgPool, Row};
 use stuckless_sim::check::{Checkers, Executions, Invariant, Limits};
 use stuckless_sim::observe::Observation;
 
-use crate::error::{Context, HarnessResult};
+use anyhow::Context;
+
 pub use crate::history::observations;
 
 /// A job as it ended.
@@ -204,7 +205,7 @@ impl Verdict {
 }
 
 /// Reads the facts from the run's database.
-pub async fn gather(pool: &PgPool, enqueued: Vec<i64>) -> HarnessResult<Facts> {
+pub async fn gather(pool: &PgPool, enqueued: Vec<i64>) -> anyhow::Result<Facts> {
     let jobs = sqlx::query(
         "select id, status, epoch, attempt, max_attempts, lease_owner,
                 stuckless.to_micros(lease_expires_at) as lease_expires_at,

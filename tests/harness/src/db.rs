@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-use crate::error::{Context, HarnessError, HarnessResult};
+use anyhow::Context;
 
 /// The default server URL when `DATABASE_URL` is unset.
 pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -50,10 +50,10 @@ pub struct RunDb {
 impl RunDb {
     /// Creates `<prefix>_<pid>_<n>` on the server at `server_url`, migrates it
     /// and adds the side table.
-    pub async fn create(server_url: &str, prefix: &str) -> HarnessResult<RunDb> {
+    pub async fn create(server_url: &str, prefix: &str) -> anyhow::Result<RunDb> {
         let admin: PgConnectOptions = server_url
             .parse()
-            .map_err(|e| HarnessError::Config(format!("DATABASE_URL {server_url:?}: {e}")))?;
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL {server_url:?}: {e}"))?;
         let name = format!(
             "{prefix}_{}_{}",
             std::process::id(),
@@ -97,14 +97,14 @@ impl RunDb {
     }
 
     /// The upstream server's socket address (for proxies).
-    pub async fn server_addr(&self) -> HarnessResult<SocketAddr> {
+    pub async fn server_addr(&self) -> anyhow::Result<SocketAddr> {
         let host = self.admin.get_host().to_owned();
         let port = self.admin.get_port();
         let found = tokio::net::lookup_host((host.as_str(), port))
             .await
             .context(format!("resolving {host}:{port}"))?
             .find(|a| a.is_ipv4());
-        found.ok_or_else(|| HarnessError::Config(format!("{host}:{port} has no IPv4 address")))
+        found.ok_or_else(|| anyhow::anyhow!("{host}:{port} has no IPv4 address"))
     }
 
     /// A URL for this database through `addr` (a proxy), cleartext, with an
@@ -130,7 +130,7 @@ impl RunDb {
 
     /// Terminates the backends of this database whose `application_name`
     /// starts with `prefix`; returns how many.
-    pub async fn terminate_backends(&self, prefix: &str) -> HarnessResult<u64> {
+    pub async fn terminate_backends(&self, prefix: &str) -> anyhow::Result<u64> {
         let pattern = format!("{prefix}%");
         let n: i64 = sqlx::query_scalar(
             "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
@@ -145,7 +145,7 @@ impl RunDb {
     }
 
     /// Closes the pool and drops the database (forcing other sessions off).
-    pub async fn drop_now(mut self) -> HarnessResult<()> {
+    pub async fn drop_now(mut self) -> anyhow::Result<()> {
         self.pool.close().await;
         let result = drop_database(&self.admin, &self.name).await;
         self.dropped = true;
@@ -170,7 +170,7 @@ impl Drop for RunDb {
     }
 }
 
-async fn drop_database(admin: &PgConnectOptions, name: &str) -> HarnessResult<()> {
+async fn drop_database(admin: &PgConnectOptions, name: &str) -> anyhow::Result<()> {
     let mut conn = admin
         .connect()
         .await

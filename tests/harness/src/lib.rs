@@ -15,12 +15,9 @@ pub mod bench;
 pub mod chaos;
 pub mod checks;
 pub mod db;
-pub mod error;
 pub mod history;
 pub mod process;
 pub mod proxy;
 pub mod recorder;
 pub mod recording;
 pub mod timed;
-
-pub use error::{HarnessError, HarnessResult};

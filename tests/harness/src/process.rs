@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::error::{Context, HarnessError, HarnessResult};
+use anyhow::Context;
 
 /// The signals the chaos run sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl ChildGuard {
         args: &[String],
         envs: &[(String, String)],
         log: &Path,
-    ) -> HarnessResult<ChildGuard> {
+    ) -> anyhow::Result<ChildGuard> {
         let name = name.into();
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -70,7 +70,7 @@ impl ChildGuard {
             .context(format!("starting {} ({})", name, program.display()))?;
         let pid = child
             .id()
-            .ok_or_else(|| HarnessError::Config(format!("{name} exited before it had a pid")))?;
+            .ok_or_else(|| anyhow::anyhow!("{name} exited before it had a pid"))?;
         Ok(ChildGuard {
             name,
             child,
@@ -90,7 +90,7 @@ impl ChildGuard {
     }
 
     /// Sends `signal` unless the process has already been reaped.
-    pub fn signal(&mut self, signal: Signal) -> HarnessResult<()> {
+    pub fn signal(&mut self, signal: Signal) -> anyhow::Result<()> {
         if self.try_exit()?.is_some() {
             return Ok(());
         }
@@ -98,16 +98,14 @@ impl ChildGuard {
         // pid cannot have been reused by another process.
         let rc = unsafe { libc::kill(self.pid as libc::pid_t, signal.raw()) };
         if rc != 0 {
-            return Err(HarnessError::Io {
-                context: format!("sending {signal:?} to {} (pid {})", self.name, self.pid),
-                source: std::io::Error::last_os_error(),
-            });
+            return Err(std::io::Error::last_os_error())
+                .context(format!("sending {signal:?} to {} (pid {})", self.name, self.pid));
         }
         Ok(())
     }
 
     /// The exit status if the process has exited (reaping it).
-    pub fn try_exit(&mut self) -> HarnessResult<Option<std::process::ExitStatus>> {
+    pub fn try_exit(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
         if self.exited.is_none() {
             self.exited = self
                 .child
@@ -118,7 +116,7 @@ impl ChildGuard {
     }
 
     /// Waits up to `limit` for the process to exit.
-    pub async fn wait_for(&mut self, limit: Duration) -> HarnessResult<std::process::ExitStatus> {
+    pub async fn wait_for(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
         if let Some(status) = self.exited {
             return Ok(status);
         }
@@ -128,15 +126,16 @@ impl ChildGuard {
                 self.exited = Some(status);
                 Ok(status)
             }
-            Err(_) => Err(HarnessError::Timeout(format!(
-                "{} (pid {}) still running after {limit:?}",
-                self.name, self.pid
-            ))),
+            Err(_) => Err(anyhow::anyhow!(
+                "timed out: {} (pid {}) still running after {limit:?}",
+                self.name,
+                self.pid
+            )),
         }
     }
 
     /// SIGKILLs the process and waits for it.
-    pub async fn kill(&mut self) -> HarnessResult<std::process::ExitStatus> {
+    pub async fn kill(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         self.signal(Signal::Kill)?;
         self.wait_for(Duration::from_secs(10)).await
     }
@@ -169,7 +168,7 @@ pub fn workspace_binary(name: &str) -> Option<PathBuf> {
 
 /// Builds the `stuckless` binary (`cargo build -p stuckless-cli`, release when
 /// `release`) and returns its path under the workspace's target directory.
-pub fn build_cli(release: bool) -> HarnessResult<PathBuf> {
+pub fn build_cli(release: bool) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut command = std::process::Command::new(&cargo);
@@ -183,9 +182,7 @@ pub fn build_cli(release: bool) -> HarnessResult<PathBuf> {
         .status()
         .context(format!("running {cargo} build -p stuckless-cli"))?;
     if !status.success() {
-        return Err(HarnessError::Config(format!(
-            "cargo build -p stuckless-cli failed: {status}"
-        )));
+        return Err(anyhow::anyhow!("cargo build -p stuckless-cli failed: {status}"));
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -196,9 +193,9 @@ pub fn build_cli(release: bool) -> HarnessResult<PathBuf> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(HarnessError::Config(format!(
+        Err(anyhow::anyhow!(
             "built stuckless-cli but found no {}",
             path.display()
-        )))
+        ))
     }
 }

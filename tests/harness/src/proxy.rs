@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Context, HarnessResult};
+use anyhow::Context;
 
 /// What the proxy does to traffic right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -74,7 +74,7 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     /// Starts a proxy on an ephemeral 127.0.0.1 port forwarding to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> HarnessResult<FaultProxy> {
+    pub async fn start(upstream: SocketAddr) -> anyhow::Result<FaultProxy> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the fault proxy's listener")?;

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::error::{Context, HarnessResult};
+use anyhow::Context;
 
 /// Largest request head or body accepted, bytes.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -30,7 +30,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts recording into the side table through `pool`.
-    pub async fn start(pool: PgPool) -> HarnessResult<Recorder> {
+    pub async fn start(pool: PgPool) -> anyhow::Result<Recorder> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the recorder")?;

@@ -189,3 +189,53 @@ pub fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> std::i
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// Parses a Prometheus text exposition with `prometheus-parse` into
+/// (series, value): `name{label="v",…}` with labels in name order and a
+/// histogram bucket's `le` last, e.g.
+/// `stuckless_pickup_latency_seconds_bucket{queue="default",le="+Inf"}`.
+/// Fails on any line the parser does not understand, or a repeated series.
+pub fn parse_exposition(text: &str) -> Result<std::collections::BTreeMap<String, f64>, String> {
+    use prometheus_parse::{LineInfo, Scrape, Value};
+    for (n, line) in text.lines().enumerate() {
+        if LineInfo::parse(line) == LineInfo::Ignored {
+            return Err(format!("line {}: not Prometheus text: {line:?}", n + 1));
+        }
+    }
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).map_err(|e| e.to_string())?;
+    let series = |name: &str, labels: &prometheus_parse::Labels, le: Option<String>| {
+        let mut pairs: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        pairs.sort();
+        pairs.extend(le.map(|le| ("le".to_owned(), le)));
+        if pairs.is_empty() {
+            return name.to_owned();
+        }
+        let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        format!("{name}{{{}}}", inner.join(","))
+    };
+    let mut out = std::collections::BTreeMap::new();
+    let mut put = |key: String, value: f64| match out.insert(key.clone(), value) {
+        Some(_) => Err(format!("duplicate series {key}")),
+        None => Ok(()),
+    };
+    for sample in &scrape.samples {
+        match &sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => {
+                put(series(&sample.metric, &sample.labels, None), *v)?
+            }
+            Value::Histogram(buckets) => {
+                for b in buckets {
+                    let le = if b.less_than.is_infinite() {
+                        "+Inf".to_owned()
+                    } else {
+                        b.less_than.to_string()
+                    };
+                    let name = format!("{}_bucket", sample.metric);
+                    put(series(&name, &sample.labels, Some(le)), b.count)?;
+                }
+            }
+            Value::Summary(_) => return Err(format!("unexpected summary {}", sample.metric)),
+        }
+    }
+    Ok(out)
+}
