@@ -17,7 +17,7 @@ help: ## List targets
 build: ## Build everything (debug)
 	$(CARGO) build --workspace --all-targets
 
-test: ## Run every test (needs Postgres: see README "Tests and Postgres")
+test: ## Run every test (needs Postgres: see docs/testing.md)
 	$(CARGO) test --workspace --no-fail-fast
 
 lint: ## rustfmt check and clippy with warnings denied

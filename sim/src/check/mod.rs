@@ -1,4 +1,4 @@
-//! The checkers: one per family of the invariants in DESIGN.md, each fed the
+//! The checkers: one per family of the invariants in docs/architecture.md, each fed the
 //! same stream of [`Observation`]s and judging it against the shared
 //! [`Model`] as it stood before the observation.
 //!
