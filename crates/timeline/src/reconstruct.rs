@@ -64,10 +64,8 @@ struct Open {
 
 /// Why a job waited.
 enum Why {
-    /// Due and not claimed, since `cause` ("reaped", "retry due"...).
-    Due { cause: &'static str, first: bool },
-    /// Already in words.
-    Said(String),
+    Due { cause: &'static str, first: bool }, // due since `cause` ("reaped"...)
+    Said(String),                             // already in words
 }
 
 /// Where a job stands.
@@ -77,8 +75,7 @@ struct JobState {
     due: Option<(Micros, Why)>,
     /// The job's previous event, and whether it was its creation.
     prev: Option<(Micros, bool)>,
-    /// Its latest attempt (index into the attempts).
-    latest: Option<usize>,
+    latest: Option<usize>, // its latest attempt (index into the attempts)
 }
 
 struct Builder<'f> {
