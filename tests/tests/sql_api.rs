@@ -107,6 +107,27 @@ async fn sql_enqueue_inserts_validates_and_deduplicates() {
             "select stuckless.enqueue('q', 'k', idempotency_key => repeat('k', 256))",
             "invalid idempotency_key",
         ),
+        // Once accepted: '-infinity' made every claim fail, stalling the queue.
+        (
+            "select stuckless.enqueue('q', 'k', run_at => '-infinity')",
+            "invalid run_at",
+        ),
+        (
+            "select stuckless.enqueue('q', 'k', run_at => 'infinity')",
+            "invalid run_at",
+        ),
+        (
+            "select stuckless.enqueue('q', 'k', run_at => '0001-01-01 00:00:00+00'::timestamptz - interval '1 day')",
+            "invalid run_at",
+        ),
+        (
+            "select stuckless.enqueue('q', 'k', timeout => interval '0 seconds')",
+            "invalid timeout",
+        ),
+        (
+            "select stuckless.enqueue('q', 'k', timeout => interval '8 days')",
+            "invalid timeout",
+        ),
     ];
     for (sql, message) in bad {
         let err = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -405,7 +426,7 @@ async fn the_sql_api_needs_only_execute_rights_and_is_closed_to_public() {
         format!("create role \"{stranger}\""),
         format!("grant usage on schema stuckless to \"{app}\", \"{stranger}\""),
         format!(
-            "grant execute on function stuckless.enqueue(text, text, jsonb, timestamptz, smallint, integer, text),
+            "grant execute on function stuckless.enqueue(text, text, jsonb, timestamptz, smallint, integer, text, interval),
              stuckless.cancel(bigint), stuckless.job_state(bigint) to \"{app}\""
         ),
     ] {
@@ -621,5 +642,71 @@ async fn single_queue_claim_uses_the_claim_index_in_order() {
     assert!(
         !plan.contains("Sort"),
         "an ordered index walk needs no sort:\n{plan}"
+    );
+}
+
+/// Guards the poison row: `run_at => '-infinity'` through the SQL API (allowed
+/// to a role with EXECUTE only) made every claim fail with "cannot convert
+/// infinity to bigint", so every other job stayed queued for ever. The API
+/// refuses it (above) and so does the table, whoever writes to it; a row
+/// written before migration 3 was made dead by it, with the reason.
+#[tokio::test]
+async fn no_row_with_an_out_of_range_run_at_can_reach_the_table() {
+    let Some(db) = db("no_row_with_an_out_of_range_run_at_can_reach_the_table").await else {
+        return;
+    };
+    for at in ["-infinity", "infinity", "0001-01-01 00:00:00+00 BC"] {
+        let err = sqlx::query(
+            "insert into stuckless.jobs (queue, kind, payload, run_at, created_at, updated_at)
+             values ('q', 'k', '{}', $1::text::timestamptz, now(), now())",
+        )
+        .bind(at)
+        .execute(db.pool())
+        .await
+        .unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("23514"), "{at}: {err}");
+        assert!(err.to_string().contains("run_at_in_range"), "{at}: {err}");
+    }
+    // What the migration did to a row written before it: replay its repair on
+    // a row that slipped past (constraint dropped), then check the outcome.
+    sqlx::query("alter table stuckless.jobs drop constraint run_at_in_range")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let poisoned: i64 = sqlx::query_scalar("select stuckless.enqueue('q', 'k')")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("update stuckless.jobs set run_at = '-infinity' where id = $1")
+        .bind(poisoned)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let repair = include_str!("../../migrations/20261130000003_never_stuck.sql");
+    let repair = &repair[repair.find("with poisoned as").unwrap()..];
+    let repair = &repair[..repair.find("alter table stuckless.jobs add column").unwrap()];
+    sqlx::raw_sql(sqlx::AssertSqlSafe(repair))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let job = db
+        .storage()
+        .job_get(JobGet { id: JobId(poisoned) })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Dead);
+    assert!(job
+        .last_error
+        .unwrap()
+        .contains("run_at -infinity is outside years 1 to 9999"));
+    let events = db
+        .storage()
+        .job_events(JobEvents { id: JobId(poisoned) })
+        .await
+        .unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [JobEventKind::Dead]
     );
 }

@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod chaos_config;
 pub mod checks;
 pub mod db;
 pub mod history;
