@@ -38,18 +38,7 @@ pub fn duration_arg(text: &str) -> Result<Duration, String> {
 
 /// Formats a duration for people: `850ms`, `42s`, `4m 30s`, `2h 5m`, `3d 4h`.
 pub fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    let (days, hours, minutes, seconds) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    match (days, hours, minutes) {
-        (0, 0, 0) => format!("{seconds}s"),
-        (0, 0, _) if seconds == 0 => format!("{minutes}m"),
-        (0, 0, _) => format!("{minutes}m {seconds}s"),
-        (0, _, _) => format!("{hours}h {minutes}m"),
-        _ => format!("{days}d {hours}h"),
-    }
+    stuckless_core::time::human(d)
 }
 
 /// Parses an instant: microseconds since the epoch, or RFC 3339 in UTC

@@ -36,6 +36,9 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + 'static {
     const QUEUE: &'static str = "default";
     /// Attempts before a job of this kind is dead. Default 5.
     const MAX_ATTEMPTS: i32 = limits::DEFAULT_MAX_ATTEMPTS;
+    /// Time limit on one attempt of this kind; `None` leaves it to the
+    /// worker's default (15 minutes). A job's own limit overrides it.
+    const TIMEOUT: Option<std::time::Duration> = None;
 }
 
 impl NewJob {

@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::time::Timestamp;
-use crate::validate::{validate_json, validate_name, ValidationError};
+use crate::validate::{validate_json, validate_name, validate_timeout, ValidationError};
 
 /// A job's identity: assigned by the storage, increasing in insertion order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -180,6 +181,10 @@ pub struct Job {
     pub updated_at: Timestamp,
     /// When the job became terminal.
     pub finished_at: Option<Timestamp>,
+    /// Time limit on one attempt, when the job sets its own; otherwise the
+    /// worker's limit for the kind applies.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
 }
 
 pub use crate::validate::limits;
@@ -201,6 +206,10 @@ pub struct NewJob {
     pub max_attempts: i32,
     /// One job per key: enqueueing a key again returns the existing job.
     pub idempotency_key: Option<String>,
+    /// Time limit on one attempt, 1 µs to 7 days; `None` leaves it to the
+    /// worker (its limit for the kind, else its default of 15 minutes).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
 }
 
 impl NewJob {
@@ -214,6 +223,7 @@ impl NewJob {
             run_at: None,
             max_attempts: limits::DEFAULT_MAX_ATTEMPTS,
             idempotency_key: None,
+            timeout: None,
         }
     }
 
@@ -238,6 +248,12 @@ impl NewJob {
     /// Sets the idempotency key.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the time limit on each attempt.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
         self
     }
 
@@ -273,6 +289,9 @@ impl NewJob {
                     ),
                 ));
             }
+        }
+        if let Some(limit) = self.timeout {
+            validate_timeout("timeout", limit)?;
         }
         if let Some(key) = &self.idempotency_key {
             if key.is_empty() || key.len() > limits::MAX_IDEMPOTENCY_KEY_BYTES {

@@ -70,6 +70,9 @@ pub use mem::MemStore;
 pub use observer::{AttemptRef, NoObserver, Observer, WorkerEvent};
 pub use retry::RetryPolicy;
 pub use time::Timestamp;
-pub use validate::{validate_duration, validate_json, validate_name};
+pub use validate::{validate_duration, validate_json, validate_lease, validate_name, validate_timeout};
 pub use waker::{NotifyWaker, PollOnly, Waker};
-pub use worker::{RunReport, ShutdownHandle, Worker, WorkerBuilder};
+pub use worker::{
+    Config as WorkerConfig, HealthHandle, Retention, RunReport, ShutdownHandle, Worker, WorkerBuilder,
+    DEFAULT_TIMEOUT,
+};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::driver::ReapOutcome;
+use crate::driver::{PruneOutcome, ReapOutcome};
 use crate::handler::CancelReason;
 use crate::job::{Epoch, JobId};
 
@@ -81,6 +81,21 @@ pub enum WorkerEvent {
     Panicked {
         /// The attempt.
         attempt: AttemptRef,
+    },
+    /// A claim, reap or prune failed: `consecutive` failures of
+    /// `operation` in a row, this one included.
+    CallFailed {
+        /// The operation.
+        operation: &'static str,
+        /// The error.
+        error: String,
+        /// Failures in a row.
+        consecutive: u32,
+    },
+    /// A prune pass deleted finished jobs.
+    Pruned {
+        /// What it deleted.
+        outcome: PruneOutcome,
     },
     /// A storage call failed transiently.
     StorageUnavailable {

@@ -51,6 +51,29 @@ pub fn duration_micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// Formats a duration for people: `850ms`, `42s`, `4m 30s`, `2h 5m`,
+/// `3d 4h`; what `last_error` says a job timed out after, and what the CLI
+/// prints.
+pub fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return match d.as_millis() {
+            0 => format!("{}µs", d.as_micros()),
+            ms => format!("{ms}ms"),
+        };
+    }
+    let (days, hours, minutes, seconds) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, _) if seconds == 0 => format!("{minutes}m"),
+        (0, 0, _) => format!("{minutes}m {seconds}s"),
+        (0, _, 0) => format!("{hours}h"),
+        (0, _, _) => format!("{hours}h {minutes}m"),
+        (_, 0, _) => format!("{days}d"),
+        _ => format!("{days}d {hours}h"),
+    }
+}
+
 impl Add<Duration> for Timestamp {
     type Output = Timestamp;
     fn add(self, rhs: Duration) -> Timestamp {
@@ -113,6 +136,24 @@ mod tests {
             Timestamp::from_secs(-1).to_string(),
             "1969-12-31T23:59:59.000000Z"
         );
+    }
+
+    #[test]
+    fn human_durations_read_as_people_write_them() {
+        let cases = [
+            (Duration::from_micros(7), "7µs"),
+            (Duration::from_millis(850), "850ms"),
+            (Duration::from_secs(42), "42s"),
+            (Duration::from_secs(15 * 60), "15m"),
+            (Duration::from_secs(270), "4m 30s"),
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(7500), "2h 5m"),
+            (Duration::from_secs(7 * 86_400), "7d"),
+            (Duration::from_secs(3 * 86_400 + 4 * 3600), "3d 4h"),
+        ];
+        for (d, text) in cases {
+            assert_eq!(human(d), text, "{d:?}");
+        }
     }
 
     #[test]

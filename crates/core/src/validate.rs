@@ -54,6 +54,15 @@ pub mod limits {
     /// Longest lease or retry delay: 100 years of 365 days. Longer ones would
     /// push a time past what every storage can represent.
     pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+    /// Longest lease: 24 hours. A lease is how long a dead worker's job
+    /// waits before it is taken back; a day already means a stuck day, and a
+    /// typo like `2400h` must not mean a stuck quarter.
+    pub const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    /// Longest time limit on one attempt: 7 days (the schema's bound too).
+    pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+    /// Shortest time limit on one attempt: 1 microsecond (zero would mean
+    /// "already timed out", never a useful limit).
+    pub const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_micros(1);
 }
 
 /// Checks a queue or kind name: 1 to 128 bytes of `[A-Za-z0-9_.:-]`.
@@ -89,6 +98,31 @@ pub fn validate_duration(field: &'static str, d: std::time::Duration) -> Result<
         return Err(ValidationError::new(
             field,
             format!("must be at most 100 years, got {} s", d.as_secs()),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a lease: non-zero and at most [`limits::MAX_LEASE`].
+pub fn validate_lease(field: &'static str, d: std::time::Duration) -> Result<(), ValidationError> {
+    if d > limits::MAX_LEASE {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "must be at most 24h, got {}; a longer lease only delays the recovery of a dead worker's job",
+                crate::time::human(d)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a time limit on one attempt: 1 µs to [`limits::MAX_TIMEOUT`].
+pub fn validate_timeout(field: &'static str, d: std::time::Duration) -> Result<(), ValidationError> {
+    if d < limits::MIN_TIMEOUT || d > limits::MAX_TIMEOUT {
+        return Err(ValidationError::new(
+            field,
+            format!("must be between 1µs and 7d, got {}", crate::time::human(d)),
         ));
     }
     Ok(())

@@ -275,6 +275,7 @@ pub(crate) fn claim_req(worker: &str, queues: &[&str], limit: u32) -> JobClaim {
         queues: queues.iter().map(|q| q.to_string()).collect(),
         limit,
         lease: LEASE,
+        kinds: None,
     }
 }
 

@@ -404,6 +404,7 @@ impl Session {
                 } else {
                     Duration::from_micros(u64::from(*lease_micros))
                 },
+                kinds: None,
             }),
             Step::Heartbeat {
                 lease,
@@ -472,6 +473,7 @@ impl Session {
                 queues: vec!["default".into()],
                 concurrency: *concurrency,
                 metadata: json!({"pid": worker}),
+                kinds: vec!["a".into()],
             }),
             Step::WorkerHeartbeat { worker, in_flight } => Op::WorkerHeartbeat(WorkerHeartbeat {
                 id: WORKERS[*worker].into(),

@@ -20,6 +20,7 @@ fn reg(id: &str) -> WorkerRegister {
         queues: vec!["default".into(), "mail".into()],
         concurrency: 10,
         metadata: json!({"host": "h1", "pid": 7}),
+        kinds: vec!["email".into(), "report".into()],
     }
 }
 

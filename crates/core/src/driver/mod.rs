@@ -47,11 +47,12 @@ mod remote;
 pub use hooked::{Flow, Hook, Hooked};
 pub use ops::{Op, Operation, Reply, Storage, StorageResult};
 pub use outcomes::{
-    is_reapable, CompleteOutcome, FailOutcome, InsertOutcome, QueueStats, ReapOutcome, WorkerRecord,
+    is_reapable, CompleteOutcome, FailOutcome, InsertOutcome, KindStats, PruneOutcome, QueueStats,
+    ReapOutcome, WorkerRecord,
 };
 pub use params::{
     JobCancel, JobClaim, JobComplete, JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat, JobInsert,
-    JobInsertMany, JobReapExpired, JobRelease, JobRequeue, QueueStatsGet, StorageNow, WorkerDeregister,
-    WorkerHeartbeat, WorkerList, WorkerRegister,
+    JobInsertMany, JobPrune, JobReapExpired, JobRelease, JobRequeue, QueueKindsGet, QueueStatsGet,
+    StorageNow, WorkerDeregister, WorkerHeartbeat, WorkerList, WorkerRegister,
 };
 pub use remote::{Remote, Transport};

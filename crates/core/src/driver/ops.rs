@@ -13,7 +13,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::outcomes::{CompleteOutcome, FailOutcome, InsertOutcome, QueueStats, ReapOutcome, WorkerRecord};
+use super::outcomes::{
+    CompleteOutcome, FailOutcome, InsertOutcome, KindStats, PruneOutcome, QueueStats, ReapOutcome,
+    WorkerRecord,
+};
 use super::params::*;
 use crate::error::StorageError;
 use crate::job::{ClaimedJob, Job, JobEvent};
@@ -64,6 +67,11 @@ macro_rules! storage_ops {
             /// or dead (error "lease expired") if that was their last attempt.
             /// Idempotent and safe to run from many workers at once.
             job_reap_expired(JobReapExpired) -> ReapOutcome;
+            /// Deletes up to `limit` finished jobs, and their events, whose
+            /// `finished_at` is at least the status's age before now: oldest
+            /// finish first. Non-terminal jobs are never touched. Safe to run
+            /// from many workers at once.
+            job_prune(JobPrune) -> PruneOutcome;
             /// Cancels a queued or running job (a running holder's later
             /// writes are refused). Cancelling a cancelled job returns it
             /// unchanged; a succeeded or dead job is `WrongStatus`.
@@ -92,6 +100,10 @@ macro_rules! storage_ops {
             /// Per-queue counts, ascending queue name; queues with no jobs
             /// are absent.
             queue_stats(QueueStatsGet) -> Vec<QueueStats>;
+            /// Per queue and kind, counts of non-terminal jobs, ascending
+            /// (queue, kind); pairs with none are absent. Costs the same
+            /// however many finished jobs the table holds.
+            queue_kinds_get(QueueKindsGet) -> Vec<KindStats>;
             /// The storage's current time: the clock every lease is judged by.
             storage_now(StorageNow) -> Timestamp;
         }

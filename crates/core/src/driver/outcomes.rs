@@ -76,6 +76,52 @@ pub struct WorkerRecord {
     pub last_heartbeat_at: Timestamp,
     /// Jobs in flight at the latest heartbeat.
     pub in_flight: u32,
+    /// Kinds it has handlers for: the only kinds it claims.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+}
+
+impl WorkerRecord {
+    /// Whether the worker claims jobs of `kind` on `queue`.
+    pub fn serves(&self, queue: &str, kind: &str) -> bool {
+        self.queues.iter().any(|q| q == queue) && self.kinds.iter().any(|k| k == kind)
+    }
+}
+
+/// Non-terminal jobs of one kind on one queue, as of the storage's now:
+/// what tells an operator that no worker handles a kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindStats {
+    /// Queue name.
+    pub queue: String,
+    /// Kind name.
+    pub kind: String,
+    /// Queued with `run_at <= now`.
+    pub due: u64,
+    /// Queued with `run_at > now`.
+    pub scheduled: u64,
+    /// Running (live lease or not).
+    pub running: u64,
+    /// How long the oldest due job has been due.
+    pub oldest_due_age: Option<Duration>,
+}
+
+/// Finished jobs deleted by one prune pass, by the status they had.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneOutcome {
+    /// Succeeded jobs deleted.
+    pub succeeded: u64,
+    /// Cancelled jobs deleted.
+    pub cancelled: u64,
+    /// Dead jobs deleted.
+    pub dead: u64,
+}
+
+impl PruneOutcome {
+    /// Jobs deleted in all.
+    pub fn total(&self) -> u64 {
+        self.succeeded + self.cancelled + self.dead
+    }
 }
 
 /// Counts for one queue, as of the storage's now.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::job::{limits, Epoch, JobId, ValidJob};
-use crate::validate::{validate_duration, validate_json, validate_name, ValidationError};
+use crate::validate::{validate_duration, validate_json, validate_lease, validate_name, ValidationError};
 
 /// Inserts one job (see [`Storage::job_insert`](super::Storage::job_insert)).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,6 +34,11 @@ pub struct JobClaim {
     pub limit: u32,
     /// Lease length from now.
     pub lease: Duration,
+    /// `Some(kinds)`: only jobs of these kinds (a worker passes the kinds
+    /// it has handlers for, so a job of a kind it cannot run waits for one
+    /// that can). `None`: any kind, for tools that run no handlers.
+    #[serde(default)]
+    pub kinds: Option<Vec<String>>,
 }
 
 /// Extends a held lease, optionally storing progress.
@@ -142,6 +147,9 @@ pub struct WorkerRegister {
     pub concurrency: u32,
     /// Free-form facts (host, pid, version).
     pub metadata: Value,
+    /// Kinds it has handlers for.
+    #[serde(default)]
+    pub kinds: Vec<String>,
 }
 
 /// Says a registered worker is alive.
@@ -159,6 +167,23 @@ pub struct WorkerDeregister {
     /// The worker.
     pub id: String,
 }
+
+/// Deletes finished jobs, and their events, older than an age per status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPrune {
+    /// Succeeded jobs finished at least this long ago are deleted.
+    pub succeeded_after: Duration,
+    /// Cancelled jobs finished at least this long ago are deleted.
+    pub cancelled_after: Duration,
+    /// Dead jobs finished at least this long ago are deleted.
+    pub dead_after: Duration,
+    /// Most jobs deleted in this pass, oldest finish first.
+    pub limit: u32,
+}
+
+/// Reads per-kind counts of non-terminal jobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueKindsGet {}
 
 /// Lists registered workers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +219,10 @@ impl JobClaim {
         for queue in &self.queues {
             validate_name("queue", queue)?;
         }
-        validate_duration("lease", self.lease)
+        for kind in self.kinds.iter().flatten() {
+            validate_name("kind", kind)?;
+        }
+        validate_lease("lease", self.lease)
     }
 }
 
@@ -204,7 +232,7 @@ impl JobHeartbeat {
         if let Some(progress) = &self.progress {
             validate_json("progress", progress, limits::MAX_PROGRESS_BYTES)?;
         }
-        validate_duration("lease", self.lease)
+        validate_lease("lease", self.lease)
     }
 }
 
@@ -225,6 +253,18 @@ impl WorkerRegister {
         for queue in &self.queues {
             validate_name("queue", queue)?;
         }
+        for kind in &self.kinds {
+            validate_name("kind", kind)?;
+        }
         validate_json("metadata", &self.metadata, limits::MAX_PROGRESS_BYTES)
+    }
+}
+
+impl JobPrune {
+    /// Checks the ages; every storage calls this first.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_duration("succeeded_after", self.succeeded_after)?;
+        validate_duration("cancelled_after", self.cancelled_after)?;
+        validate_duration("dead_after", self.dead_after)
     }
 }

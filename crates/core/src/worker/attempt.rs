@@ -80,7 +80,8 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
         let ctx = ctx.clone();
         async move { handler.handle(ctx).await }.in_current_span()
     }));
-    let timeout_at = config.timeout_for(&this.kind).map(|t| started + t);
+    let limit = config.timeout_for(ctx.job());
+    let timeout_at = limit.map(|t| started + t);
     let mut next_heartbeat = started + config.heartbeat_interval;
 
     let end = loop {
@@ -168,8 +169,9 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
                     });
                 }
                 CancelReason::Timeout => {
-                    let limit = config.timeout_for(&this.kind).unwrap_or_default();
-                    let error = JobError::retryable(format!("timed out after {limit:?}"));
+                    let limit = crate::time::human(limit.unwrap_or_default());
+                    warn!(%limit, "handler cancelled: attempt time limit reached");
+                    let error = JobError::retryable(format!("timed out after {limit}"));
                     fail(shared, &this, error, lease_deadline).await;
                 }
                 CancelReason::Shutdown => release(shared, &this, lease_deadline).await,

@@ -2,6 +2,7 @@
 //! shuts down without leaving anything running.
 
 mod attempt;
+mod health;
 mod runtime;
 mod shared;
 mod shutdown;
@@ -19,9 +20,10 @@ use crate::error::WorkerError;
 use crate::handler::Handler;
 use crate::observer::{NoObserver, Observer};
 use crate::retry::RetryPolicy;
-use crate::validate::validate_name;
+use crate::validate::{validate_lease, validate_name, validate_timeout};
 use crate::waker::{PollOnly, Waker};
 
+pub use health::{HealthHandle, FAILURES_BEFORE_UNHEALTHY};
 pub use shared::RunReport;
 pub use shutdown::ShutdownHandle;
 
@@ -41,31 +43,69 @@ pub use shutdown::ShutdownHandle;
 /// | `cancel_grace` | 2 s | how long a cancelled handler may take to return before it is aborted |
 /// | `storage_timeout` | 10 s | a storage call that takes longer counts as unavailable |
 /// | `retry` | [`RetryPolicy::default`] | 1 s doubling to 5 min, equal jitter |
-/// | `kind_timeouts` | none | per-kind limit on one attempt |
-/// | `default_timeout` | none | limit for kinds without their own |
+/// | `kind_timeouts` | none | per-kind limit on one attempt (also [`JobArgs::TIMEOUT`](crate::JobArgs::TIMEOUT)) |
+/// | `default_timeout` | 15 min | limit on one attempt of a job and kind without their own: a hung call (an API that never answers while heartbeats go on) ends, fails retryably and finally dies instead of holding a slot forever. 15 min is 5× the slowest report the seed's generator writes (~3 min of OpenAI calls) |
+/// | `retention` | succeeded and cancelled 1 day, dead 7 days | finished jobs are deleted after these ages, so the table and every count over it stay small |
+/// | `prune_interval` | 10 min | time between prune passes (from a random offset) |
+/// | `prune_batch` | 1000 | most jobs deleted per prune statement |
 /// | `complete_batch` | 256 | most completions sent in one storage call |
 /// | `rng_seed` | a hash of the worker id | seeds retry jitter |
-#[derive(Clone, Debug)]
-pub(crate) struct Config {
-    pub worker_id: String,
-    pub queues: Vec<String>,
-    pub concurrency: u32,
-    pub lease: Duration,
-    pub heartbeat_interval: Duration,
-    pub reap_interval: Duration,
-    pub reap_batch: u32,
-    pub poll_interval: Duration,
-    pub registry_heartbeat_interval: Duration,
-    pub shutdown_grace: Duration,
-    pub cancel_grace: Duration,
-    pub storage_timeout: Duration,
-    pub retry: RetryPolicy,
-    pub kind_timeouts: BTreeMap<String, Duration>,
-    pub default_timeout: Option<Duration>,
-    pub complete_batch: usize,
-    pub rng_seed: u64,
-    pub metadata: Value,
+///
+/// Read a builder's with [`WorkerBuilder::settings`]; two builders with equal
+/// settings make workers that behave alike, which is how the simulator proves
+/// it runs the binary's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub(crate) worker_id: String,
+    pub(crate) queues: Vec<String>,
+    pub(crate) concurrency: u32,
+    pub(crate) lease: Duration,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) reap_interval: Duration,
+    pub(crate) reap_batch: u32,
+    pub(crate) poll_interval: Duration,
+    pub(crate) registry_heartbeat_interval: Duration,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) cancel_grace: Duration,
+    pub(crate) storage_timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) kind_timeouts: BTreeMap<String, Duration>,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) retention: Option<Retention>,
+    pub(crate) prune_interval: Duration,
+    pub(crate) prune_batch: u32,
+    pub(crate) complete_batch: usize,
+    pub(crate) rng_seed: u64,
+    pub(crate) metadata: Value,
 }
+
+/// How long finished jobs are kept before a prune pass deletes them (with
+/// their events). Defaults follow River's: a day for succeeded and
+/// cancelled jobs, a week for dead ones, which someone may want to inspect
+/// and requeue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Age after which succeeded jobs are deleted. Default 1 day.
+    pub succeeded: Duration,
+    /// Age after which cancelled jobs are deleted. Default 1 day.
+    pub cancelled: Duration,
+    /// Age after which dead jobs are deleted. Default 7 days.
+    pub dead: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: Duration = Duration::from_secs(86_400);
+        Retention {
+            succeeded: DAY,
+            cancelled: DAY,
+            dead: DAY * 7,
+        }
+    }
+}
+
+/// The worker-wide time limit on one attempt unless configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 impl Config {
     fn new(worker_id: String) -> Self {
@@ -85,7 +125,10 @@ impl Config {
             storage_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             kind_timeouts: BTreeMap::new(),
-            default_timeout: None,
+            default_timeout: Some(DEFAULT_TIMEOUT),
+            retention: Some(Retention::default()),
+            prune_interval: Duration::from_secs(10 * 60),
+            prune_batch: 1000,
             complete_batch: 256,
             rng_seed,
             metadata: Value::Null,
@@ -110,7 +153,16 @@ impl Config {
                 self.heartbeat_interval, self.lease
             ));
         }
+        validate_lease("lease", self.lease).map_err(|e| WorkerError::Config(e.to_string()))?;
+        for (kind, limit) in self.kind_timeouts.iter() {
+            validate_name("kind", kind).map_err(|e| WorkerError::Config(e.to_string()))?;
+            validate_timeout("kind timeout", *limit).map_err(|e| WorkerError::Config(e.to_string()))?;
+        }
+        if let Some(limit) = self.default_timeout {
+            validate_timeout("default timeout", limit).map_err(|e| WorkerError::Config(e.to_string()))?;
+        }
         for (name, d) in [
+            ("prune interval", self.prune_interval),
             ("reap interval", self.reap_interval),
             ("poll interval", self.poll_interval),
             ("registry heartbeat interval", self.registry_heartbeat_interval),
@@ -120,14 +172,18 @@ impl Config {
                 return bad(format!("{name} must be non-zero"));
             }
         }
-        if self.reap_batch == 0 || self.complete_batch == 0 {
-            return bad("reap and complete batch sizes must be at least 1".into());
+        if self.reap_batch == 0 || self.complete_batch == 0 || self.prune_batch == 0 {
+            return bad("reap, prune and complete batch sizes must be at least 1".into());
         }
         Ok(())
     }
 
-    pub(crate) fn timeout_for(&self, kind: &str) -> Option<Duration> {
-        self.kind_timeouts.get(kind).copied().or(self.default_timeout)
+    /// The time limit on one attempt of `job`: its own, else its kind's,
+    /// else the worker's default.
+    pub(crate) fn timeout_for(&self, job: &crate::job::Job) -> Option<Duration> {
+        job.timeout
+            .or_else(|| self.kind_timeouts.get(&job.kind).copied())
+            .or(self.default_timeout)
     }
 }
 
@@ -204,8 +260,22 @@ impl WorkerBuilder {
         retry: RetryPolicy
     );
     setter!(
-        /// Limit on one attempt of kinds without their own. Default none.
+        /// Limit on one attempt of jobs and kinds without their own;
+        /// `None` for no limit. Default 15 min ([`DEFAULT_TIMEOUT`]).
         default_timeout: Option<Duration>
+    );
+    setter!(
+        /// Ages after which finished jobs are deleted; `None` keeps them
+        /// forever. Default [`Retention::default`].
+        retention: Option<Retention>
+    );
+    setter!(
+        /// Time between prune passes. Default 10 min.
+        prune_interval: Duration
+    );
+    setter!(
+        /// Most jobs one prune statement deletes. Default 1000.
+        prune_batch: u32
     );
     setter!(
         /// Most completions per storage call. Default 256.
@@ -241,7 +311,15 @@ impl WorkerBuilder {
     pub fn handle<A: JobHandler>(mut self) -> Self {
         self.handlers
             .insert(A::KIND.to_owned(), Arc::new(Typed::<A>::new()));
+        if let Some(limit) = A::TIMEOUT {
+            self.config.kind_timeouts.insert(A::KIND.to_owned(), limit);
+        }
         self
+    }
+
+    /// The settings so far (see [`Config`] for every default).
+    pub fn settings(&self) -> &Config {
+        &self.config
     }
 
     /// The clock the worker times itself by (heartbeats, backoff, grace,
@@ -293,6 +371,7 @@ impl WorkerBuilder {
             waker: self.waker,
             observer: self.observer,
             shutdown: ShutdownHandle::new(),
+            health: HealthHandle::default(),
         })
     }
 }
@@ -337,6 +416,7 @@ pub struct Worker {
     waker: Arc<dyn Waker>,
     observer: Arc<dyn Observer>,
     shutdown: ShutdownHandle,
+    health: HealthHandle,
 }
 
 impl Worker {
@@ -356,6 +436,11 @@ impl Worker {
     /// A handle that stops this worker, gracefully or at once.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
+    }
+
+    /// A handle that says whether this worker's claims and reaps get through.
+    pub fn health_handle(&self) -> HealthHandle {
+        self.health.clone()
     }
 
     /// The worker's id.

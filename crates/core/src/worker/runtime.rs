@@ -17,8 +17,8 @@ use super::shutdown::Phase;
 use super::Worker;
 use crate::clock::Clock;
 use crate::driver::{
-    JobClaim, JobComplete, JobCompleteMany, JobReapExpired, Storage, WorkerDeregister, WorkerHeartbeat,
-    WorkerRegister,
+    JobClaim, JobComplete, JobCompleteMany, JobPrune, JobReapExpired, Storage, WorkerDeregister,
+    WorkerHeartbeat, WorkerRegister,
 };
 use crate::error::{StorageError, WorkerError};
 use crate::observer::WorkerEvent;
@@ -32,6 +32,7 @@ pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
         waker,
         observer,
         shutdown,
+        health,
     } = worker;
     let span = tracing::info_span!("worker", worker_id = %config.worker_id);
     let (completion_tx, completion_rx) =
@@ -47,6 +48,7 @@ pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
         kick: Notify::new(),
         completions: completion_tx,
         in_flight: AtomicU32::new(0),
+        health,
         config,
     });
     async move {
@@ -60,6 +62,9 @@ pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
         let mut background = JoinSet::new();
         background.spawn(reaper(shared.clone(), stop_background.clone()).in_current_span());
         background.spawn(registry_heartbeat(shared.clone(), stop_background.clone()).in_current_span());
+        if shared.config.retention.is_some() {
+            background.spawn(pruner(shared.clone(), stop_background.clone()).in_current_span());
+        }
         let mut completer = JoinSet::new();
         completer.spawn(complete_batches(shared.clone(), completion_rx).in_current_span());
 
@@ -100,6 +105,7 @@ fn registration(shared: &Shared) -> WorkerRegister {
         queues: shared.config.queues.clone(),
         concurrency: shared.config.concurrency,
         metadata: shared.config.metadata.clone(),
+        kinds: shared.handlers.keys().cloned().collect(),
     }
 }
 
@@ -158,6 +164,9 @@ async fn claim_loop(
                 queues: config.queues.clone(),
                 limit: free,
                 lease: config.lease,
+                // Only kinds this worker can run: a job of a kind added in a
+                // rolling deploy waits for a new worker instead of dying here.
+                kinds: Some(shared.handlers.keys().cloned().collect()),
             };
             let sent_at = shared.now();
             next_poll = sent_at + config.poll_interval;
@@ -170,6 +179,7 @@ async fn claim_loop(
                 .await
             {
                 Ok(claimed) => {
+                    shared.health.succeeded("job_claim");
                     // A full batch hints that more is waiting.
                     want_claim = claimed.len() as u32 == free;
                     for job in claimed {
@@ -186,7 +196,7 @@ async fn claim_loop(
                     }
                 }
                 Err(error) => {
-                    debug!(%error, "claim failed; waiting for the next poll or wake-up");
+                    shared.call_failed("job_claim", &error);
                     want_claim = false;
                 }
             }
@@ -250,9 +260,19 @@ async fn reaper(shared: Arc<Shared>, stop: CancellationToken) {
         let call = shared.storage.job_reap_expired(JobReapExpired {
             limit: shared.config.reap_batch,
         });
-        if let Ok(outcome) = shared
+        let outcome = match shared
             .bounded("job_reap_expired", shared.config.storage_timeout, call)
             .await
+        {
+            Ok(outcome) => {
+                shared.health.succeeded("job_reap_expired");
+                outcome
+            }
+            Err(error) => {
+                shared.call_failed("job_reap_expired", &error);
+                continue;
+            }
+        };
         {
             if !outcome.is_empty() {
                 info!(requeued = ?outcome.requeued, dead = ?outcome.dead, "reaped expired leases");
@@ -264,6 +284,50 @@ async fn reaper(shared: Arc<Shared>, stop: CancellationToken) {
                 }
                 shared.emit(WorkerEvent::Reaped { outcome });
             }
+        }
+    }
+}
+
+/// Deletes finished jobs past their retention every prune interval, from a
+/// random offset, in batches; leaderless like the reaper, since a delete of
+/// a row another worker already deleted is a no-op.
+async fn pruner(shared: Arc<Shared>, stop: CancellationToken) {
+    let Some(retention) = shared.config.retention else {
+        return;
+    };
+    let interval = shared.config.prune_interval;
+    let mut wait = {
+        let mut rng = shared.rng.lock().expect("rng lock");
+        Duration::from_micros(rng.random_range(0..=interval.as_micros() as u64))
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = shared.clock.sleep(wait) => {}
+        }
+        wait = interval;
+        let call = shared.storage.job_prune(JobPrune {
+            succeeded_after: retention.succeeded,
+            cancelled_after: retention.cancelled,
+            dead_after: retention.dead,
+            limit: shared.config.prune_batch,
+        });
+        match shared
+            .bounded("job_prune", shared.config.storage_timeout, call)
+            .await
+        {
+            Ok(outcome) => {
+                shared.health.succeeded("job_prune");
+                if outcome.total() > 0 {
+                    debug!(?outcome, "pruned finished jobs");
+                    if outcome.total() >= u64::from(shared.config.prune_batch) {
+                        wait = Duration::ZERO;
+                    }
+                    shared.emit(WorkerEvent::Pruned { outcome });
+                }
+            }
+            Err(error) => shared.call_failed("job_prune", &error),
         }
     }
 }

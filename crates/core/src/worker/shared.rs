@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::Config;
+use super::{Config, HealthHandle};
 use crate::clock::Clock;
 use crate::driver::{CompleteOutcome, Storage, StorageResult};
 use crate::error::StorageError;
@@ -20,6 +20,7 @@ use crate::handler::Handler;
 use crate::job::{Epoch, JobId};
 use crate::observer::{Observer, WorkerEvent};
 use crate::time::Timestamp;
+use tracing::{debug, warn};
 
 /// What a worker did over one run, counted.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -42,6 +43,10 @@ pub struct RunReport {
     pub panics: u64,
     /// Jobs this worker's reaper took back.
     pub reaped: u64,
+    /// Finished jobs this worker's pruner deleted.
+    pub pruned: u64,
+    /// Claim, reap and prune calls that failed.
+    pub failed_calls: u64,
 }
 
 impl RunReport {
@@ -56,6 +61,8 @@ impl RunReport {
             WorkerEvent::StaleWriteRejected { .. } => self.stale_writes += 1,
             WorkerEvent::Panicked { .. } => self.panics += 1,
             WorkerEvent::Reaped { outcome } => self.reaped += outcome.len() as u64,
+            WorkerEvent::Pruned { outcome } => self.pruned += outcome.total(),
+            WorkerEvent::CallFailed { .. } => self.failed_calls += 1,
             WorkerEvent::StorageUnavailable { .. } => {}
         }
     }
@@ -79,6 +86,7 @@ pub(crate) struct Shared {
     pub kick: Notify,
     pub completions: mpsc::Sender<CompletionSlot>,
     pub in_flight: AtomicU32,
+    pub health: HealthHandle,
 }
 
 impl Shared {
@@ -116,6 +124,24 @@ impl Shared {
             }
         }
         result
+    }
+
+    /// Records a failed claim, reap or prune: counted, and logged at WARN
+    /// with its cause from the second in a row (one is a blip; a row is a
+    /// cause an operator must see, such as a row the claim cannot read).
+    pub fn call_failed(&self, operation: &'static str, error: &StorageError) {
+        let message = error.to_string();
+        let consecutive = self.health.failed(operation, &message);
+        if consecutive >= 2 {
+            warn!(operation, consecutive, %error, "storage call keeps failing");
+        } else {
+            debug!(operation, %error, "storage call failed; retrying at the next interval");
+        }
+        self.emit(WorkerEvent::CallFailed {
+            operation,
+            error: message,
+            consecutive,
+        });
     }
 
     /// The worker clock's now.

@@ -1,0 +1,315 @@
+//! The defaults that keep a job from being stuck: a time limit on every
+//! attempt, claims only of kinds the worker runs, retention, and a worker
+//! that says so when its claims keep failing. Each test guards one of the
+//! gaps the issue "Never stuck by default" names.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use stuckless_core::driver::{Flow, Hook, Hooked, JobEvents, JobGet, Op, Storage, WorkerList};
+use stuckless_core::{
+    Clock, JobArgs, JobContext, JobError, JobEventKind, JobHandler, JobStatus, NewJob, Retention,
+    StorageError, WorkerBuilder, DEFAULT_TIMEOUT,
+};
+
+use common::*;
+
+/// A handler that never returns and ignores cancellation: the hung OpenAI
+/// call of the seed's scenario B.
+async fn hangs(_: JobContext) -> Result<(), JobError> {
+    std::future::pending().await
+}
+
+/// Guards "no default handler time limit": with no limit configured, a hung
+/// handler whose heartbeats go on used to run forever.
+#[tokio::test(start_paused = true)]
+async fn a_hung_handler_is_cancelled_at_the_default_limit_retried_and_ends_dead() {
+    let world = World::new();
+    let id = world
+        .client()
+        .enqueue_job(NewJob::new("default", "hangs", json!({})).max_attempts(2))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let worker = world.worker("w1").handler("hangs", hangs);
+    assert_eq!(
+        worker.settings(),
+        world.worker("w1").settings(),
+        "no limit set by the test"
+    );
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    let job = world.until_terminal(id, DEFAULT_TIMEOUT * 3).await;
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!((job.status, job.attempt), (JobStatus::Dead, 2), "{job:?}");
+    assert_eq!(job.last_error.as_deref(), Some("timed out after 15m"));
+    assert_eq!((report.retried, report.dead), (1, 1), "{report:?}");
+    let events = world.store.job_events(JobEvents { id }).await.unwrap();
+    let failures: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.kind, JobEventKind::Retried | JobEventKind::Dead))
+        .map(|e| e.detail.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        failures,
+        ["timed out after 15m", "timed out after 15m"],
+        "{events:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_jobs_own_limit_beats_its_kinds_and_its_kinds_beats_the_default() {
+    let world = World::new();
+    let own = world
+        .client()
+        .enqueue_job(
+            NewJob::new("default", "hangs", json!({}))
+                .max_attempts(1)
+                .timeout(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap()
+        .job
+        .id;
+    let kinds = world
+        .client()
+        .enqueue_job(NewJob::new("default", "hangs", json!({})).max_attempts(1))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let worker = world
+        .worker("w1")
+        .kind_timeout("hangs", Duration::from_secs(20))
+        .default_timeout(Some(Duration::from_secs(200)))
+        .handler("hangs", hangs);
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    let own = world.until_terminal(own, Duration::from_secs(600)).await;
+    let kinds = world.until_terminal(kinds, Duration::from_secs(600)).await;
+    shutdown.graceful();
+    running.await.unwrap();
+    assert_eq!(own.last_error.as_deref(), Some("timed out after 2s"));
+    assert_eq!(kinds.last_error.as_deref(), Some("timed out after 20s"));
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Summarise {
+    section: u32,
+}
+
+impl JobArgs for Summarise {
+    const KIND: &'static str = "summarise";
+    const MAX_ATTEMPTS: i32 = 1;
+    const TIMEOUT: Option<Duration> = Some(Duration::from_secs(90));
+}
+
+impl JobHandler for Summarise {
+    async fn run(self, ctx: JobContext) -> Result<(), JobError> {
+        hangs(ctx).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_typed_kinds_timeout_is_its_kind_limit() {
+    let world = World::new();
+    let id = world
+        .client()
+        .enqueue(Summarise { section: 1 })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let (shutdown, running) = spawn(world.worker("w1").handle::<Summarise>().build().unwrap());
+    let job = world.until_terminal(id, Duration::from_secs(600)).await;
+    shutdown.graceful();
+    running.await.unwrap();
+    assert_eq!(job.last_error.as_deref(), Some("timed out after 1m 30s"));
+}
+
+/// Guards "kind-blind claims kill jobs": an old worker in a rolling deploy
+/// used to claim a new kind's job and mark it dead at attempt 1.
+#[tokio::test(start_paused = true)]
+async fn a_job_of_a_kind_no_worker_handles_waits_for_one_that_does() {
+    let world = World::new();
+    let id = world.insert("added_in_v2", json!({})).await;
+    let old = world
+        .worker("v1")
+        .handler("noop", |_: JobContext| async { Ok::<(), JobError>(()) });
+    let (old_shutdown, old_running) = spawn(old.build().unwrap());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let waiting = world.job(id).await;
+    assert_eq!(
+        (waiting.status, waiting.attempt),
+        (JobStatus::Queued, 0),
+        "{waiting:?}"
+    );
+    let registry = world.store.worker_list(WorkerList {}).await.unwrap();
+    assert_eq!(registry[0].kinds, ["noop"], "the registry says what v1 runs");
+
+    let new = world
+        .worker("v2")
+        .handler("added_in_v2", |_: JobContext| async { Ok::<(), JobError>(()) });
+    let (new_shutdown, new_running) = spawn(new.build().unwrap());
+    let done = world.until_terminal(id, Duration::from_secs(60)).await;
+    assert_eq!((done.status, done.attempt), (JobStatus::Succeeded, 1));
+    old_shutdown.graceful();
+    new_shutdown.graceful();
+    old_running.await.unwrap();
+    new_running.await.unwrap();
+}
+
+#[test]
+fn the_builder_refuses_a_lease_over_a_day_and_a_limit_over_a_week() {
+    let world = World::new();
+    let fine = |_: JobContext| async { Ok::<(), JobError>(()) };
+    let err = |b: WorkerBuilder| b.handler("k", fine).build().err().expect("refused").to_string();
+    let day = Duration::from_secs(86_400);
+    assert!(err(world.worker("w1").lease(day * 100)).contains("at most 24h"));
+    assert!(err(world.worker("w1").default_timeout(Some(day * 8))).contains("7d"));
+    assert!(err(world.worker("w1").kind_timeout("k", Duration::ZERO)).contains("kind timeout"));
+    assert!(world.worker("w1").lease(day).handler("k", fine).build().is_ok());
+}
+
+/// Guards "nothing deletes finished jobs".
+#[tokio::test(start_paused = true)]
+async fn finished_jobs_are_pruned_after_their_retention_and_others_are_kept() {
+    let world = World::new();
+    let done = world.insert("ok", json!({})).await;
+    let doomed = world
+        .client()
+        .enqueue_job(NewJob::new("default", "fails", json!({})).max_attempts(1))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let later = world
+        .client()
+        .enqueue_job(
+            NewJob::new("default", "ok", json!({}))
+                .run_at(world.clock.now() + Duration::from_secs(3 * 86_400)),
+        )
+        .await
+        .unwrap()
+        .job
+        .id;
+    let worker = world
+        .worker("w1")
+        .prune_interval(Duration::from_secs(600))
+        .handler("ok", |_: JobContext| async { Ok::<(), JobError>(()) })
+        .handler("fails", |_: JobContext| async {
+            Err::<(), _>(JobError::permanent("no"))
+        });
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    assert_eq!(
+        world.until_terminal(done, Duration::from_secs(60)).await.status,
+        JobStatus::Succeeded
+    );
+    assert_eq!(
+        world.until_terminal(doomed, Duration::from_secs(60)).await.status,
+        JobStatus::Dead
+    );
+
+    tokio::time::sleep(Duration::from_secs(86_400 + 1200)).await;
+    assert!(
+        world.store.job_get(JobGet { id: done }).await.unwrap().is_none(),
+        "succeeded: a day"
+    );
+    assert_eq!(
+        world.job(doomed).await.status,
+        JobStatus::Dead,
+        "dead jobs stay a week"
+    );
+    assert_eq!(
+        world.job(later).await.status,
+        JobStatus::Queued,
+        "never a job not finished"
+    );
+    assert!(
+        world
+            .store
+            .job_events(JobEvents { id: done })
+            .await
+            .unwrap()
+            .is_empty(),
+        "events go with the job"
+    );
+
+    tokio::time::sleep(Duration::from_secs(6 * 86_400)).await;
+    assert!(
+        world
+            .store
+            .job_get(JobGet { id: doomed })
+            .await
+            .unwrap()
+            .is_none(),
+        "dead: a week"
+    );
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(
+        report.pruned, 3,
+        "succeeded, dead, and the scheduled job once it ran: {report:?}"
+    );
+    assert_eq!(Retention::default().dead, Duration::from_secs(7 * 86_400));
+}
+
+/// Fails every claim with `error` while `failing` is non-zero.
+struct ClaimsFail {
+    failing: AtomicU32,
+    error: StorageError,
+}
+
+#[async_trait]
+impl Hook for ClaimsFail {
+    async fn before(&self, op: Op) -> Flow {
+        if matches!(op, Op::JobClaim(_)) && self.failing.load(Ordering::SeqCst) > 0 {
+            self.failing.fetch_sub(1, Ordering::SeqCst);
+            return Flow::Answer(op.refuse(self.error.clone()));
+        }
+        Flow::Continue(op)
+    }
+}
+
+/// Guards "the error is logged at DEBUG only, /readyz stays 200": a claim
+/// that keeps failing must make the worker say why.
+#[tokio::test(start_paused = true)]
+async fn claims_that_keep_failing_make_the_worker_unhealthy_until_one_succeeds() {
+    let world = World::new();
+    let hook = ClaimsFail {
+        failing: AtomicU32::new(4),
+        error: StorageError::Other("cannot convert infinity to bigint".into()),
+    };
+    let store: Arc<dyn Storage> = Arc::new(Hooked::new(world.store.clone(), hook));
+    let worker = stuckless_core::Worker::builder("w1", store.clone())
+        .clock(world.clock.clone())
+        .poll_interval(Duration::from_secs(1))
+        .handler("ok", |_: JobContext| async { Ok::<(), JobError>(()) })
+        .build()
+        .unwrap();
+    let health = worker.health_handle();
+    let (shutdown, running) = spawn(worker);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let problem = health
+        .problem()
+        .expect("three failed claims in a row are a problem");
+    assert!(
+        problem.contains("job_claim") && problem.contains("infinity"),
+        "{problem}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(health.problem(), None, "a claim got through");
+    let id = world.insert("ok", json!({})).await;
+    assert_eq!(
+        world.until_terminal(id, Duration::from_secs(10)).await.status,
+        JobStatus::Succeeded
+    );
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(report.failed_calls, 4, "{report:?}");
+}
