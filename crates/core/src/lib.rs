@@ -31,7 +31,7 @@
 //! let clock = ManualClock::new(Timestamp::from_secs(0));
 //! let store = Arc::new(MemStore::new(clock.clone()));
 //! let job = Client::new(store.clone()).enqueue(Report { id: 7 }).await.unwrap().job;
-//! let claim = JobClaim { worker_id: "w1".into(), queues: vec!["default".into()], limit: 1, lease: Duration::from_secs(30) };
+//! let claim = JobClaim { worker_id: "w1".into(), queues: vec!["default".into()], limit: 1, lease: Duration::from_secs(30), kinds: None };
 //! let claimed = store.job_claim(claim.clone()).await.unwrap();
 //! assert_eq!(claimed[0].epoch().0, 1);
 //!

@@ -313,3 +313,29 @@ async fn claims_that_keep_failing_make_the_worker_unhealthy_until_one_succeeds()
     let report = running.await.unwrap();
     assert_eq!(report.failed_calls, 4, "{report:?}");
 }
+
+/// Guards "a poison row stalls the whole queue": a due row whose `run_at`
+/// no storage accepts (only a raw write can store one) is moved to dead with
+/// the reason, and the job behind it runs.
+#[tokio::test(start_paused = true)]
+async fn a_row_no_claim_can_read_is_buried_and_the_job_behind_it_runs() {
+    let world = World::new();
+    let poison = world.insert("ok", json!({})).await;
+    assert!(world.store.unchecked_update(poison, |job| {
+        job.run_at = stuckless_core::Timestamp::from_micros(i64::MIN);
+    }));
+    let fine = world.insert("ok", json!({})).await;
+    let worker = world
+        .worker("w1")
+        .handler("ok", |_: JobContext| async { Ok::<(), JobError>(()) });
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    assert_eq!(
+        world.until_terminal(fine, Duration::from_secs(10)).await.status,
+        JobStatus::Succeeded
+    );
+    shutdown.graceful();
+    running.await.unwrap();
+    let buried = world.job(poison).await;
+    assert_eq!((buried.status, buried.attempt), (JobStatus::Dead, 0));
+    assert!(buried.last_error.unwrap().contains("unreadable row: run_at"));
+}

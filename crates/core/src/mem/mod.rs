@@ -23,7 +23,7 @@ pub struct MemStore {
 }
 
 #[derive(Clone, Default)]
-struct State {
+pub(crate) struct State {
     next_id: i64,
     jobs: BTreeMap<JobId, Job>,
     idempotency_keys: BTreeMap<String, JobId>,
@@ -84,6 +84,8 @@ impl MemStore {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+mod upkeep;
 
 impl State {
     fn event(
@@ -241,6 +243,7 @@ impl Storage for MemStore {
         request.validate()?;
         let now = self.clock.now();
         let mut state = self.lock();
+        state.bury_unreadable(self.happy_path_events, &request, now);
         let mut due: Vec<&Job> = state
             .jobs
             .values()
@@ -541,62 +544,13 @@ impl Storage for MemStore {
 
     async fn queue_kinds_get(&self, _: QueueKindsGet) -> StorageResult<Vec<KindStats>> {
         let now = self.clock.now();
-        let state = self.lock();
-        let mut stats: BTreeMap<(&str, &str), KindStats> = BTreeMap::new();
-        for job in state.jobs.values().filter(|j| !j.status.is_terminal()) {
-            let entry = stats.entry((&job.queue, &job.kind)).or_insert_with(|| KindStats {
-                queue: job.queue.clone(),
-                kind: job.kind.clone(),
-                ..KindStats::default()
-            });
-            match job.status {
-                JobStatus::Queued if job.run_at <= now => {
-                    entry.due += 1;
-                    let age = now.saturating_since(job.run_at);
-                    entry.oldest_due_age = Some(entry.oldest_due_age.map_or(age, |a| a.max(age)));
-                }
-                JobStatus::Queued => entry.scheduled += 1,
-                _ => entry.running += 1,
-            }
-        }
-        Ok(stats.into_values().collect())
+        Ok(self.lock().kind_stats(now))
     }
 
     async fn job_prune(&self, request: JobPrune) -> StorageResult<PruneOutcome> {
         request.validate()?;
         let now = self.clock.now();
-        let mut state = self.lock();
-        let age_limit = |status: JobStatus| match status {
-            JobStatus::Succeeded => Some(request.succeeded_after),
-            JobStatus::Cancelled => Some(request.cancelled_after),
-            JobStatus::Dead => Some(request.dead_after),
-            _ => None,
-        };
-        let mut old: Vec<(Timestamp, JobId, JobStatus)> = state
-            .jobs
-            .values()
-            .filter_map(|j| {
-                let finished = j.finished_at?;
-                let age = age_limit(j.status)?;
-                (now.saturating_since(finished) >= age && finished <= now)
-                    .then_some((finished, j.id, j.status))
-            })
-            .collect();
-        old.sort();
-        let mut outcome = PruneOutcome::default();
-        for (_, id, status) in old.into_iter().take(request.limit as usize) {
-            let job = state.jobs.remove(&id).expect("id from this map");
-            state.events.remove(&id);
-            if let Some(key) = &job.idempotency_key {
-                state.idempotency_keys.remove(key);
-            }
-            match status {
-                JobStatus::Succeeded => outcome.succeeded += 1,
-                JobStatus::Cancelled => outcome.cancelled += 1,
-                _ => outcome.dead += 1,
-            }
-        }
-        Ok(outcome)
+        Ok(self.lock().prune(&request, now))
     }
 
     async fn storage_now(&self, _: StorageNow) -> StorageResult<Timestamp> {
