@@ -110,6 +110,7 @@ async fn refuses_bad_input(s: Arc<dyn Storage>) {
         queues: vec![queue.into()],
         limit: 1,
         lease,
+        kinds: None,
     };
     let err = s
         .job_claim(claim(HOSTILE[0], "default", Duration::from_secs(30)))
@@ -173,6 +174,7 @@ async fn refuses_bad_input(s: Arc<dyn Storage>) {
         queues: vec![queue.into()],
         concurrency: 1,
         metadata,
+        kinds: Vec::new(),
     };
     let err = s
         .worker_register(registration("", "default", json!({})))

@@ -47,6 +47,7 @@ async fn eight_claimers_complete_ten_thousand_jobs_each_exactly_once() {
                     queues: vec!["default".into()],
                     limit: 25,
                     lease: Duration::from_secs(300),
+                    kinds: None,
                 };
                 let claimed = s.job_claim(request).await.unwrap();
                 if claimed.is_empty() {
@@ -118,6 +119,7 @@ async fn a_reap_racing_a_stale_workers_completion_never_yields_two_outcomes() {
                 queues: vec!["race".into()],
                 limit: JOBS as u32,
                 lease,
+                kinds: None,
             })
             .await
             .unwrap();

@@ -43,6 +43,7 @@ async fn unpinned_pg_storage_uses_the_database_clock() {
         queues: vec!["default".into()],
         limit: 1,
         lease: std::time::Duration::from_secs(30),
+        kinds: None,
     };
     let cj = s.job_claim(claim).await.unwrap().remove(0);
     let lease = cj

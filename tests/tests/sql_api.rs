@@ -200,6 +200,7 @@ async fn sql_cancel_and_job_state_follow_the_storage_rules() {
         queues: vec!["default".into()],
         limit: 2,
         lease: Duration::from_secs(30),
+        kinds: None,
     };
     let claimed = s.job_claim(claim).await.unwrap();
     let state: Value = sqlx::query_scalar("select stuckless.job_state(2)")
@@ -376,6 +377,7 @@ async fn waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed() 
             queues: vec!["default".into()],
             limit: 1,
             lease: Duration::from_secs(30),
+            kinds: None,
         })
         .await
         .unwrap();
@@ -509,6 +511,7 @@ async fn operator_listings_filter_by_time_and_page_by_id() {
             queues: vec!["default".into()],
             limit: 2,
             lease: Duration::from_secs(30),
+            kinds: None,
         })
         .await
         .unwrap();
@@ -566,6 +569,7 @@ async fn a_refused_operator_action_releases_its_row_lock_at_once() {
         queues: vec!["default".into()],
         limit: 1,
         lease: Duration::from_secs(30),
+        kinds: None,
     };
     let mut skipped = 0;
     for _ in 0..300 {

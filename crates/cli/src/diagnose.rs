@@ -476,6 +476,7 @@ mod tests {
             queues: vec!["default".into()],
             concurrency: 1,
             metadata: json!(null),
+            kinds: vec!["k".into()],
         };
         s.worker_register(reg).await.unwrap();
     }
@@ -486,6 +487,7 @@ mod tests {
             queues: vec!["default".into()],
             limit: 1,
             lease: Duration::from_secs(300),
+            kinds: None,
         }
     }
 

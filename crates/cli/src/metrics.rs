@@ -25,6 +25,12 @@ const BUCKETS: &[f64] = &[
     0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
 ];
 
+/// The label of per-operation series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: String,
+}
+
 /// The one label of per-queue series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabel {
@@ -59,6 +65,8 @@ pub struct Metrics {
     stale_write_rejected: PerQueue,
     panicked: PerQueue,
     reaped: Counter,
+    pruned: Counter,
+    call_failed: Family<OperationLabel, Counter>,
     storage_unavailable: Counter,
     pickup: PerQueueHistogram,
     run_time: PerQueueHistogram,
@@ -94,6 +102,18 @@ impl Default for Metrics {
             "stuckless_jobs_reaped",
             "Expired leases this worker's reaper took back (all queues)",
             reaped.clone(),
+        );
+        let pruned = Counter::default();
+        registry.register(
+            "stuckless_jobs_pruned",
+            "Finished jobs this worker's pruner deleted past their retention (all queues)",
+            pruned.clone(),
+        );
+        let call_failed = Family::<OperationLabel, Counter>::default();
+        registry.register(
+            "stuckless_call_failed",
+            "Claims, reaps and prunes that failed, by operation; a rising rate means the worker cannot do its work",
+            call_failed.clone(),
         );
         let storage_unavailable = Counter::default();
         registry.register(
@@ -131,6 +151,8 @@ impl Default for Metrics {
             stale_write_rejected,
             panicked,
             reaped,
+            pruned,
+            call_failed,
             storage_unavailable,
             pickup,
             run_time,
@@ -259,6 +281,16 @@ impl Observer for Metrics {
             WorkerEvent::Reaped { outcome } => {
                 self.reaped.inc_by(outcome.len() as u64);
             }
+            WorkerEvent::Pruned { outcome } => {
+                self.pruned.inc_by(outcome.total());
+            }
+            WorkerEvent::CallFailed { operation, .. } => {
+                self.call_failed
+                    .get_or_create(&OperationLabel {
+                        operation: (*operation).to_owned(),
+                    })
+                    .inc();
+            }
             WorkerEvent::StorageUnavailable { .. } => {
                 self.storage_unavailable.inc();
             }
@@ -287,6 +319,8 @@ mod tests {
         ("stuckless_jobs_stale_write_rejected_total", "counter"),
         ("stuckless_jobs_panicked_total", "counter"),
         ("stuckless_jobs_reaped_total", "counter"),
+        ("stuckless_jobs_pruned_total", "counter"),
+        ("stuckless_call_failed_total", "counter"),
         ("stuckless_storage_unavailable_total", "counter"),
         ("stuckless_pickup_latency_seconds", "histogram"),
         ("stuckless_run_time_seconds", "histogram"),

@@ -326,6 +326,7 @@ mod tests {
             queues: vec!["default".into()],
             limit: 10,
             lease: Duration::from_secs(30),
+            kinds: None,
         }
     }
 
@@ -375,6 +376,7 @@ mod tests {
                 queues: vec!["default".into()],
                 concurrency: 2,
                 metadata: json!(null),
+                kinds: vec!["k".into()],
             })
             .await
             .unwrap();

@@ -7,9 +7,10 @@ use async_trait::async_trait;
 use sqlx::Row;
 use stuckless_core::driver::{
     is_reapable, CompleteOutcome, FailOutcome, InsertOutcome, JobCancel, JobClaim, JobComplete,
-    JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat, JobInsert, JobInsertMany, JobReapExpired,
-    JobRelease, JobRequeue, QueueStats, QueueStatsGet, ReapOutcome, Storage, StorageNow, StorageResult,
-    WorkerDeregister, WorkerHeartbeat, WorkerList, WorkerRecord, WorkerRegister,
+    JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat, JobInsert, JobInsertMany, JobPrune,
+    JobReapExpired, JobRelease, JobRequeue, KindStats, PruneOutcome, QueueKindsGet, QueueStats,
+    QueueStatsGet, ReapOutcome, Storage, StorageNow, StorageResult, WorkerDeregister, WorkerHeartbeat,
+    WorkerList, WorkerRecord, WorkerRegister,
 };
 use stuckless_core::job::clamp_error;
 use stuckless_core::time::duration_micros;
@@ -53,6 +54,7 @@ impl Storage for PgStorage {
             let mut priorities = Vec::with_capacity(n);
             let mut run_ats = Vec::with_capacity(n);
             let mut max_attempts = Vec::with_capacity(n);
+            let mut timeouts = Vec::with_capacity(n);
             for job in jobs {
                 let job = job.into_inner();
                 queues.push(job.queue);
@@ -61,6 +63,7 @@ impl Storage for PgStorage {
                 priorities.push(job.priority);
                 run_ats.push(job.run_at.map(Timestamp::as_micros));
                 max_attempts.push(job.max_attempts);
+                timeouts.push(job.timeout.map(micros));
             }
             let rows = sqlx::query(sql::INSERT_MANY)
                 .bind(now)
@@ -71,6 +74,7 @@ impl Storage for PgStorage {
                 .bind(run_ats)
                 .bind(max_attempts)
                 .bind(self.happy_path_events)
+                .bind(timeouts)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(storage_error)?;
@@ -117,12 +121,20 @@ impl Storage for PgStorage {
             .bind(&request.worker_id)
             .bind(micros(request.lease))
             .bind(self.happy_path_events)
+            .bind(&request.kinds)
             .fetch_all(&self.pool)
             .await
             .map_err(storage_error)?;
-        rows.iter()
-            .map(|r| Ok(ClaimedJob { job: rows::job(r)? }))
-            .collect()
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match rows::job(row) {
+                Ok(job) => claimed.push(ClaimedJob { job }),
+                // One row this code cannot read must not cost the others
+                // their claim: it goes dead with the reason, the rest run.
+                Err(error) => self.bury_unreadable(row, &error).await?,
+            }
+        }
+        Ok(claimed)
     }
 
     async fn job_heartbeat(&self, request: JobHeartbeat) -> StorageResult<Timestamp> {
@@ -338,6 +350,7 @@ impl Storage for PgStorage {
             .bind(&worker.queues)
             .bind(i64::from(worker.concurrency))
             .bind(&worker.metadata)
+            .bind(&worker.kinds)
             .execute(&self.pool)
             .await
             .map_err(storage_error)?;
@@ -414,6 +427,58 @@ impl Storage for PgStorage {
                 })
             })
             .collect()
+    }
+
+    async fn queue_kinds_get(&self, _: QueueKindsGet) -> StorageResult<Vec<KindStats>> {
+        let rows = sqlx::query(sql::QUEUE_KINDS)
+            .bind(self.pinned_now())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        rows.iter()
+            .map(|row| {
+                let count = |col: &str| row.try_get::<i64, _>(col).map(|n| n as u64);
+                let decode = || -> Result<KindStats, sqlx::Error> {
+                    Ok(KindStats {
+                        queue: row.try_get("queue")?,
+                        kind: row.try_get("kind")?,
+                        due: count("due")?,
+                        scheduled: count("scheduled")?,
+                        running: count("running")?,
+                        oldest_due_age: row
+                            .try_get::<Option<i64>, _>("oldest_due_micros")?
+                            .map(|m| Duration::from_micros(m.max(0) as u64)),
+                    })
+                };
+                decode().map_err(storage_error)
+            })
+            .collect()
+    }
+
+    async fn job_prune(&self, request: JobPrune) -> StorageResult<PruneOutcome> {
+        request.validate()?;
+        if request.limit == 0 {
+            return Ok(PruneOutcome::default());
+        }
+        let row = sqlx::query(sql::PRUNE)
+            .bind(self.pinned_now())
+            .bind(micros(request.succeeded_after))
+            .bind(micros(request.cancelled_after))
+            .bind(micros(request.dead_after))
+            .bind(i64::from(request.limit))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        let count = |col: &str| {
+            row.try_get::<i64, _>(col)
+                .map(|n| n as u64)
+                .map_err(storage_error)
+        };
+        Ok(PruneOutcome {
+            succeeded: count("succeeded")?,
+            cancelled: count("cancelled")?,
+            dead: count("dead")?,
+        })
     }
 
     async fn storage_now(&self, _: StorageNow) -> StorageResult<Timestamp> {

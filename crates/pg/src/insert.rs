@@ -4,6 +4,7 @@
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 use stuckless_core::driver::{InsertOutcome, StorageResult};
+use stuckless_core::time::duration_micros;
 use stuckless_core::{StorageError, Timestamp, ValidJob};
 
 use crate::error::storage_error;
@@ -26,6 +27,7 @@ pub(crate) fn insert_query(
         .bind(job.max_attempts)
         .bind(job.idempotency_key)
         .bind(happy)
+        .bind(job.timeout.map(duration_micros))
 }
 
 /// Decodes the single-insert statement's answer.

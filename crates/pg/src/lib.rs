@@ -17,6 +17,7 @@
 
 #![deny(missing_docs)]
 
+mod bury;
 mod driver;
 mod error;
 mod fence;

@@ -1,5 +1,7 @@
 //! Column lists and row decoding shared by every statement.
 
+use std::time::Duration;
+
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -14,7 +16,8 @@ macro_rules! job_cols {
          max_attempts, epoch, lease_owner, stuckless.to_micros(lease_expires_at) as lease_expires_at, \
          stuckless.to_micros(claimed_at) as claimed_at, stuckless.to_micros(heartbeat_at) as heartbeat_at, \
          progress, last_error, idempotency_key, stuckless.to_micros(created_at) as created_at, \
-         stuckless.to_micros(updated_at) as updated_at, stuckless.to_micros(finished_at) as finished_at"
+         stuckless.to_micros(updated_at) as updated_at, stuckless.to_micros(finished_at) as finished_at, \
+         timeout_us"
     };
 }
 pub(crate) use job_cols;
@@ -79,6 +82,9 @@ pub(crate) fn job(row: &PgRow) -> Result<Job, StorageError> {
                 created_at: ts(row, "created_at")?,
                 updated_at: ts(row, "updated_at")?,
                 finished_at: ts_opt(row, "finished_at")?,
+                timeout: row
+                    .try_get::<Option<i64>, _>("timeout_us")?
+                    .map(|us| Duration::from_micros(us.max(1) as u64)),
             },
             status_text,
         ))
@@ -120,6 +126,7 @@ pub(crate) fn worker(row: &PgRow) -> Result<WorkerRecord, StorageError> {
             started_at: ts(row, "started_at")?,
             last_heartbeat_at: ts(row, "last_heartbeat_at")?,
             in_flight: row.try_get::<i64, _>("in_flight")? as u32,
+            kinds: row.try_get("kinds")?,
         })
     };
     decode().map_err(|e| bad_row("worker row", e))

@@ -18,14 +18,17 @@ use crate::rows::{event_cols, job_cols, now_cte};
 /// so the statement always answers in one round trip, inside any transaction.
 ///
 /// $2 queue, $3 kind, $4 payload, $5 priority, $6 run_at micros or NULL,
-/// $7 max_attempts, $8 idempotency key or NULL, $9 log the happy-path event.
+/// $7 max_attempts, $8 idempotency key or NULL, $9 log the happy-path event,
+/// $10 time limit micros or NULL.
 pub(crate) const INSERT: &str = concat!(
     "with ",
     now_cte!(),
     ", ins as (
         insert into stuckless.jobs
-            (queue, kind, payload, priority, run_at, max_attempts, idempotency_key, created_at, updated_at)
-        select $2, $3, $4, $5, coalesce(stuckless.from_micros($6::bigint), now_.t), $7, $8::text, now_.t, now_.t
+            (queue, kind, payload, priority, run_at, max_attempts, idempotency_key, created_at, updated_at,
+             timeout_us)
+        select $2, $3, $4, $5, coalesce(stuckless.from_micros($6::bigint), now_.t), $7, $8::text, now_.t, now_.t,
+               $10::bigint
         from now_
         where $8::text is null
            or not exists (select 1 from stuckless.jobs where idempotency_key = $8::text)
@@ -46,16 +49,18 @@ pub(crate) const INSERT: &str = concat!(
 );
 
 /// Insert many jobs without idempotency keys in one statement, ids in input
-/// order. $2..$7 are parallel arrays; $8 logs the happy-path event.
+/// order. $2..$7 and $9 (time limits) are parallel arrays; $8 logs the
+/// happy-path event.
 pub(crate) const INSERT_MANY: &str = concat!(
     "with ",
     now_cte!(),
     ", ins as (
-        insert into stuckless.jobs (queue, kind, payload, priority, run_at, max_attempts, created_at, updated_at)
+        insert into stuckless.jobs
+            (queue, kind, payload, priority, run_at, max_attempts, created_at, updated_at, timeout_us)
         select t.queue, t.kind, t.payload, t.priority, coalesce(stuckless.from_micros(t.run_at), now_.t),
-               t.max_attempts, now_.t, now_.t
-        from unnest($2::text[], $3::text[], $4::jsonb[], $5::int2[], $6::int8[], $7::int4[])
-             with ordinality as t(queue, kind, payload, priority, run_at, max_attempts, ord),
+               t.max_attempts, now_.t, now_.t, t.timeout_us
+        from unnest($2::text[], $3::text[], $4::jsonb[], $5::int2[], $6::int8[], $7::int4[], $9::int8[])
+             with ordinality as t(queue, kind, payload, priority, run_at, max_attempts, timeout_us, ord),
              now_
         order by t.ord
         returning *
@@ -70,7 +75,14 @@ pub(crate) const INSERT_MANY: &str = concat!(
 
 /// Claim: one statement, `for update skip locked`, so concurrent claimers
 /// never wait on nor take each other's rows.
-/// $2 queues, $3 limit, $4 worker id, $5 lease micros, $6 log event.
+/// $2 queues, $3 limit, $4 worker id, $5 lease micros, $6 log event, $7 the
+/// kinds the worker handles (NULL: any kind).
+///
+/// The kind is a filter on the claim index's walk, not a key: jobs of kinds
+/// this worker cannot run are stepped over (and wait for a worker that can),
+/// so the claim stays an ordered index scan that stops after `limit` rows.
+/// `run_at > '-infinity'` steps over a row no claim could convert, should the
+/// schema's CHECK ever be dropped: one such row must not fail every claim.
 macro_rules! claim_sql {
     ($queue_predicate:literal) => {
         concat!(
@@ -80,7 +92,8 @@ macro_rules! claim_sql {
         select j.id from stuckless.jobs j
         where j.status = 'queued' and ",
             $queue_predicate,
-            " and j.run_at <= (select t from now_)
+            " and j.run_at <= (select t from now_) and j.run_at > '-infinity'::timestamptz
+          and ($7::text[] is null or j.kind = any($7::text[]))
         order by j.priority desc, j.run_at, j.id
         limit $3
         for update of j skip locked
@@ -315,13 +328,16 @@ pub(crate) const JOBS_PAGE: &str = concat!(
     " from stuckless.jobs where id > $1 order by id limit $2"
 );
 
-/// Register (or replace) a worker. $2 id, $3 queues, $4 concurrency, $5 metadata.
+/// Register (or replace) a worker. $2 id, $3 queues, $4 concurrency, $5
+/// metadata, $6 kinds.
 pub(crate) const WORKER_REGISTER: &str = concat!(
     "with ",
     now_cte!(),
-    " insert into stuckless.workers (id, queues, concurrency, metadata, started_at, last_heartbeat_at, in_flight)
-      select $2, $3, $4, $5, now_.t, now_.t, 0 from now_
+    " insert into stuckless.workers
+          (id, queues, concurrency, metadata, started_at, last_heartbeat_at, in_flight, kinds)
+      select $2, $3, $4, $5, now_.t, now_.t, 0, $6 from now_
       on conflict (id) do update set queues = excluded.queues, concurrency = excluded.concurrency,
+          kinds = excluded.kinds,
           metadata = excluded.metadata, started_at = excluded.started_at,
           last_heartbeat_at = excluded.last_heartbeat_at, in_flight = 0"
 );
@@ -336,7 +352,7 @@ pub(crate) const WORKER_HEARTBEAT: &str = concat!(
 /// Registered workers in byte order of id (`collate "C"`, as Rust sorts).
 pub(crate) const WORKER_LIST: &str = "
     select id, queues, concurrency, metadata, stuckless.to_micros(started_at) as started_at,
-           stuckless.to_micros(last_heartbeat_at) as last_heartbeat_at, in_flight
+           stuckless.to_micros(last_heartbeat_at) as last_heartbeat_at, in_flight, kinds
     from stuckless.workers order by id collate \"C\"";
 
 /// Per-queue counts as of now, queues in byte order.
@@ -356,6 +372,49 @@ pub(crate) const QUEUE_STATS: &str = concat!(
       from stuckless.jobs, now_
       group by queue
       order by queue collate \"C\""
+);
+
+/// Non-terminal jobs per queue and kind, in byte order. Reads only queued
+/// and running rows (the claim and lease indexes), so it costs the same
+/// however many finished jobs the table holds.
+pub(crate) const QUEUE_KINDS: &str = concat!(
+    "with ",
+    now_cte!(),
+    " select queue, kind,
+        count(*) filter (where status = 'queued' and run_at <= now_.t) as due,
+        count(*) filter (where status = 'queued' and run_at > now_.t) as scheduled,
+        count(*) filter (where status = 'running') as running,
+        max(stuckless.to_micros(now_.t) - stuckless.to_micros(run_at))
+            filter (where status = 'queued' and run_at <= now_.t) as oldest_due_micros
+      from stuckless.jobs, now_
+      where status in ('queued', 'running')
+      group by queue, kind
+      order by queue collate \"C\", kind collate \"C\""
+);
+
+/// Retention: deletes up to `$5` finished jobs older than their status's age
+/// ($2 succeeded, $3 cancelled, $4 dead, micros), oldest finish first, along
+/// the finished-jobs index; their events go by `on delete cascade`. Rows
+/// another pruner holds are skipped, so many workers may prune at once.
+pub(crate) const PRUNE: &str = concat!(
+    "with ",
+    now_cte!(),
+    ", doomed as (
+        select j.id from stuckless.jobs j, now_
+        where j.status in ('succeeded', 'cancelled', 'dead')
+          and j.finished_at <= now_.t - stuckless.micros(least($2::bigint, $3::bigint, $4::bigint))
+          and j.finished_at <= now_.t - stuckless.micros(case j.status
+                when 'succeeded' then $2::bigint when 'cancelled' then $3::bigint else $4::bigint end)
+        order by j.finished_at, j.id
+        limit $5
+        for update of j skip locked
+    ), gone as (
+        delete from stuckless.jobs j using doomed where j.id = doomed.id returning j.status
+    )
+    select count(*) filter (where status = 'succeeded') as succeeded,
+           count(*) filter (where status = 'cancelled') as cancelled,
+           count(*) filter (where status = 'dead') as dead
+    from gone"
 );
 
 /// The storage's now.

@@ -106,6 +106,7 @@ mod tests {
             queues: vec!["default".into()],
             limit: 2,
             lease: Duration::from_secs(30),
+            kinds: None,
         };
         let claimed = store.job_claim(claim).await.unwrap();
         let jobs = claimed

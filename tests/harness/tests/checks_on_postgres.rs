@@ -20,6 +20,7 @@ fn claim(worker: &str, limit: u32) -> JobClaim {
         queues: vec!["default".into()],
         limit,
         lease: Duration::from_secs(3),
+        kinds: None,
     }
 }
 
