@@ -67,15 +67,23 @@ async fn worker_registry(c: &Ctx) {
         (10, json!({"host": "h1", "pid": 7}))
     );
     assert_eq!(a.queues, vec!["default".to_string(), "mail".to_string()]);
+    assert_eq!(a.kinds, vec!["email".to_string(), "report".to_string()]);
+    assert!(a.serves("mail", "report") && !a.serves("mail", "sms") && !a.serves("other", "email"));
     c.advance(Duration::from_secs(5));
     let mut again = reg("a-worker");
     again.concurrency = 2;
+    again.kinds = vec!["sms".into()];
     s.worker_register(again).await.unwrap();
     let a = find(&*s, "a-worker").await;
     assert_eq!(
         (a.started_at, a.in_flight, a.concurrency),
         (c.now(), 0, 2),
         "re-register replaces"
+    );
+    assert_eq!(
+        a.kinds,
+        vec!["sms".to_string()],
+        "a new deploy's kinds replace the old"
     );
     let ghost = WorkerHeartbeat {
         id: "ghost".into(),

@@ -1,8 +1,11 @@
 //! Conformance cases about jobs: inserting them here, leases in [`lease`],
-//! recovery and operator actions in [`recovery`].
+//! recovery and operator actions in [`recovery`], kinds and time limits in
+//! [`kinds`], retention in [`retention`].
 
+mod kinds;
 mod lease;
 mod recovery;
+mod retention;
 
 use std::time::Duration;
 
@@ -28,6 +31,8 @@ pub(crate) fn cases() -> Vec<Case> {
     ];
     all.extend(lease::cases());
     all.extend(recovery::cases());
+    all.extend(kinds::cases());
+    all.extend(retention::cases());
     all
 }
 
