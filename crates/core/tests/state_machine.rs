@@ -19,8 +19,8 @@ use futures::executor::block_on;
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 use stuckless_core::driver::{
-    is_reapable, CompleteOutcome, FailOutcome, InsertOutcome, JobClaim, JobReapExpired, Op, Reply, Storage,
-    StorageResult,
+    is_reapable, CompleteOutcome, FailOutcome, InsertOutcome, JobClaim, JobPrune, JobReapExpired, Op,
+    PruneOutcome, Reply, Storage, StorageResult,
 };
 use stuckless_core::{ClaimedJob, Epoch, Job, JobId, JobStatus, MemStore, NewJob, StorageError, Timestamp};
 use stuckless_testkit::ops::{self, Call, Session, Step};
@@ -71,6 +71,8 @@ struct Sut {
     /// the attempt count then, so each may let the job run once more than
     /// `max_attempts` (a requeue on the last attempt, then a claim).
     running_requeues: BTreeMap<JobId, i32>,
+    /// Jobs a prune deleted (finished, past their retention).
+    pruned: BTreeSet<JobId>,
     /// A dead job the step's operator requeue took back (the one allowed
     /// move out of a terminal state).
     requeued_dead: Option<JobId>,
@@ -164,6 +166,15 @@ impl Sut {
                 request.queues.contains(&c.job.queue),
                 "claimed from a queue not asked for"
             );
+            assert!(
+                request
+                    .kinds
+                    .as_ref()
+                    .is_none_or(|kinds| kinds.contains(&c.job.kind)),
+                "claimed a kind not asked for: {} not in {:?}",
+                c.job.kind,
+                request.kinds
+            );
             assert_eq!(
                 c.epoch().0,
                 before.epoch.0 + 1,
@@ -174,6 +185,40 @@ impl Sut {
             *seen += 1;
             assert_eq!(*seen, 1, "lease ({}, {}) handed out twice", c.id(), c.epoch());
         }
+    }
+
+    /// A prune deletes only finished jobs past their age, at most `limit`,
+    /// and says how many of each.
+    fn check_prune(&mut self, request: &JobPrune, result: &StorageResult<PruneOutcome>, now: Timestamp) {
+        let outcome = result.as_ref().expect("a valid prune succeeds");
+        let after = self.snapshot();
+        let mut deleted = PruneOutcome::default();
+        for (id, job) in &self.before {
+            if after.contains_key(id) {
+                continue;
+            }
+            let age = match job.status {
+                JobStatus::Succeeded => {
+                    deleted.succeeded += 1;
+                    request.succeeded_after
+                }
+                JobStatus::Cancelled => {
+                    deleted.cancelled += 1;
+                    request.cancelled_after
+                }
+                JobStatus::Dead => {
+                    deleted.dead += 1;
+                    request.dead_after
+                }
+                status => panic!("prune deleted job {id}, which was {status}"),
+            };
+            let finished = job.finished_at.expect("a finished job has finished_at");
+            assert!(finished + age <= now, "job {id} pruned before its age: {job:?}");
+            self.pruned.insert(*id);
+            self.ids.remove(id);
+        }
+        assert_eq!(*outcome, deleted, "the outcome counts what was deleted");
+        assert!(outcome.total() <= u64::from(request.limit));
     }
 
     fn check_reap(
@@ -394,6 +439,20 @@ impl Sut {
                     "stats must count every job once"
                 );
             }
+            (Call::Op(Op::QueueKindsGet(_)), Reply::QueueKindsGet(r)) => {
+                let counted: u64 = r
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .map(|k| k.due + k.scheduled + k.running)
+                    .sum();
+                let unfinished = self.before.values().filter(|j| !j.status.is_terminal()).count();
+                assert_eq!(
+                    counted, unfinished as u64,
+                    "kinds must count every unfinished job once"
+                );
+            }
+            (Call::Op(Op::JobPrune(p)), Reply::JobPrune(r)) => self.check_prune(p, r, now),
             (Call::Op(Op::StorageNow(_)), Reply::StorageNow(r)) => assert_eq!(r.as_ref().ok(), Some(&now)),
             (call, reply) => panic!("{call:?} was answered as {reply:?}"),
         }
@@ -418,6 +477,7 @@ impl StateMachineTest for QueueTest {
             before: BTreeMap::new(),
             running_requeues: BTreeMap::new(),
             requeued_dead: None,
+            pruned: BTreeSet::new(),
         }
     }
 
@@ -438,7 +498,10 @@ impl StateMachineTest for QueueTest {
         let after = sut.snapshot();
         // No job lost: every job ever inserted is still there.
         for id in sut.ids.iter().chain(sut.before.keys()) {
-            assert!(after.contains_key(id), "job {id} disappeared");
+            assert!(
+                after.contains_key(id) || sut.pruned.contains(id),
+                "job {id} disappeared without a prune"
+            );
         }
         for (id, job) in &after {
             // No job completed twice.

@@ -38,14 +38,16 @@ use proptest::prelude::*;
 use proptest::sample::{Index, SizeRange};
 use serde_json::json;
 use stuckless_core::driver::{
-    JobCancel, JobClaim, JobComplete, JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat,
-    JobReapExpired, JobRelease, JobRequeue, Op, QueueStatsGet, Reply, Storage, StorageNow, WorkerDeregister,
-    WorkerHeartbeat, WorkerList, WorkerRegister,
+    JobCancel, JobClaim, JobComplete, JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat, JobPrune,
+    JobReapExpired, JobRelease, JobRequeue, Op, QueueKindsGet, QueueStatsGet, Reply, Storage, StorageNow,
+    WorkerDeregister, WorkerHeartbeat, WorkerList, WorkerRegister,
 };
 use stuckless_core::{Client, Clock, Epoch, JobId, ManualClock, NewJob, Timestamp};
 
 /// Queue names steps use; the last is invalid (jobs on it are refused).
 pub const QUEUES: [&str; 3] = ["default", "mail", "bad queue"];
+/// Kinds jobs and claims use.
+pub const KINDS: [&str; 2] = ["a", "b"];
 /// Worker ids steps use.
 pub const WORKERS: [&str; 3] = ["w0", "w1", "w2"];
 /// Job ids named directly (cancel, requeue, get, made-up leases) are below this.
@@ -64,6 +66,10 @@ pub struct JobSpec {
     pub max_attempts: i32,
     /// Idempotency key `key-<n>`.
     pub key: Option<u8>,
+    /// Index into [`KINDS`].
+    pub kind: usize,
+    /// Time limit on one attempt; 0 is refused alike by every store.
+    pub timeout_micros: Option<u32>,
 }
 
 /// A lease a step writes with.
@@ -103,8 +109,10 @@ pub enum Step {
         limit: u32,
         /// Lease length.
         lease_micros: u32,
-        /// `Duration::MAX` instead: refused alike (over 100 years).
+        /// `Duration::MAX` instead: refused alike (over 24 hours).
         huge: bool,
+        /// Indexes into [`KINDS`]; `None`: any kind.
+        kinds: Option<Vec<usize>>,
     },
     /// A job heartbeat.
     Heartbeat {
@@ -183,6 +191,17 @@ pub enum Step {
         /// Index into [`WORKERS`].
         worker: usize,
     },
+    /// A retention pass.
+    Prune {
+        /// Age of succeeded and cancelled jobs to delete.
+        finished_micros: u32,
+        /// Age of dead jobs to delete.
+        dead_micros: u32,
+        /// Most jobs to delete.
+        limit: u32,
+    },
+    /// Per-kind counts of unfinished jobs.
+    Kinds,
     /// Per-queue counts.
     Stats,
     /// The storage's clock.
@@ -197,14 +216,20 @@ pub fn job_spec() -> impl Strategy<Value = JobSpec> {
         proptest::option::weighted(0.3, 0u32..3_000_000),
         1i32..=3,
         proptest::option::weighted(0.3, 0u8..4),
+        0..KINDS.len(),
+        proptest::option::weighted(0.2, prop_oneof![1 => Just(0u32), 8 => 1u32..100_000_000]),
     )
-        .prop_map(|(queue, priority, delay_micros, max_attempts, key)| JobSpec {
-            queue,
-            priority,
-            delay_micros,
-            max_attempts,
-            key,
-        })
+        .prop_map(
+            |(queue, priority, delay_micros, max_attempts, key, kind, timeout_micros)| JobSpec {
+                queue,
+                priority,
+                delay_micros,
+                max_attempts,
+                key,
+                kind,
+                timeout_micros,
+            },
+        )
 }
 
 /// A random lease: mostly one handed out earlier, sometimes a made-up one.
@@ -228,13 +253,15 @@ pub fn step() -> BoxedStrategy<Step> {
         0u32..4,
         1u32..40_000_000,
         proptest::bool::weighted(0.03),
+        proptest::option::of(proptest::collection::vec(0..KINDS.len(), 0..3)),
     )
-        .prop_map(|(worker, queues, limit, lease_micros, huge)| Step::Claim {
+        .prop_map(|(worker, queues, limit, lease_micros, huge, kinds)| Step::Claim {
             worker,
             queues,
             limit,
             lease_micros,
             huge,
+            kinds,
         });
     let heartbeat = (
         lease_ref(),
@@ -289,6 +316,9 @@ pub fn step() -> BoxedStrategy<Step> {
         1 => (worker.clone(), 0u32..20).prop_map(|(worker, concurrency)| Step::Register { worker, concurrency }),
         1 => (worker.clone(), 0u32..20).prop_map(|(worker, in_flight)| Step::WorkerHeartbeat { worker, in_flight }),
         1 => worker.prop_map(|worker| Step::Deregister { worker }),
+        1 => (0u32..120_000_000, 0u32..240_000_000, 0u32..4)
+            .prop_map(|(finished_micros, dead_micros, limit)| Step::Prune { finished_micros, dead_micros, limit }),
+        1 => Just(Step::Kinds),
         1 => Just(Step::Stats),
         1 => Just(Step::Now),
     ]
@@ -395,6 +425,7 @@ impl Session {
                 limit,
                 lease_micros,
                 huge,
+                kinds,
             } => Op::JobClaim(JobClaim {
                 worker_id: WORKERS[*worker].into(),
                 queues: queues.iter().map(|q| QUEUES[*q % 2].to_string()).collect(),
@@ -404,7 +435,9 @@ impl Session {
                 } else {
                     Duration::from_micros(u64::from(*lease_micros))
                 },
-                kinds: None,
+                kinds: kinds
+                    .as_ref()
+                    .map(|ks| ks.iter().map(|k| KINDS[*k].to_string()).collect()),
             }),
             Step::Heartbeat {
                 lease,
@@ -482,6 +515,20 @@ impl Session {
             Step::Deregister { worker } => Op::WorkerDeregister(WorkerDeregister {
                 id: WORKERS[*worker].into(),
             }),
+            Step::Prune {
+                finished_micros,
+                dead_micros,
+                limit,
+            } => {
+                let finished = Duration::from_micros(u64::from(*finished_micros));
+                Op::JobPrune(JobPrune {
+                    succeeded_after: finished,
+                    cancelled_after: finished,
+                    dead_after: Duration::from_micros(u64::from(*dead_micros)),
+                    limit: *limit,
+                })
+            }
+            Step::Kinds => Op::QueueKindsGet(QueueKindsGet {}),
             Step::Stats => Op::QueueStatsGet(QueueStatsGet {}),
             Step::Now => Op::StorageNow(StorageNow {}),
         };
@@ -516,7 +563,7 @@ impl Session {
 pub fn new_job(spec: &JobSpec, now: Timestamp) -> NewJob {
     let mut job = NewJob::new(
         QUEUES[spec.queue],
-        "kind",
+        KINDS[spec.kind],
         json!({"p": spec.priority, "k": spec.key}),
     )
     .priority(spec.priority)
@@ -526,6 +573,9 @@ pub fn new_job(spec: &JobSpec, now: Timestamp) -> NewJob {
     }
     if let Some(k) = spec.key {
         job = job.idempotency_key(format!("key-{k}"));
+    }
+    if let Some(limit) = spec.timeout_micros {
+        job = job.timeout(Duration::from_micros(u64::from(limit)));
     }
     job
 }
@@ -545,6 +595,10 @@ pub async fn snapshot(store: &dyn Storage, max_job_id: i64) -> Vec<String> {
     }
     out.push(format!("workers: {:?}", store.worker_list(WorkerList {}).await));
     out.push(format!("stats: {:?}", store.queue_stats(QueueStatsGet {}).await));
+    out.push(format!(
+        "kinds: {:?}",
+        store.queue_kinds_get(QueueKindsGet {}).await
+    ));
     out.push(format!("now: {:?}", store.storage_now(StorageNow {}).await));
     out
 }

@@ -19,6 +19,8 @@ fn spec(queue: usize) -> JobSpec {
         delay_micros: None,
         max_attempts: 3,
         key: None,
+        kind: 0,
+        timeout_micros: None,
     }
 }
 
@@ -29,6 +31,7 @@ fn claim(worker: usize) -> Step {
         limit: 1,
         lease_micros: 30_000_000,
         huge: false,
+        kinds: None,
     }
 }
 
@@ -111,10 +114,19 @@ async fn invalid_input_is_refused_with_the_field_named() {
         limit: 1,
         lease_micros: 1,
         huge: true,
+        kinds: None,
     };
     assert_eq!(
         invalid_field(&run(&mut session, &store, &huge).await.unwrap()),
         "lease"
+    );
+    let no_limit = Step::Insert(JobSpec {
+        timeout_micros: Some(0),
+        ..spec(0)
+    });
+    assert_eq!(
+        invalid_field(&run(&mut session, &store, &no_limit).await.unwrap()),
+        "timeout"
     );
     assert_eq!(session.max_job_id(), 0, "nothing was inserted");
     assert!(session.leases().is_empty());
