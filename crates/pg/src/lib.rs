@@ -27,6 +27,13 @@ mod sql;
 mod storage;
 mod waker;
 
+/// Statements whose query plans the tests check (they must stay on their
+/// indexes however many finished jobs the table holds). Not API.
+#[doc(hidden)]
+pub mod plans {
+    pub use crate::sql::{CLAIM_ONE_QUEUE, PRUNE, QUEUE_KINDS};
+}
+
 pub use error::PgError;
 pub use storage::PgStorage;
 pub use waker::{PgWaker, CHANNEL};

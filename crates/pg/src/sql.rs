@@ -124,7 +124,7 @@ pub(crate) const CLAIM: &str = claim_sql!("j.queue = any($2::text[])");
 /// planner walk `jobs_claim_idx` in order and stop after `limit` rows, where
 /// `= any(...)` made it scan and sort the whole queue (3.8 ms against 0.03 ms
 /// on 20,000 queued jobs, measured by the bench).
-pub(crate) const CLAIM_ONE_QUEUE: &str = claim_sql!("j.queue = ($2::text[])[1]");
+pub const CLAIM_ONE_QUEUE: &str = claim_sql!("j.queue = ($2::text[])[1]");
 
 /// The refusal half shared by fenced statements: the row as it stands.
 macro_rules! refused {
@@ -368,7 +368,7 @@ pub(crate) const QUEUE_STATS: &str = concat!(
         count(*) filter (where status = 'dead') as dead,
         count(*) filter (where status = 'cancelled') as cancelled,
         max(stuckless.to_micros(now_.t) - stuckless.to_micros(run_at))
-            filter (where status = 'queued' and run_at <= now_.t) as oldest_due_micros
+            filter (where status = 'queued' and run_at <= now_.t and run_at > '-infinity') as oldest_due_micros
       from stuckless.jobs, now_
       group by queue
       order by queue collate \"C\""
@@ -377,17 +377,23 @@ pub(crate) const QUEUE_STATS: &str = concat!(
 /// Non-terminal jobs per queue and kind, in byte order. Reads only queued
 /// and running rows (the claim and lease indexes), so it costs the same
 /// however many finished jobs the table holds.
-pub(crate) const QUEUE_KINDS: &str = concat!(
+pub const QUEUE_KINDS: &str = concat!(
     "with ",
     now_cte!(),
-    " select queue, kind,
+    // Two arms, one per partial index: `status in (...)` matches neither
+    // index's predicate and would read the whole table.
+    ", unfinished as (
+        select queue, kind, status, run_at from stuckless.jobs where status = 'queued'
+        union all
+        select queue, kind, status, run_at from stuckless.jobs where status = 'running'
+    )
+    select queue, kind,
         count(*) filter (where status = 'queued' and run_at <= now_.t) as due,
         count(*) filter (where status = 'queued' and run_at > now_.t) as scheduled,
         count(*) filter (where status = 'running') as running,
         max(stuckless.to_micros(now_.t) - stuckless.to_micros(run_at))
-            filter (where status = 'queued' and run_at <= now_.t) as oldest_due_micros
-      from stuckless.jobs, now_
-      where status in ('queued', 'running')
+            filter (where status = 'queued' and run_at <= now_.t and run_at > '-infinity') as oldest_due_micros
+      from unfinished, now_
       group by queue, kind
       order by queue collate \"C\", kind collate \"C\""
 );
@@ -396,7 +402,7 @@ pub(crate) const QUEUE_KINDS: &str = concat!(
 /// ($2 succeeded, $3 cancelled, $4 dead, micros), oldest finish first, along
 /// the finished-jobs index; their events go by `on delete cascade`. Rows
 /// another pruner holds are skipped, so many workers may prune at once.
-pub(crate) const PRUNE: &str = concat!(
+pub const PRUNE: &str = concat!(
     "with ",
     now_cte!(),
     ", doomed as (
@@ -409,7 +415,8 @@ pub(crate) const PRUNE: &str = concat!(
         limit $5
         for update of j skip locked
     ), gone as (
-        delete from stuckless.jobs j using doomed where j.id = doomed.id returning j.status
+        -- An id array, not a join: a join would hash the whole table.
+        delete from stuckless.jobs j where j.id = any(array(select id from doomed)) returning j.status
     )
     select count(*) filter (where status = 'succeeded') as succeeded,
            count(*) filter (where status = 'cancelled') as cancelled,

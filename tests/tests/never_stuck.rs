@@ -1,0 +1,223 @@
+//! Postgres's side of "never stuck by default": the claim, prune and
+//! per-kind counts stay on their indexes however many finished jobs there
+//! are; a row no claim can convert never stalls the others; Rust and the
+//! SQL API accept and refuse the same run_at and time limits.
+
+use std::time::Duration;
+
+use stuckless_core::driver::{JobClaim, QueueKindsGet, QueueStatsGet, Storage};
+use stuckless_core::{JobId, NewJob, Timestamp};
+use stuckless_tests::TestDb;
+
+async fn db(test: &str) -> Option<TestDb> {
+    TestDb::new_or_skip(test).await
+}
+
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.to_string())
+}
+
+/// 50,000 finished jobs and 200 unfinished ones of two kinds, analysed: a
+/// table where any plan that reads finished rows shows it.
+async fn mostly_finished(db: &TestDb) {
+    sqlx::raw_sql(
+        "insert into stuckless.jobs (queue, kind, payload, run_at, status, finished_at, created_at, updated_at)
+         select 'default', 'report', '{}', now(), 'succeeded', now() - interval '2 days', now(), now()
+         from generate_series(1, 50000);
+         insert into stuckless.jobs (queue, kind, payload, run_at, created_at, updated_at)
+         select 'default', case when i % 2 = 0 then 'report' else 'email' end, '{}', now(), now(), now()
+         from generate_series(1, 200) i;
+         analyze stuckless.jobs;",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+}
+
+async fn plan(
+    db: &TestDb,
+    statement: &str,
+    bind: impl FnOnce(
+        sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> String {
+    let explain = format!("explain {statement}");
+    let rows = bind(sqlx::query(sqlx::AssertSqlSafe(explain)))
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| sqlx::Row::get::<String, _>(r, 0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The claim with the worker's kinds walks the claim index in order and
+/// stops after `limit`: the kind is a filter, not a sort.
+#[tokio::test]
+async fn a_claim_by_kind_stays_on_the_claim_index() {
+    let Some(db) = db("a_claim_by_kind_stays_on_the_claim_index").await else {
+        return;
+    };
+    mostly_finished(&db).await;
+    let plan = plan(&db, stuckless_pg::plans::CLAIM_ONE_QUEUE, |q| {
+        q.bind(None::<i64>)
+            .bind(vec!["default".to_string()])
+            .bind(10i64)
+            .bind("w1")
+            .bind(30_000_000i64)
+            .bind(false)
+            .bind(Some(vec!["report".to_string()]))
+    })
+    .await;
+    let picking = &plan[plan.find("CTE picked").expect("the claim picks in a CTE")..];
+    let picking = &picking[..picking.find("CTE upd").unwrap_or(picking.len())];
+    assert!(picking.contains("jobs_claim_idx"), "{plan}");
+    assert!(!plan.contains("Seq Scan on jobs"), "{plan}");
+    // The statement's own `order by` sorts only the claimed rows at the end.
+    assert!(
+        !picking.contains("Sort"),
+        "an ordered index walk needs no sort:\n{plan}"
+    );
+}
+
+/// Queue gauges and retention read only the rows they are about.
+#[tokio::test]
+async fn per_kind_counts_and_prune_never_scan_the_finished_jobs() {
+    let Some(db) = db("per_kind_counts_and_prune_never_scan_the_finished_jobs").await else {
+        return;
+    };
+    mostly_finished(&db).await;
+    let kinds = plan(&db, stuckless_pg::plans::QUEUE_KINDS, |q| q.bind(None::<i64>)).await;
+    assert!(!kinds.contains("Seq Scan on jobs"), "{kinds}");
+    let day = 86_400_000_000i64;
+    let prune = plan(&db, stuckless_pg::plans::PRUNE, |q| {
+        q.bind(None::<i64>)
+            .bind(day)
+            .bind(day)
+            .bind(7 * day)
+            .bind(1000i64)
+    })
+    .await;
+    assert!(prune.contains("jobs_finished_idx"), "{prune}");
+    assert!(!prune.contains("Seq Scan on jobs"), "{prune}");
+
+    let storage = db.storage();
+    let counts = storage.queue_kinds_get(QueueKindsGet {}).await.unwrap();
+    let due: Vec<_> = counts.iter().map(|k| (k.kind.as_str(), k.due)).collect();
+    assert_eq!(due, [("email", 100), ("report", 100)]);
+}
+
+/// The second line behind the CHECK: should a row with `run_at =
+/// '-infinity'` reach the table anyway (the constraint dropped by hand), the
+/// claim steps over it and the queue's reads still answer. Before, every
+/// claim failed with "cannot convert infinity to bigint".
+#[tokio::test]
+async fn a_row_no_claim_can_convert_never_blocks_the_others() {
+    let Some(db) = db("a_row_no_claim_can_convert_never_blocks_the_others").await else {
+        return;
+    };
+    sqlx::raw_sql(
+        "alter table stuckless.jobs drop constraint run_at_in_range;
+         insert into stuckless.jobs (queue, kind, payload, run_at, priority, created_at, updated_at)
+         values ('default', 'noop', '{}', '-infinity', 10, now(), now());
+         select stuckless.enqueue('default', 'noop');",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let storage = db.storage();
+    let claim = JobClaim {
+        worker_id: "w1".into(),
+        queues: vec!["default".into()],
+        limit: 10,
+        lease: Duration::from_secs(30),
+        kinds: Some(vec!["noop".into()]),
+    };
+    let claimed = storage
+        .job_claim(claim)
+        .await
+        .expect("the poison row must not fail the claim");
+    assert_eq!(claimed.iter().map(|c| c.id()).collect::<Vec<_>>(), [JobId(2)]);
+    storage
+        .queue_stats(QueueStatsGet {})
+        .await
+        .expect("stats still answer");
+    storage
+        .queue_kinds_get(QueueKindsGet {})
+        .await
+        .expect("gauges still answer");
+}
+
+/// What Rust accepts, the SQL API accepts, and what one refuses the other
+/// refuses naming the same field: a role with EXECUTE on
+/// `stuckless.enqueue` cannot write what `NewJob` would not.
+#[tokio::test]
+async fn rust_and_the_sql_api_agree_on_run_at_and_time_limits() {
+    let Some(db) = db("rust_and_the_sql_api_agree_on_run_at_and_time_limits").await else {
+        return;
+    };
+    let year_1 = stuckless_core::limits::MIN_TIMESTAMP_MICROS;
+    let year_9999 = stuckless_core::limits::MAX_TIMESTAMP_MICROS;
+    let run_ats = [year_1 - 1, year_1, 0, year_9999, year_9999 + 1];
+    for micros in run_ats {
+        let rust = NewJob::new("q", "k", serde_json::json!({}))
+            .run_at(Timestamp::from_micros(micros))
+            .check();
+        let sql = sqlx::query("select stuckless.enqueue('q', 'k', run_at => stuckless.from_micros($1))")
+            .bind(micros)
+            .execute(db.pool())
+            .await;
+        verdicts_agree(
+            "run_at",
+            &format!("{micros} µs"),
+            rust.err().map(|e| e.field),
+            sql,
+        );
+    }
+    let week = 7 * 86_400_000_000u64;
+    for micros in [0, 1, 90_000_000, week, week + 1] {
+        let limit = Duration::from_micros(micros);
+        let rust = NewJob::new("q", "k", serde_json::json!({}))
+            .timeout(limit)
+            .check();
+        let sql = sqlx::query("select stuckless.enqueue('q', 'k', timeout => stuckless.micros($1))")
+            .bind(micros as i64)
+            .execute(db.pool())
+            .await;
+        verdicts_agree(
+            "timeout",
+            &format!("{micros} µs"),
+            rust.err().map(|e| e.field),
+            sql,
+        );
+    }
+    let stored: Vec<Option<i64>> =
+        sqlx::query_scalar("select timeout_us from stuckless.jobs where timeout_us is not null order by id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(stored, [Some(1), Some(90_000_000), Some(week as i64)]);
+}
+
+fn verdicts_agree(
+    field: &str,
+    value: &str,
+    rust: Option<&'static str>,
+    sql: Result<sqlx::postgres::PgQueryResult, sqlx::Error>,
+) {
+    match (rust, sql) {
+        (None, Ok(_)) => {}
+        (Some(rust_field), Err(e)) => {
+            assert_eq!(rust_field, field, "{value}");
+            assert_eq!(sqlstate(&e).as_deref(), Some("22023"), "{value}: {e}");
+            assert!(
+                e.to_string().contains(&format!("invalid {field}")),
+                "{value}: {e}"
+            );
+        }
+        (rust, sql) => panic!("{field} = {value}: Rust says {rust:?}, SQL says {sql:?}"),
+    }
+}
