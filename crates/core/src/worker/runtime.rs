@@ -241,20 +241,30 @@ async fn drain(shared: &Shared, phase: &mut tokio::sync::watch::Receiver<Phase>,
     while attempts.join_next().await.is_some() {}
 }
 
+/// A random start within `interval`, so many workers started together do
+/// not run their background passes in lockstep.
+fn random_offset(shared: &Shared, interval: Duration) -> Duration {
+    let mut rng = shared.rng.lock().expect("rng lock");
+    Duration::from_micros(rng.random_range(0..=interval.as_micros() as u64))
+}
+
+/// Sleeps `wait`; false if `stop` fired first.
+async fn sleep_unless_stopped(shared: &Shared, stop: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        _ = shared.clock.sleep(wait) => true,
+    }
+}
+
 /// Takes back expired leases every reap interval, from a random offset so
 /// many workers do not reap in lockstep.
 async fn reaper(shared: Arc<Shared>, stop: CancellationToken) {
     let interval = shared.config.reap_interval;
-    let first = {
-        let mut rng = shared.rng.lock().expect("rng lock");
-        Duration::from_micros(rng.random_range(0..=interval.as_micros() as u64))
-    };
-    let mut wait = first;
+    let mut wait = random_offset(&shared, interval);
     loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            _ = shared.clock.sleep(wait) => {}
+        if !sleep_unless_stopped(&shared, &stop, wait).await {
+            return;
         }
         wait = interval;
         let call = shared.storage.job_reap_expired(JobReapExpired {
@@ -296,15 +306,10 @@ async fn pruner(shared: Arc<Shared>, stop: CancellationToken) {
         return;
     };
     let interval = shared.config.prune_interval;
-    let mut wait = {
-        let mut rng = shared.rng.lock().expect("rng lock");
-        Duration::from_micros(rng.random_range(0..=interval.as_micros() as u64))
-    };
+    let mut wait = random_offset(&shared, interval);
     loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            _ = shared.clock.sleep(wait) => {}
+        if !sleep_unless_stopped(&shared, &stop, wait).await {
+            return;
         }
         wait = interval;
         let call = shared.storage.job_prune(JobPrune {
