@@ -1,5 +1,6 @@
 //! What a simulated world looks like: [`SimBuilder`] over a private config.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use stuckless_core::driver::Storage;
@@ -101,7 +102,7 @@ impl Config {
     /// Worker `index`'s builder: the shipped defaults with this scenario's
     /// overrides ([`workers::builder`]), then the variant's own change, if it
     /// has one.
-    pub fn worker_builder(&self, index: usize, storage: std::sync::Arc<dyn Storage>) -> WorkerBuilder {
+    pub fn worker_builder(&self, index: usize, storage: Arc<dyn Storage>) -> WorkerBuilder {
         let stuckless = workers::builder(
             &worker_name(index),
             storage,
@@ -218,7 +219,7 @@ impl SimBuilder {
 
     /// Worker `index`'s builder as the world makes it, before the host adds
     /// its clock, waker, observer and handlers (which are not settings).
-    pub fn worker_builder(&self, index: usize, storage: std::sync::Arc<dyn Storage>) -> WorkerBuilder {
+    pub fn worker_builder(&self, index: usize, storage: Arc<dyn Storage>) -> WorkerBuilder {
         self.config.worker_builder(index, storage)
     }
 

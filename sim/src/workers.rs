@@ -14,14 +14,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use stuckless_core::driver::Storage;
 use stuckless_core::{Retention, RetryPolicy, Worker, WorkerBuilder, DEFAULT_TIMEOUT};
 
 /// A scenario's changes to the shipped worker settings; `None` keeps the
 /// default. The standard scenario changes none; the seed document's
 /// scenario sets its incident's lease, heartbeat and poll interval.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
     /// Jobs run at once.
     pub concurrency: Option<u32>,
