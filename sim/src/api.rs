@@ -165,6 +165,9 @@ pub async fn call(job: JobId, epoch: Epoch) -> std::io::Result<ApiReply> {
     read_frame(&mut conn).await
 }
 
+/// A handler's future, boxed so a host can wrap [`handler`] in a closure.
+pub type HandlerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), JobError>> + Send>>;
+
 /// The job handler every worker runs: one API call per attempt, stopping as
 /// soon as the runtime cancels the attempt.
 pub async fn handler(ctx: JobContext) -> Result<(), JobError> {

@@ -1,40 +1,40 @@
 //! What a simulated world looks like: [`SimBuilder`] over a private config.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use stuckless_core::RetryPolicy;
+use stuckless_core::driver::Storage;
+use stuckless_core::{limits, WorkerBuilder};
 
 use crate::api::{NORMAL_MAX, RETRY_AFTER_MAX};
 use crate::plan::FaultPlan;
 use crate::variants::Variant;
+use crate::workers::{self, Overrides, Timing};
 
 /// The settings of one world. Defaults are the standard scenario:
 ///
 /// | setting | default | why |
 /// |---|---|---|
 /// | `scenario` | `"standard"` | its name, for the replay command |
-/// | `seed` | 0 | decides the plan, the workload, the network and the API |
+/// | `seed` | 0 | decides the plan, the workload, the deploy, the network and the API |
 /// | `workers` | 4 | |
 /// | `jobs` | 200 | enqueued over the first 80 % of the chaos phase |
 /// | `chaos` | 10 min | faults happen only in this phase |
 /// | `faults` | true | false: a plan with no faults (the plan can still be set) |
 /// | `plan` | from the seed | a fixed plan replaces the seed's (fixtures, proptest) |
 /// | `variant` | `Stuckless` | which broken variant, if any |
-/// | `concurrency` | 10 | worker default |
-/// | `lease` | 30 s | worker default |
-/// | `heartbeat_interval` | 10 s | worker default |
-/// | `reap_interval` | 15 s | worker default |
-/// | `poll_interval` | 30 s | worker default; wake-ups come over LISTEN |
-/// | `shutdown_grace` | 8 s | worker default |
-/// | `kind_timeout` | 150 s | a hung API call ends; longer than the slowest answer |
-/// | `max_attempts` | 5 | core default |
+/// | `overrides` | none | changes to the shipped worker settings ([`crate::workers`]): the workers run `Worker::builder`'s defaults, time scale included |
+/// | `rolling_deploy` | true | the workers move to a release that adds a job kind during the chaos phase ([`crate::deploy`]) |
+/// | `poison_row` | true | the producer writes one row with a `run_at` no claim can read |
 /// | `tick` | 100 ms | see below |
 /// | `latency` | 1–50 ms | one-way, per message, seeded |
 /// | `sample_every` | 1 s | how often the oracle compares the store with its model |
 /// | `stop_on_violation` | false | end the run at the first violation |
 /// | `keep_trace` | false | keep the full trace text in the outcome (its hash is always kept) |
 /// | `keep_timeline` | false | record structured facts and draw the run as a [`stuckless_timeline::Timeline`] |
+///
+/// Jobs keep core's own defaults too (5 attempts, the worker's 15-minute
+/// limit on each).
 ///
 /// **Tick and latency.** turmoil advances every host by one tick per step, and
 /// a message is delivered at the first step after its latency, so the tick is
@@ -46,7 +46,7 @@ use crate::variants::Variant;
 /// and cheap enough for thousands of simulated seconds per wall second. Real
 /// Postgres round trips are 1–50 ms, so a round trip here costs one or two
 /// ticks; timers inside a host still fire at their exact instants.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub scenario: &'static str,
     pub seed: u64,
@@ -56,14 +56,9 @@ pub(crate) struct Config {
     pub faults: bool,
     pub plan: Option<FaultPlan>,
     pub variant: Variant,
-    pub concurrency: u32,
-    pub lease: Duration,
-    pub heartbeat_interval: Duration,
-    pub reap_interval: Duration,
-    pub poll_interval: Duration,
-    pub shutdown_grace: Duration,
-    pub kind_timeout: Duration,
-    pub max_attempts: i32,
+    pub overrides: Overrides,
+    pub rolling_deploy: bool,
+    pub poison_row: bool,
     pub tick: Duration,
     pub min_latency: Duration,
     pub max_latency: Duration,
@@ -84,14 +79,9 @@ impl Default for Config {
             faults: true,
             plan: None,
             variant: Variant::Stuckless,
-            concurrency: 10,
-            lease: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(10),
-            reap_interval: Duration::from_secs(15),
-            poll_interval: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(8),
-            kind_timeout: Duration::from_secs(150),
-            max_attempts: 5,
+            overrides: Overrides::default(),
+            rolling_deploy: true,
+            poison_row: true,
             tick: Duration::from_millis(100),
             min_latency: Duration::from_millis(1),
             max_latency: Duration::from_millis(50),
@@ -104,23 +94,53 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The longest the liveness phase may take: a held job comes back within
-    /// lease + reap interval, a hung attempt ends within the kind timeout,
-    /// backoff adds at most the sum of its delays (or a 429's Retry-After),
-    /// pickup takes at most a poll, and the queue drains in waves of
-    /// `workers × concurrency` normal-length jobs.
+    /// The worker settings this world's stuckless workers run.
+    pub fn timing(&self) -> Timing {
+        Timing::shipped().with(&self.overrides)
+    }
+
+    /// Worker `index`'s builder: the shipped defaults with this scenario's
+    /// overrides ([`workers::builder`]), then the variant's own change, if it
+    /// has one.
+    pub fn worker_builder(&self, index: usize, storage: Arc<dyn Storage>) -> WorkerBuilder {
+        let stuckless = workers::builder(
+            &worker_name(index),
+            storage,
+            workers::rng_seed(self.seed, index),
+            &self.overrides,
+        );
+        self.variant.worker(stuckless)
+    }
+
+    /// The longest the liveness phase may take, from the workers' settings
+    /// (stuckless's, whatever the variant: the variant is judged by the
+    /// promise it breaks): a held job comes back within lease + reap
+    /// interval, a hung attempt ends within the time limit, backoff adds at
+    /// most the sum of its delays (or a 429's Retry-After), pickup takes at
+    /// most a poll, and the queue drains in waves of `workers × concurrency`
+    /// normal-length jobs.
     pub fn liveness_bound(&self) -> Duration {
-        let retry = RetryPolicy::default();
-        let slots = (self.workers as u64 * u64::from(self.concurrency)).max(1);
+        let t = self.timing();
+        let limit = t
+            .default_timeout
+            .expect("every scenario's workers keep a time limit; only a variant drops it");
+        let slots = (self.workers as u64 * u64::from(t.concurrency)).max(1);
         let waves = (self.jobs as u64).div_ceil(slots) as u32 + 1;
-        self.lease
-            + self.reap_interval
-            + self.poll_interval
-            + self.kind_timeout
-            + retry.max_total_delay(self.max_attempts).max(RETRY_AFTER_MAX)
-            + self.shutdown_grace
+        t.lease
+            + t.reap_interval
+            + t.poll_interval
+            + limit
+            + t.retry
+                .max_total_delay(limits::DEFAULT_MAX_ATTEMPTS)
+                .max(RETRY_AFTER_MAX)
+            + t.shutdown_grace
             + NORMAL_MAX * waves
             + Duration::from_secs(60)
+    }
+
+    /// The longest a run can last: chaos, then the liveness bound.
+    pub fn longest_run(&self) -> Duration {
+        self.chaos + self.liveness_bound()
     }
 }
 
@@ -135,6 +155,17 @@ macro_rules! setter {
         $(#[$doc])*
         pub fn $name(mut self, value: $ty) -> Self {
             self.config.$name = value;
+            self
+        }
+    };
+}
+
+/// A setter that overrides one shipped worker setting ([`Overrides`]).
+macro_rules! override_setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.overrides.$name = Some(value);
             self
         }
     };
@@ -157,7 +188,8 @@ impl SimBuilder {
 
     /// The seed document's design: 1 s polling, a 5-minute lock, a 60 s
     /// heartbeat, no recovery of expired locks; one worker, crashed once
-    /// ([`FaultPlan::seed_document`]).
+    /// ([`FaultPlan::seed_document`]), one kind, no poison row: the
+    /// incident as it was.
     pub fn seed_document() -> Self {
         let mut b = Self::default();
         b.config.scenario = "seed_document";
@@ -165,10 +197,40 @@ impl SimBuilder {
             .jobs(5)
             .chaos(Duration::from_secs(120))
             .plan(FaultPlan::seed_document())
+            .rolling_deploy(false)
+            .poison_row(false)
             .poll_interval(Duration::from_secs(1))
             .lease(Duration::from_secs(300))
             .heartbeat_interval(Duration::from_secs(60))
             .variant(Variant::NoReaper)
+    }
+
+    /// Drops every override of the worker settings: the workers run the
+    /// shipped defaults (what the standard scenario does).
+    pub fn shipped_workers(mut self) -> Self {
+        self.config.overrides = Overrides::default();
+        self
+    }
+
+    /// The worker settings this world's stuckless workers run.
+    pub fn timing(&self) -> Timing {
+        self.config.timing()
+    }
+
+    /// Worker `index`'s builder as the world makes it, before the host adds
+    /// its clock, waker, observer and handlers (which are not settings).
+    pub fn worker_builder(&self, index: usize, storage: Arc<dyn Storage>) -> WorkerBuilder {
+        self.config.worker_builder(index, storage)
+    }
+
+    /// The longest the liveness phase may take ([`Config::liveness_bound`]).
+    pub fn liveness_bound(&self) -> Duration {
+        self.config.liveness_bound()
+    }
+
+    /// The longest a run can last: the chaos phase plus the liveness bound.
+    pub fn longest_run(&self) -> Duration {
+        self.config.longest_run()
     }
 
     setter!(
@@ -196,28 +258,32 @@ impl SimBuilder {
         variant: Variant
     );
     setter!(
-        /// Worker concurrency. Default 10.
+        /// Whether the workers move to a release that adds a kind. Default true.
+        rolling_deploy: bool
+    );
+    setter!(
+        /// Whether the producer writes a poison row. Default true.
+        poison_row: bool
+    );
+    override_setter!(
+        /// Overrides the workers' concurrency. Default: shipped (10).
         concurrency: u32
     );
-    setter!(
-        /// Worker lease. Default 30 s.
+    override_setter!(
+        /// Overrides the workers' lease. Default: shipped (30 s).
         lease: Duration
     );
-    setter!(
-        /// Worker heartbeat interval. Default 10 s.
+    override_setter!(
+        /// Overrides the workers' heartbeat interval. Default: shipped (10 s).
         heartbeat_interval: Duration
     );
-    setter!(
-        /// Worker reap interval. Default 15 s.
+    override_setter!(
+        /// Overrides the workers' reap interval. Default: shipped (20 s).
         reap_interval: Duration
     );
-    setter!(
-        /// Worker poll interval. Default 30 s.
+    override_setter!(
+        /// Overrides the workers' poll interval. Default: shipped (60 s).
         poll_interval: Duration
-    );
-    setter!(
-        /// Per-attempt limit of the API-calling job kind. Default 150 s.
-        kind_timeout: Duration
     );
     setter!(
         /// turmoil tick. Default 100 ms.

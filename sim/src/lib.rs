@@ -19,7 +19,9 @@ pub mod api;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod deploy;
 pub mod fixture;
+mod host;
 pub mod model;
 pub mod net_store;
 pub mod observe;
@@ -31,6 +33,7 @@ pub mod report;
 pub mod timeline;
 pub mod variants;
 pub mod wire;
+pub mod workers;
 pub mod workload;
 pub mod world;
 

@@ -193,6 +193,7 @@ impl Model {
                     self.set_status(*job, JobStatus::Cancelled, *at);
                 }
             }
+            Observation::Buried { at, job, .. } => self.set_status(*job, JobStatus::Dead, *at),
             Observation::FaultWindow { who, from, until } => {
                 self.faults.entry(who.clone()).or_default().push((*from, *until));
             }

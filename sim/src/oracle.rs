@@ -3,7 +3,7 @@
 
 use stuckless_core::JobId;
 
-use crate::check::{Checkers, Limits, Violation};
+use crate::check::{Checkers, Deaths, Limits, Violation};
 use crate::observe::Observation;
 use crate::recorder::Recorder;
 
@@ -16,10 +16,11 @@ pub struct Oracle {
 }
 
 impl Oracle {
-    /// The simulator's oracle: the standard checkers with these limits.
+    /// The simulator's oracle: the standard checkers with these limits,
+    /// and the deaths checker, which needs what only the simulator observes.
     pub fn new(limits: Limits) -> Self {
         Oracle {
-            checkers: Checkers::new(limits),
+            checkers: Checkers::new(limits).with(Box::new(Deaths::default())),
             recorder: Recorder::new(),
         }
     }

@@ -15,10 +15,13 @@ use crate::model::Model;
 use crate::observe::{Observation, Refusal};
 use crate::timeline::{End, Fact};
 
-/// A time as seconds since the run's start, to the millisecond ("12.345s").
+/// A time as seconds since the run's start, to the millisecond ("12.345s";
+/// a poison row's `-infinity` is about "-9223372036854.775s").
 pub fn secs(at: Timestamp) -> String {
     let micros = at.micros_since(BASE);
-    format!("{}.{:03}s", micros / 1_000_000, (micros % 1_000_000) / 1000)
+    let sign = if micros < 0 { "-" } else { "" };
+    let micros = micros.unsigned_abs();
+    format!("{sign}{}.{:03}s", micros / 1_000_000, (micros % 1_000_000) / 1000)
 }
 
 /// The trace, histories, facts and counts of one run.
@@ -345,6 +348,42 @@ impl Recorder {
             Observation::ShutdownFinished { at, worker, .. } => {
                 self.log(*at, &format!("{worker} finished its shutdown"))
             }
+            Observation::Pruned {
+                at,
+                by,
+                succeeded,
+                cancelled,
+                dead,
+            } => self.log(
+                *at,
+                &format!("{by} prune -> deleted {succeeded} succeeded, {cancelled} cancelled, {dead} dead"),
+            ),
+            Observation::CallFailed {
+                at,
+                worker,
+                operation,
+                error,
+                consecutive,
+            } => self.log(
+                *at,
+                &format!("{worker} {operation} failed ({consecutive} in a row): {error}"),
+            ),
+            Observation::PoisonWritten { at, by, job, run_at } => self.note(
+                known(*job),
+                *at,
+                *job,
+                format!("{by} raw write run_at={} µs (unreadable)", run_at.as_micros()),
+            ),
+            Observation::Buried { at, job, error } => self.note(
+                known(*job),
+                *at,
+                *job,
+                format!("store buried it -> dead ({error})"),
+            ),
+            Observation::Deployed { at, worker, kinds } => self.log(
+                *at,
+                &format!("DEPLOY {worker} -> new release (kinds {})", kinds.join(", ")),
+            ),
             _ => {}
         }
     }

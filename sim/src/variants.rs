@@ -2,7 +2,8 @@
 //! leave jobs stuck or done twice. The oracle must catch every one.
 //!
 //! They live here, in the simulator, as a [`Hook`] around the db host's store
-//! (or as a worker host's behaviour), never in a production code path.
+//! (or as a worker host's behaviour or setting), never in a production code
+//! path.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,9 @@ use stuckless_core::driver::{
     is_reapable, CompleteOutcome, Flow, Hook, Hooked, JobClaim, JobComplete, JobCompleteMany, JobHeartbeat,
     JobReapExpired, Op, Operation, ReapOutcome, Reply, Storage, StorageNow, StorageResult,
 };
-use stuckless_core::{ClaimedJob, Epoch, Job, JobId, JobStatus, MemStore, StorageError};
+use stuckless_core::{
+    limits, ClaimedJob, Epoch, Job, JobId, JobStatus, MemStore, StorageError, WorkerBuilder,
+};
 
 /// Which broken behaviour the world runs, if any.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -35,7 +38,20 @@ pub enum Variant {
     /// The reaper reads expired jobs, then requeues them without checking
     /// whether a completion landed in between.
     ReaperIgnoresCompletion,
+    /// Workers have no time limit on an attempt (the old default): a hung
+    /// API call holds its job, heartbeats and all, for ever.
+    NoTimeLimit,
+    /// Claims take jobs of any kind, whatever handlers the worker has (the
+    /// old claim): in a rolling deploy an old worker kills the new kind's jobs.
+    KindBlindClaims,
+    /// A claim fails while a due row no claim can read is queued (the old
+    /// Postgres claim: "cannot convert infinity to bigint"), so one poison
+    /// row stalls the whole queue.
+    PoisonRow,
 }
+
+/// What the old Postgres claim answered while a poison row was due.
+const POISON_CLAIM_ERROR: &str = "cannot convert infinity to bigint";
 
 /// How long the split read-then-write variants wait between their read and
 /// their write: one client round trip between two SQL statements.
@@ -43,13 +59,16 @@ const SPLIT_GAP: Duration = Duration::from_millis(150);
 
 impl Variant {
     /// Every broken variant, in a fixed order.
-    pub const BROKEN: [Variant; 6] = [
+    pub const BROKEN: [Variant; 9] = [
         Variant::NoReaper,
         Variant::UnfencedComplete,
         Variant::ClaimReadThenWrite,
         Variant::NoHeartbeat,
         Variant::ShutdownDropsJobs,
         Variant::ReaperIgnoresCompletion,
+        Variant::NoTimeLimit,
+        Variant::KindBlindClaims,
+        Variant::PoisonRow,
     ];
 
     /// The snake_case name used on the command line and in fixtures.
@@ -62,6 +81,9 @@ impl Variant {
             Variant::NoHeartbeat => "no_heartbeat",
             Variant::ShutdownDropsJobs => "shutdown_drops_jobs",
             Variant::ReaperIgnoresCompletion => "reaper_ignores_completion",
+            Variant::NoTimeLimit => "no_time_limit",
+            Variant::KindBlindClaims => "kind_blind_claims",
+            Variant::PoisonRow => "poison_row",
         }
     }
 
@@ -81,6 +103,15 @@ impl Variant {
     pub fn drops_jobs_on_shutdown(self) -> bool {
         self == Variant::ShutdownDropsJobs
     }
+
+    /// A stuckless worker's builder, changed the way this variant's workers
+    /// are: only [`Variant::NoTimeLimit`] changes a setting.
+    pub fn worker(self, stuckless: WorkerBuilder) -> WorkerBuilder {
+        match self {
+            Variant::NoTimeLimit => stuckless.default_timeout(None),
+            _ => stuckless,
+        }
+    }
 }
 
 /// The [`Hook`] that makes the db answer some operations the broken way; the
@@ -94,14 +125,37 @@ pub struct VariantHook {
 #[async_trait]
 impl Hook for VariantHook {
     async fn before(&self, op: Op) -> Flow {
-        match self.broken(&op).await {
-            Some(reply) => Flow::Answer(reply),
-            None => Flow::Continue(op),
+        match (self.variant, op) {
+            (Variant::KindBlindClaims, Op::JobClaim(claim)) => {
+                Flow::Continue(Op::JobClaim(JobClaim { kinds: None, ..claim }))
+            }
+            (Variant::PoisonRow, Op::JobClaim(claim)) if self.poison_due(&claim).await => Flow::Answer(
+                JobClaim::into_reply(Err(StorageError::Other(POISON_CLAIM_ERROR.to_owned()))),
+            ),
+            (_, op) => match self.broken(&op).await {
+                Some(reply) => Flow::Answer(reply),
+                None => Flow::Continue(op),
+            },
         }
     }
 }
 
 impl VariantHook {
+    /// Whether a queued row in `claim`'s queues is due with a `run_at` no
+    /// claim can read (the old claim's `extract(epoch …)::bigint` failed on it).
+    async fn poison_due(&self, claim: &JobClaim) -> bool {
+        let Ok(now) = self.store.storage_now(StorageNow {}).await else {
+            return false;
+        };
+        let readable = limits::MIN_TIMESTAMP_MICROS..=limits::MAX_TIMESTAMP_MICROS;
+        self.store.jobs().iter().any(|j| {
+            j.status == JobStatus::Queued
+                && j.run_at <= now
+                && claim.queues.contains(&j.queue)
+                && !readable.contains(&j.run_at.as_micros())
+        })
+    }
+
     /// The broken answer to `op`, or `None` to let the real store answer.
     async fn broken(&self, op: &Op) -> Option<Reply> {
         let store = self.store.as_ref();

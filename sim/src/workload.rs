@@ -1,5 +1,7 @@
 //! The producer: the web app that enqueues jobs over time (some scheduled
-//! for later, some with idempotency keys and sent twice, some cancelled).
+//! for later, some with idempotency keys and sent twice, some cancelled,
+//! some of the kind a rolling deploy adds), and once writes a poison row
+//! past the storage's checks.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,10 +9,12 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use stuckless_core::{Client, JobId, NewJob};
+use stuckless_core::{Client, Clock, JobId, MemStore, NewJob, Timestamp};
 
 use crate::clock::{SimClock, BASE};
+use crate::deploy::NEW_KIND;
 use crate::net_store::NetStore;
+use crate::observe::{Observation, Sink};
 
 /// The kind every job has: one call to the external API.
 pub const KIND: &str = "report";
@@ -26,20 +30,47 @@ pub struct Enqueue {
     pub twice: bool,
     /// Cancel the job this long after enqueueing it.
     pub cancel_after: Option<Duration>,
+    /// Then overwrite its `run_at` with [`POISON_RUN_AT`] through the raw path.
+    pub poison: bool,
+}
+
+/// The `run_at` of the poison row: Postgres's `-infinity`, which a
+/// `timestamptz` column held before the schema refused it and which no claim
+/// can convert to microseconds.
+pub const POISON_RUN_AT: Timestamp = Timestamp::from_micros(i64::MIN);
+
+/// How far ahead the poison job is scheduled when it is enqueued, so no
+/// worker claims it before the raw write makes it unreadable.
+const POISON_LEAD: Duration = Duration::from_secs(3_600);
+
+/// What the workload holds besides the plain jobs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extras {
+    /// From this moment on, 30 % of the jobs are of [`NEW_KIND`] (the rolling
+    /// deploy's start); `None`: none are.
+    pub new_kind_from: Option<Duration>,
+    /// Write one poison row: enqueue a job at a seeded moment between 10 %
+    /// and 70 % of the chaos phase, then make its `run_at` unreadable.
+    pub poison_row: bool,
 }
 
 /// The schedule a seed stands for: `jobs` enqueues over the first 80 % of
 /// `chaos`; 20 % scheduled up to a minute ahead, 30 % with an idempotency key
-/// (a third of those sent twice), 5 % cancelled within 30 s.
-pub fn schedule(seed: u64, jobs: usize, chaos: Duration, max_attempts: i32) -> Vec<Enqueue> {
+/// (a third of those sent twice), 5 % cancelled within 30 s; every job with
+/// the shipped number of attempts. Plus the [`Extras`].
+pub fn schedule(seed: u64, jobs: usize, chaos: Duration, extras: Extras) -> Vec<Enqueue> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x574f_524b_4c4f_4144);
+    // Kinds come from their own stream, so the rest of the schedule is the
+    // same with or without a deploy.
+    let mut kinds = ChaCha8Rng::seed_from_u64(seed ^ 0x4b49_4e44);
     let span = (chaos.as_millis() as u64 * 8 / 10).max(1);
     let mut out: Vec<Enqueue> = (0..jobs)
         .map(|n| {
             let at = Duration::from_millis(rng.random_range(0..span));
-            let mut job = NewJob::new("default", KIND, serde_json::json!({ "n": n }))
-                .priority(rng.random_range(0..3))
-                .max_attempts(max_attempts);
+            let new_kind = extras.new_kind_from.is_some_and(|from| at >= from) && kinds.random_bool(0.3);
+            let kind = if new_kind { NEW_KIND } else { KIND };
+            let mut job =
+                NewJob::new("default", kind, serde_json::json!({ "n": n })).priority(rng.random_range(0..3));
             if rng.random_bool(0.2) {
                 job = job.run_at(BASE + at + Duration::from_millis(rng.random_range(0..60_000)));
             }
@@ -54,16 +85,62 @@ pub fn schedule(seed: u64, jobs: usize, chaos: Duration, max_attempts: i32) -> V
                 cancel_after: rng
                     .random_bool(0.05)
                     .then(|| Duration::from_millis(rng.random_range(0..30_000))),
+                poison: false,
             }
         })
         .collect();
+    if extras.poison_row {
+        let chaos_ms = chaos.as_millis() as u64;
+        let at = Duration::from_millis(kinds.random_range(chaos_ms / 10..=chaos_ms * 7 / 10));
+        // Keyed: an insert retried after a lost reply must not leave a
+        // second, readable copy scheduled an hour ahead.
+        let job = NewJob::new("default", KIND, serde_json::json!({ "n": jobs, "poison": true }))
+            .run_at(BASE + at + POISON_LEAD)
+            .idempotency_key("poison-row");
+        out.push(Enqueue {
+            at,
+            job,
+            twice: false,
+            cancel_after: None,
+            poison: true,
+        });
+    }
     out.sort_by_key(|e| e.at);
     out
 }
 
+/// The raw path to the db's rows, past every check the storage makes: what
+/// a SQL session allowed to write the table directly can do.
+#[derive(Clone)]
+pub struct RawPath {
+    /// The db's rows.
+    pub store: Arc<MemStore>,
+    /// Where the raw write is reported.
+    pub observer: Sink,
+}
+
+impl RawPath {
+    /// Overwrites `id`'s `run_at` with [`POISON_RUN_AT`] and says so.
+    fn poison(&self, id: JobId, at: Timestamp) {
+        if self.store.unchecked_update(id, |j| j.run_at = POISON_RUN_AT) {
+            self.observer.push(Observation::PoisonWritten {
+                at,
+                by: "producer".to_owned(),
+                job: id,
+                run_at: POISON_RUN_AT,
+            });
+        }
+    }
+}
+
 /// The producer host's software: enqueue on schedule, retrying while the db
 /// is unreachable; sets `done` once every job was enqueued.
-pub async fn produce(schedule: Arc<Vec<Enqueue>>, clock: SimClock, done: Arc<AtomicBool>) -> turmoil::Result {
+pub async fn produce(
+    schedule: Arc<Vec<Enqueue>>,
+    clock: SimClock,
+    done: Arc<AtomicBool>,
+    raw: RawPath,
+) -> turmoil::Result {
     let client = Client::new(Arc::new(NetStore::remote("producer", "db")));
     for item in schedule.iter() {
         let wait = item.at.saturating_sub(clock.elapsed());
@@ -72,6 +149,9 @@ pub async fn produce(schedule: Arc<Vec<Enqueue>>, clock: SimClock, done: Arc<Ato
         let mut id = None;
         for _ in 0..sends {
             id = Some(insert(&client, item.job.clone()).await);
+        }
+        if let (true, Some(id)) = (item.poison, id) {
+            raw.poison(id, clock.now());
         }
         if let (Some(after), Some(id)) = (item.cancel_after, id) {
             let client = client.clone();

@@ -1,90 +1,34 @@
 //! The turmoil world: a db host, worker hosts, the API host and a producer,
 //! driven step by step through a fault plan, a heal and a liveness phase.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use stuckless_core::{
-    Clock, JobStatus, MemStore, NotifyWaker, ShutdownHandle, Timestamp, Worker, WorkerEvent,
-};
+use stuckless_core::{Job, JobId, JobStatus, MemStore, Timestamp};
 
 use crate::api::{self, ApiMode, ApiState, SharedApi};
 use crate::check::Limits;
 use crate::clock::{DriverTime, SimClock, BASE};
 use crate::config::{worker_name, Config, SimBuilder};
-use crate::net_store::{listen, DbHost, NetStore};
-use crate::observe::{from_worker_event, JobRow, Observation, Sink};
+use crate::deploy::{Release, RollingDeploy};
+use crate::host::{WorkerHost, DB};
+use crate::net_store::DbHost;
+use crate::observe::{JobRow, Observation, Sink};
 use crate::oracle::Oracle;
 use crate::outcome::RunOutcome;
 use crate::plan::{Direction, Fault, FaultPlan, Swarm, TimedFault};
-use crate::workload::{self, KIND};
+use crate::workers;
+use crate::workload::{self, Extras, RawPath};
 
-const DB: &str = "db";
 const API: &str = "api";
 
-/// State a worker host keeps across restarts, shared with the driver.
-#[derive(Clone)]
-struct WorkerHost {
-    name: String,
-    seed: u64,
-    config: Arc<Config>,
-    skew: Arc<AtomicI64>,
-    driver: DriverTime,
-    observer: Sink,
-    shutdown: Arc<Mutex<Option<ShutdownHandle>>>,
-    sigterm: Arc<tokio::sync::Notify>,
-    /// Set by the host when its worker finished a shutdown.
-    exited: Arc<AtomicBool>,
-}
-
-impl WorkerHost {
-    async fn run(self) -> turmoil::Result {
-        let clock = Arc::new(SimClock::new(self.skew.clone(), self.driver.clone()));
-        let storage = Arc::new(NetStore::remote(self.name.clone(), DB));
-        let waker = NotifyWaker::new();
-        tokio::task::spawn_local(listen(self.name.clone(), DB.to_owned(), waker.clone()));
-        let observer = self.observer.clone();
-        let name = self.name.clone();
-        // True simulated time (no skew) for the timeline's facts.
-        let event_clock = SimClock::exact(self.driver.clone());
-        let c = &self.config;
-        let worker = Worker::builder(self.name.clone(), storage)
-            .clock(clock)
-            .concurrency(c.concurrency)
-            .lease(c.lease)
-            .heartbeat_interval(c.heartbeat_interval)
-            .reap_interval(c.reap_interval)
-            .poll_interval(c.poll_interval)
-            .shutdown_grace(c.shutdown_grace)
-            .rng_seed(self.seed)
-            .waker(Arc::new(waker))
-            .observer(Arc::new(move |event: &WorkerEvent| {
-                if let Some(observation) = from_worker_event(event_clock.now(), &name, event) {
-                    observer.push(observation);
-                }
-            }))
-            .handler(KIND, api::handler)
-            .kind_timeout(KIND, c.kind_timeout)
-            .build()?;
-        *self.shutdown.lock().expect("shutdown lock") = Some(worker.shutdown_handle());
-        if self.config.variant.drops_jobs_on_shutdown() {
-            // The broken shutdown: exit at SIGTERM, whatever is in flight.
-            tokio::select! {
-                biased;
-                _ = self.sigterm.notified() => {}
-                _ = worker.run() => {}
-            }
-        } else {
-            let _ = worker.run().await;
-        }
-        self.exited.store(true, Ordering::SeqCst);
-        Ok(())
-    }
-}
+/// How the store words the error of a row it buried because no claim could
+/// read it.
+const BURIED: &str = "unreadable row";
 
 /// What the driver does at a time: a planned fault, or its self-heal.
 #[derive(Clone, Debug)]
@@ -97,6 +41,8 @@ enum Action {
     StopDelay(usize),
     DbUp,
     ApiNormal,
+    /// The rolling deploy replaces this worker.
+    Deploy(usize),
 }
 
 struct Driver {
@@ -118,6 +64,11 @@ struct Driver {
     next_action: u64,
     injected: BTreeMap<&'static str, u64>,
     producer_done: Arc<AtomicBool>,
+    /// Workers the deploy stopped, to start again on the new release as
+    /// soon as they have drained.
+    deploying: BTreeSet<usize>,
+    /// Jobs whose burial was already reported.
+    buried: BTreeSet<JobId>,
 }
 
 impl Driver {
@@ -281,6 +232,29 @@ impl Driver {
                 }
             }
             Action::ApiNormal => self.api.lock().expect("api lock").mode = ApiMode::Normal,
+            Action::Deploy(worker) => self.deploy(worker),
+        }
+    }
+
+    /// Moves `worker` to the new release: a running worker is stopped with
+    /// SIGTERM and started again once drained ([`Driver::check_exits`]); one
+    /// that is down, or already stopping, comes back on it at its restart.
+    fn deploy(&mut self, worker: usize) {
+        let host = &self.hosts[worker];
+        *host.release.lock().expect("release lock") = Release::New;
+        let name = self.names[worker].clone();
+        self.observe(Observation::Deployed {
+            at: self.now(),
+            worker: name.clone(),
+            kinds: Release::New.kinds().iter().map(|k| (*k).to_owned()).collect(),
+        });
+        if self.sim.is_host_running(name.as_str()) && !self.terminating.contains_key(&worker) {
+            self.terminating.insert(worker, self.now());
+            self.deploying.insert(worker);
+            if let Some(handle) = host.shutdown.lock().expect("shutdown lock").as_ref() {
+                handle.graceful();
+            }
+            host.sigterm.notify_one();
         }
     }
 
@@ -289,6 +263,7 @@ impl Driver {
         if !self.sim.is_host_running(name.as_str()) {
             self.hosts[worker].exited.store(false, Ordering::SeqCst);
             self.terminating.remove(&worker);
+            self.deploying.remove(&worker);
             self.observe(Observation::Restarted {
                 at: self.now(),
                 worker: name.clone(),
@@ -338,11 +313,34 @@ impl Driver {
                 since,
                 jobs: self.rows(),
             });
+            if self.deploying.contains(&worker) {
+                // The new release starts once the old one has stopped.
+                self.restart(worker);
+            }
+        }
+    }
+
+    /// Reports rows the store buried since the last look: a claim moved a
+    /// row no claim can read to dead, as Postgres's event log would say.
+    fn report_burials(&mut self, jobs: &[Job]) {
+        for job in jobs.iter().filter(|j| j.status == JobStatus::Dead) {
+            let Some(error) = job.last_error.as_deref().filter(|e| e.starts_with(BURIED)) else {
+                continue;
+            };
+            if self.buried.insert(job.id) {
+                self.observe(Observation::Buried {
+                    at: self.now(),
+                    job: job.id,
+                    error: error.to_owned(),
+                });
+            }
         }
     }
 
     fn sample(&mut self) -> bool {
         let jobs = self.store.jobs();
+        self.report_burials(&jobs);
+        let concurrency = self.config.timing().concurrency;
         let mut running: BTreeMap<&str, u32> = BTreeMap::new();
         for job in jobs.iter().filter(|j| j.status == JobStatus::Running) {
             if let Some(owner) = job.lease_owner.as_deref() {
@@ -354,7 +352,7 @@ impl Driver {
             let name = self.names[worker].clone();
             if self.sim.is_host_running(name.as_str())
                 && !self.terminating.contains_key(&worker)
-                && running.get(name.as_str()).copied().unwrap_or(0) < self.config.concurrency
+                && running.get(name.as_str()).copied().unwrap_or(0) < concurrency
             {
                 capacity = true;
             }
@@ -396,17 +394,19 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         .rng_seed(seed)
         .build();
     let driver = DriverTime::default();
+    let store = Arc::new(MemStore::with_clock(Arc::new(SimClock::exact(driver.clone()))));
+    let timing = config.timing();
+    confirm_timing(&config, &store);
     let mut oracle = Oracle::new(Limits {
-        lease: config.lease,
-        reap_interval: config.reap_interval,
-        poll_interval: config.poll_interval,
+        lease: timing.lease,
+        reap_interval: timing.reap_interval,
+        poll_interval: timing.poll_interval,
         slack: Duration::from_secs(3),
     });
     if config.keep_timeline {
         oracle.recorder.keep_facts();
     }
     let observer = Sink::default();
-    let store = Arc::new(MemStore::with_clock(Arc::new(SimClock::exact(driver.clone()))));
     let api = ApiState::new(ChaCha8Rng::seed_from_u64(seed ^ 0x4150_4900));
     let loss = Arc::new(Mutex::new(plan.notification_loss_probability));
     let mut d = Driver {
@@ -425,6 +425,8 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         next_action: 0,
         injected: BTreeMap::new(),
         producer_done: Arc::new(AtomicBool::new(false)),
+        deploying: BTreeSet::new(),
+        buried: BTreeSet::new(),
     };
 
     let db = DbHost {
@@ -438,30 +440,40 @@ pub(crate) fn run(config: Config) -> RunOutcome {
     let api_state = api.clone();
     d.sim.host(API, move || api::serve(api_state.clone()));
     for worker in 0..config.workers {
-        let host = WorkerHost {
-            name: d.names[worker].clone(),
-            seed: seed.wrapping_mul(31).wrapping_add(worker as u64),
-            config: config.clone(),
-            skew: Arc::new(AtomicI64::new(0)),
-            driver: driver.clone(),
-            observer: observer.clone(),
-            shutdown: Arc::new(Mutex::new(None)),
-            sigterm: Arc::new(tokio::sync::Notify::new()),
-            exited: Arc::new(AtomicBool::new(false)),
-        };
+        let host = WorkerHost::new(
+            worker,
+            d.names[worker].clone(),
+            config.clone(),
+            driver.clone(),
+            observer.clone(),
+        );
         d.hosts.push(host.clone());
         d.sim.host(d.names[worker].as_str(), move || host.clone().run());
     }
-    let schedule = Arc::new(workload::schedule(
-        seed,
-        config.jobs,
-        config.chaos,
-        config.max_attempts,
-    ));
+    let deploy = config
+        .rolling_deploy
+        .then(|| RollingDeploy::from_seed(seed, config.workers, config.chaos));
+    let extras = Extras {
+        new_kind_from: deploy.as_ref().map(|d| d.start),
+        poison_row: config.poison_row,
+    };
+    let schedule = Arc::new(workload::schedule(seed, config.jobs, config.chaos, extras));
     let (producer_clock, done) = (SimClock::exact(driver.clone()), d.producer_done.clone());
+    let raw = RawPath {
+        store: store.clone(),
+        observer: observer.clone(),
+    };
     d.sim.host("producer", move || {
-        workload::produce(schedule.clone(), producer_clock.clone(), done.clone())
+        workload::produce(
+            schedule.clone(),
+            producer_clock.clone(),
+            done.clone(),
+            raw.clone(),
+        )
     });
+    for (at, worker) in deploy.map(|d| d.upgrades).unwrap_or_default() {
+        d.schedule(at.as_millis() as u64, Action::Deploy(worker));
+    }
     for fault in &plan.faults {
         d.schedule(fault.at_ms, Action::Fault(fault.clone()));
     }
@@ -472,6 +484,9 @@ pub(crate) fn run(config: Config) -> RunOutcome {
     let mut healed: Option<Timestamp> = None;
     let mut error = None;
     let mut finished_early = false;
+    // Ended at its first violation: the end-of-run check would judge a run
+    // that did not reach its end.
+    let mut stopped = false;
     while d.sim.elapsed() < end {
         let now_ms = d.sim.elapsed().as_millis() as u64;
         while let Some(entry) = d.actions.first_entry() {
@@ -500,12 +515,14 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         }
         d.drain();
         if config.stop_on_violation && !d.oracle.violations().is_empty() {
+            stopped = true;
             break;
         }
     }
     let now = d.now();
     let jobs = store.jobs();
-    if healed.is_some() && !finished_early && error.is_none() && !config.stop_on_violation {
+    d.report_burials(&jobs);
+    if healed.is_some() && !finished_early && error.is_none() && !stopped {
         d.observe(Observation::Ended {
             at: now,
             jobs: jobs.iter().map(JobRow::from).collect(),
@@ -524,6 +541,32 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         &api,
         error,
     )
+}
+
+/// Stops the run unless the simulator's [`workers::Timing`] is what its
+/// workers really run, and unless the run ends before any finished job is
+/// old enough to be pruned: then a job missing from the store is lost, never
+/// pruned, and the checkers need not tell the two apart.
+fn confirm_timing(config: &Config, store: &Arc<MemStore>) {
+    let timing = config.timing();
+    let make = || {
+        workers::builder(
+            &worker_name(0),
+            store.clone(),
+            workers::rng_seed(config.seed, 0),
+            &config.overrides,
+        )
+    };
+    if let Err(e) = timing.confirm(&make(), make()) {
+        panic!("{e}");
+    }
+    if let Some(retention) = timing.shortest_retention() {
+        assert!(
+            config.longest_run() < retention,
+            "a run of up to {:?} outlives the shortest retention ({retention:?}): pruned jobs would look lost",
+            config.longest_run()
+        );
+    }
 }
 
 impl SimBuilder {

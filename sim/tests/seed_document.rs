@@ -1,6 +1,6 @@
 //! The seed document, reproduced: 1 s polling, a 5-minute lock, a 60 s
 //! heartbeat, no recovery, one worker crash. A job hangs in RUNNING until the
-//! run ends. The same run under stuckless's defaults recovers it.
+//! run ends. The same run with stuckless's shipped workers recovers it.
 
 use std::time::Duration;
 
@@ -35,11 +35,10 @@ fn the_seed_documents_design_leaves_a_job_stuck_and_stuckless_recovers_it() {
     let fixed = SimBuilder::seed_document()
         .seed(1)
         .variant(Variant::Stuckless)
-        .lease(Duration::from_secs(30))
-        .heartbeat_interval(Duration::from_secs(10))
-        .poll_interval(Duration::from_secs(30))
-        .keep_trace(true)
-        .run();
+        .shipped_workers()
+        .keep_trace(true);
+    let reap_interval = fixed.timing().reap_interval;
+    let fixed = fixed.run();
     assert!(fixed.passed(), "{}", fixed.failure_report());
     assert_eq!(fixed.by_status.get("succeeded").copied(), Some(fixed.jobs));
     let trace = fixed.trace.as_deref().unwrap();
@@ -48,7 +47,11 @@ fn the_seed_documents_design_leaves_a_job_stuck_and_stuckless_recovers_it() {
         trace.contains(&format!("job {job}: w1 reap e1 (holder w1) -> queued")),
         "{trace}"
     );
-    // The crashed worker's job came back within lease + reap interval + slack.
+    // The crashed worker's job came back within the reap interval (+ slack)
+    // of its lease's expiry.
     let worst = fixed.expired_running.iter().max().copied().unwrap_or_default();
-    assert!(worst <= Duration::from_secs(15 + 3), "expired for {worst:?}");
+    assert!(
+        worst <= reap_interval + Duration::from_secs(3),
+        "expired for {worst:?}"
+    );
 }

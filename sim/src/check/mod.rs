@@ -5,6 +5,7 @@
 //! They know nothing of turmoil or Postgres: the simulator's world and the
 //! real-process harness both feed them.
 
+pub mod deaths;
 pub mod executions;
 pub mod fencing;
 pub mod lifecycle;
@@ -20,6 +21,7 @@ use crate::clock::BASE;
 use crate::model::Model;
 use crate::observe::Observation;
 
+pub use deaths::Deaths;
 pub use executions::Executions;
 pub use fencing::Fencing;
 pub use lifecycle::Lifecycle;
@@ -44,6 +46,10 @@ pub enum Invariant {
     AttemptsExceeded,
     /// 4. A job died with attempts left and a retryable error.
     DeadTooEarly,
+    /// 4. A worker failed an attempt without running a handler: it claimed
+    ///    a kind it has no handler for (checked where handlers report their
+    ///    starts: the simulator).
+    FailedWithoutHandler,
     /// 5. A transition the state machine forbids (terminal is forever).
     IllegalTransition,
     /// 6. A job was not terminal when the liveness phase ended.

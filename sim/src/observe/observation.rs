@@ -1,22 +1,10 @@
-//! Observations: neutral, serialisable facts about a run — what the db
-//! acknowledged, what workers reported, what the driver did — and the one
-//! place that turns the wire protocol into them.
-//!
-//! Substrates emit observations without knowing who listens: the db host and
-//! the workers push them into a [`Sink`], the world drains it in order into
-//! the recorder and the checkers. The real-process harness builds the same
-//! observations from Postgres rows. When the wire protocol changes, only
-//! [`observations`] (and [`from_worker_event`]) change.
+//! What can be observed: [`Observation`], and the [`JobRow`] samples carry.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stuckless_core::driver::{
-    CompleteOutcome, FailOutcome, JobCancel, JobComplete, JobCompleteMany, JobFail, JobHeartbeat, JobRelease,
-    JobRequeue, Op, Reply,
-};
-use stuckless_core::{Epoch, Job, JobId, JobStatus, StorageError, Timestamp, WorkerEvent};
+use stuckless_core::driver::{CompleteOutcome, FailOutcome};
+use stuckless_core::{Epoch, Job, JobId, JobStatus, Timestamp};
 
 use crate::plan::Fault;
 
@@ -290,6 +278,78 @@ pub enum Observation {
         /// The epoch it held.
         epoch: Epoch,
     },
+    /// A prune pass the db answered: the finished jobs it deleted, by the
+    /// status they had.
+    Pruned {
+        /// When.
+        at: Timestamp,
+        /// The worker whose pruner did it.
+        by: String,
+        /// Succeeded jobs deleted.
+        succeeded: u64,
+        /// Cancelled jobs deleted.
+        cancelled: u64,
+        /// Dead jobs deleted.
+        dead: u64,
+    },
+    /// A worker's claim, reap or prune failed, `consecutive` times in a row.
+    CallFailed {
+        /// When.
+        at: Timestamp,
+        /// The worker.
+        worker: String,
+        /// The operation.
+        operation: String,
+        /// The error.
+        error: String,
+        /// Failures in a row, this one included.
+        consecutive: u32,
+    },
+    /// A handler began its work on an attempt (the simulator's handler says
+    /// so; an attempt a worker failed without running a handler has none).
+    HandlerStarted {
+        /// When.
+        at: Timestamp,
+        /// The worker.
+        worker: String,
+        /// The job.
+        job: JobId,
+        /// The epoch it holds.
+        epoch: Epoch,
+    },
+    /// A job's row was written past the storage's checks with a `run_at` no
+    /// claim can read (a poison row), as raw SQL could before the schema
+    /// refused it.
+    PoisonWritten {
+        /// When.
+        at: Timestamp,
+        /// Who wrote it.
+        by: String,
+        /// The job.
+        job: JobId,
+        /// The unreadable `run_at`.
+        run_at: Timestamp,
+    },
+    /// The store moved a row no claim can read to dead, with this error (its
+    /// own word, as a `dead` event in Postgres's log says it).
+    Buried {
+        /// When it was seen.
+        at: Timestamp,
+        /// The job.
+        job: JobId,
+        /// The error the store recorded.
+        error: String,
+    },
+    /// A rolling deploy stopped a worker (SIGTERM) to bring it back on the
+    /// new release, which handles `kinds`.
+    Deployed {
+        /// When.
+        at: Timestamp,
+        /// The worker.
+        worker: String,
+        /// The kinds the new release handles.
+        kinds: Vec<String>,
+    },
     /// The driver injected a fault.
     FaultInjected {
         /// When.
@@ -370,6 +430,12 @@ impl Observation {
             | Observation::AttemptEnded { at, .. }
             | Observation::LeaseLost { at, .. }
             | Observation::WorkFinished { at, .. }
+            | Observation::Pruned { at, .. }
+            | Observation::CallFailed { at, .. }
+            | Observation::HandlerStarted { at, .. }
+            | Observation::PoisonWritten { at, .. }
+            | Observation::Buried { at, .. }
+            | Observation::Deployed { at, .. }
             | Observation::FaultInjected { at, .. }
             | Observation::Restarted { at, .. }
             | Observation::Healed { at }
@@ -378,246 +444,4 @@ impl Observation {
             | Observation::Ended { at, .. } => *at,
         }
     }
-}
-
-/// Where substrates put observations: a queue the world drains in order.
-#[derive(Clone, Debug, Default)]
-pub struct Sink(Arc<Mutex<Vec<Observation>>>);
-
-impl Sink {
-    /// Adds one observation.
-    pub fn push(&self, observation: Observation) {
-        self.0.lock().expect("sink lock").push(observation);
-    }
-
-    /// Adds several, in order.
-    pub fn extend(&self, observations: impl IntoIterator<Item = Observation>) {
-        self.0.lock().expect("sink lock").extend(observations);
-    }
-
-    /// Takes everything observed so far, oldest first.
-    pub fn drain(&self) -> Vec<Observation> {
-        std::mem::take(&mut *self.0.lock().expect("sink lock"))
-    }
-}
-
-fn refusal(e: &StorageError) -> (Refusal, Option<Epoch>) {
-    match e {
-        StorageError::StaleEpoch { current, .. } => (Refusal::StaleEpoch, Some(*current)),
-        StorageError::WrongStatus { .. } => (Refusal::WrongStatus, None),
-        StorageError::NotFound(_) => (Refusal::NotFound, None),
-        StorageError::Unavailable(_) => (Refusal::Unavailable, None),
-        _ => (Refusal::Other, None),
-    }
-}
-
-fn refused(
-    at: Timestamp,
-    from: &str,
-    op: &str,
-    job: JobId,
-    epoch: Option<Epoch>,
-    in_batch: bool,
-    e: &StorageError,
-) -> Observation {
-    let (refusal, current) = refusal(e);
-    Observation::WriteRefused {
-        at,
-        worker: from.to_owned(),
-        job,
-        op: op.to_owned(),
-        epoch,
-        in_batch,
-        refusal,
-        current,
-        detail: format!("{e:?}"),
-    }
-}
-
-fn inserted(at: Timestamp, from: &str, job: &Job, new: bool) -> Observation {
-    Observation::Inserted {
-        at,
-        from: from.to_owned(),
-        job: job.id,
-        new,
-        status: job.status,
-        epoch: job.epoch,
-        attempt: job.attempt,
-        max_attempts: job.max_attempts,
-        run_at: job.run_at,
-    }
-}
-
-/// An operation's name without the `job_` prefix ("heartbeat", "complete"),
-/// as traces have always named them.
-pub fn short_name(op: &Op) -> &'static str {
-    let name = op.name();
-    name.strip_prefix("job_").unwrap_or(name)
-}
-
-/// The observations one answered call makes: first [`Observation::Answered`],
-/// then one per job the call touched, in the order the db reported them.
-pub fn observations(at: Timestamp, from: &str, op: &Op, reply: &Reply) -> Vec<Observation> {
-    let name = short_name(op);
-    let mut out = vec![Observation::Answered {
-        at,
-        from: from.to_owned(),
-        op: name.to_owned(),
-    }];
-    let worker = from.to_owned();
-    if let Some(e) = reply.error() {
-        let (job, epoch) = match op {
-            Op::JobHeartbeat(JobHeartbeat { id, epoch, .. })
-            | Op::JobComplete(JobComplete { id, epoch })
-            | Op::JobFail(JobFail { id, epoch, .. })
-            | Op::JobRelease(JobRelease { id, epoch }) => (Some(*id), Some(*epoch)),
-            Op::JobCancel(JobCancel { id }) => (Some(*id), None),
-            Op::JobCompleteMany(JobCompleteMany { jobs }) if jobs.len() == 1 => {
-                (Some(jobs[0].id), Some(jobs[0].epoch))
-            }
-            _ => (None, None),
-        };
-        if let Some(job) = job {
-            out.push(refused(at, from, name, job, epoch, false, e));
-        }
-        return out;
-    }
-    match (op, reply) {
-        (_, Reply::JobInsert(Ok(o))) => out.push(inserted(at, from, &o.job, o.inserted)),
-        (_, Reply::JobInsertMany(Ok(os))) => {
-            out.extend(os.iter().map(|o| inserted(at, from, &o.job, o.inserted)))
-        }
-        (Op::JobClaim(_), Reply::JobClaim(Ok(jobs))) => out.extend(jobs.iter().map(|claimed| {
-            let job = &claimed.job;
-            Observation::Claimed {
-                at,
-                worker: worker.clone(),
-                job: job.id,
-                epoch: job.epoch,
-                attempt: job.attempt,
-                max_attempts: job.max_attempts,
-                lease_owner: job.lease_owner.clone(),
-                lease_expires_at: job.lease_expires_at,
-            }
-        })),
-        (Op::JobHeartbeat(JobHeartbeat { id, epoch, .. }), Reply::JobHeartbeat(Ok(expires))) => {
-            out.push(Observation::HeartbeatAccepted {
-                at,
-                worker,
-                job: *id,
-                epoch: *epoch,
-                lease_expires_at: *expires,
-            })
-        }
-        (Op::JobComplete(JobComplete { id, epoch }), Reply::JobComplete(Ok(o))) => {
-            out.push(Observation::Completed {
-                at,
-                worker,
-                job: *id,
-                epoch: *epoch,
-                outcome: *o,
-            })
-        }
-        (Op::JobCompleteMany(JobCompleteMany { jobs }), Reply::JobCompleteMany(Ok(results))) => {
-            for (JobComplete { id, epoch }, result) in jobs.iter().zip(results) {
-                out.push(match result {
-                    Ok(o) => Observation::Completed {
-                        at,
-                        worker: worker.clone(),
-                        job: *id,
-                        epoch: *epoch,
-                        outcome: *o,
-                    },
-                    Err(e) => refused(at, from, "complete", *id, Some(*epoch), true, e),
-                });
-            }
-        }
-        (
-            Op::JobFail(JobFail {
-                id,
-                epoch,
-                error,
-                retry_after,
-            }),
-            Reply::JobFail(Ok(outcome)),
-        ) => out.push(Observation::Failed {
-            at,
-            worker,
-            job: *id,
-            epoch: *epoch,
-            error: error.clone(),
-            retryable: retry_after.is_some(),
-            outcome: *outcome,
-        }),
-        (Op::JobRelease(JobRelease { id, epoch }), Reply::JobRelease(Ok(()))) => {
-            out.push(Observation::Released {
-                at,
-                worker,
-                job: *id,
-                epoch: *epoch,
-            })
-        }
-        (Op::JobReapExpired(_), Reply::JobReapExpired(Ok(outcome))) => {
-            let requeued = outcome.requeued.iter().map(|id| (*id, false));
-            let dead = outcome.dead.iter().map(|id| (*id, true));
-            out.extend(requeued.chain(dead).map(|(job, dead)| Observation::Reaped {
-                at,
-                by: worker.clone(),
-                job,
-                dead,
-                lease_expired_at: None,
-            }))
-        }
-        (Op::JobCancel(JobCancel { id }), Reply::JobCancel(Ok(job))) => out.push(Observation::Cancelled {
-            at,
-            by: worker,
-            job: *id,
-            status: job.status,
-        }),
-        (Op::JobRequeue(JobRequeue { id, .. }), Reply::JobRequeue(Ok(_))) => {
-            out.push(Observation::Requeued {
-                at,
-                by: worker,
-                job: *id,
-            })
-        }
-        _ => {}
-    }
-    out
-}
-
-/// The observation a worker's runtime event makes, if any; `at` is simulated
-/// time (no skew).
-pub fn from_worker_event(at: Timestamp, worker: &str, event: &WorkerEvent) -> Option<Observation> {
-    let worker = worker.to_owned();
-    Some(match event {
-        WorkerEvent::Claimed {
-            attempt,
-            pickup_latency,
-        } => Observation::AttemptStarted {
-            at,
-            worker,
-            job: attempt.job_id,
-            epoch: attempt.epoch,
-            pickup_latency: *pickup_latency,
-        },
-        WorkerEvent::LeaseLost { attempt, reason } => Observation::LeaseLost {
-            at,
-            worker,
-            job: attempt.job_id,
-            epoch: attempt.epoch,
-            reason: format!("{reason:?}"),
-        },
-        WorkerEvent::Completed { attempt, .. }
-        | WorkerEvent::Retried { attempt, .. }
-        | WorkerEvent::Dead { attempt, .. }
-        | WorkerEvent::Released { attempt }
-        | WorkerEvent::StaleWriteRejected { attempt, .. } => Observation::AttemptEnded {
-            at,
-            worker,
-            job: attempt.job_id,
-            epoch: attempt.epoch,
-        },
-        _ => return None,
-    })
 }
