@@ -4,18 +4,17 @@
 //! overrides ([`Overrides`]; the standard scenario overrides nothing, so the
 //! simulated time scale is the real one).
 //!
-//! Core's settings are opaque: they can be compared with `==`, not read. The
-//! checkers and the liveness bound need a few of them as numbers, so
-//! [`Timing`] states them, and [`Timing::confirm`] proves the statement with
-//! `==` against a real builder at the start of every run: if core's defaults
-//! change, the simulator stops and says so, instead of judging workers by
-//! numbers they no longer run.
+//! The checkers and the liveness bound need a few settings as numbers:
+//! [`Timing`] reads them from core's own (`WorkerBuilder::settings`), and
+//! [`Timing::confirm`] checks with `==` at the start of every run that the
+//! workers really run them, so no checker judges a worker by numbers it does
+//! not run.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use stuckless_core::driver::Storage;
-use stuckless_core::{Retention, RetryPolicy, Worker, WorkerBuilder, DEFAULT_TIMEOUT};
+use stuckless_core::{Retention, RetryPolicy, Worker, WorkerBuilder};
 
 /// A scenario's changes to the shipped worker settings; `None` keeps the
 /// default. The standard scenario changes none; the seed document's
@@ -99,19 +98,22 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// What `Worker::builder` ships, as core's `WorkerConfig` table states it.
-    /// Not configuration: [`Timing::confirm`] fails if core ships otherwise.
+    /// What `Worker::builder` ships, read from core's own settings.
     pub fn shipped() -> Timing {
+        let clock = stuckless_core::ManualClock::new(stuckless_core::Timestamp::UNIX_EPOCH);
+        let store: Arc<dyn Storage> = Arc::new(stuckless_core::MemStore::new(clock));
+        let builder = Worker::builder("timing", store);
+        let shipped = builder.settings();
         Timing {
-            concurrency: 10,
-            lease: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(10),
-            reap_interval: Duration::from_secs(20),
-            poll_interval: Duration::from_secs(60),
-            shutdown_grace: Duration::from_secs(8),
-            default_timeout: Some(DEFAULT_TIMEOUT),
-            retry: RetryPolicy::default(),
-            retention: Some(Retention::default()),
+            concurrency: shipped.concurrency(),
+            lease: shipped.lease(),
+            heartbeat_interval: shipped.heartbeat_interval(),
+            reap_interval: shipped.reap_interval(),
+            poll_interval: shipped.poll_interval(),
+            shutdown_grace: shipped.shutdown_grace(),
+            default_timeout: shipped.default_timeout(),
+            retry: shipped.retry(),
+            retention: shipped.retention(),
         }
     }
 

@@ -79,6 +79,37 @@ pub struct Config {
     pub(crate) metadata: Value,
 }
 
+macro_rules! getter {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl Config {
+            $( $(#[$doc])* pub fn $name(&self) -> $ty { self.$name.clone() } )*
+        }
+    };
+}
+
+getter! {
+    /// Jobs run at once.
+    concurrency: u32;
+    /// Lease length.
+    lease: Duration;
+    /// Time between heartbeats of each running job.
+    heartbeat_interval: Duration;
+    /// Time between reap passes.
+    reap_interval: Duration;
+    /// Time between claims when no wake-up comes.
+    poll_interval: Duration;
+    /// How long in-flight jobs may finish after shutdown starts.
+    shutdown_grace: Duration;
+    /// Limit on one attempt of jobs and kinds without their own.
+    default_timeout: Option<Duration>;
+    /// Backoff between attempts.
+    retry: RetryPolicy;
+    /// Ages after which finished jobs are deleted.
+    retention: Option<Retention>;
+    /// Time between prune passes.
+    prune_interval: Duration;
+}
+
 /// How long finished jobs are kept before a prune pass deletes them (with
 /// their events). Defaults follow River's: a day for succeeded and
 /// cancelled jobs, a week for dead ones, which someone may want to inspect
