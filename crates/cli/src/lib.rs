@@ -6,14 +6,17 @@
 
 pub mod bench;
 pub mod cli;
+pub mod coverage;
 pub mod diagnose;
 pub mod handlers;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
+pub mod single_flight;
 pub mod timeline;
 pub mod util;
+pub mod wake;
 pub mod worker;
 
 use std::io::{IsTerminal, Read};
