@@ -1,11 +1,17 @@
 //! Command-line arguments: every flag has an environment fallback where an
 //! operator or Cloud Run would set one, and `--help` shows each default.
+//!
+//! The worker's settings that the core owns (lease, intervals, time limits,
+//! retention, …) are `Option`s here: a flag not given leaves the core's
+//! default in place, so the binary cannot drift from the library or the
+//! simulator. Their help states the default as `[default: …]`; a test passes
+//! each stated default explicitly and checks the worker comes out the same.
 
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::util::duration_arg;
+use crate::util::{duration_arg, lease_arg, time_limit_arg, TimeLimit};
 
 /// stuckless: a Postgres job queue that never leaves a job stuck.
 #[derive(Debug, Parser)]
@@ -46,7 +52,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a worker: claim jobs, run handlers, serve /healthz /readyz /metrics /wake on PORT.
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Apply the database migrations (safe to repeat).
     Migrate,
     /// Enqueue a job; the payload is JSON from the argument, or from stdin when absent or `-`.
@@ -55,11 +61,13 @@ pub enum Command {
     Diagnose(DiagnoseArgs),
     /// Take back every running job whose lease has expired (one pass).
     Reap(ReapArgs),
+    /// Delete finished jobs past their retention now (workers also do it every --prune-interval).
+    Prune(PruneArgs),
     /// Put a dead or lease-expired job back in the queue (fenced: a late write from the old holder is refused).
     Requeue(RequeueArgs),
     /// Cancel a queued or running job.
     Cancel(JobIdArg),
-    /// Per-queue counts: due, scheduled, running, expired leases, dead; workers alive and stale.
+    /// Per-queue and per-kind counts, kinds no live worker handles, workers alive and stale.
     Stats(StaleArgs),
     /// List registered workers and whether each is alive.
     Workers(StaleArgs),
@@ -152,6 +160,46 @@ pub struct ReapArgs {
     pub limit: u32,
 }
 
+/// How long finished jobs are kept (worker and `prune`).
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Delete succeeded jobs finished this long ago [default: 1d]
+    #[arg(long, env = "RETENTION_SUCCEEDED", value_parser = duration_arg)]
+    pub retention_succeeded: Option<Duration>,
+    /// Delete cancelled jobs finished this long ago [default: 1d]
+    #[arg(long, env = "RETENTION_CANCELLED", value_parser = duration_arg)]
+    pub retention_cancelled: Option<Duration>,
+    /// Delete dead jobs finished this long ago; kept longer so someone can
+    /// read and requeue them [default: 7d]
+    #[arg(long, env = "RETENTION_DEAD", value_parser = duration_arg)]
+    pub retention_dead: Option<Duration>,
+}
+
+impl RetentionArgs {
+    /// The ages given, the core's defaults for the rest.
+    pub fn resolve(&self) -> stuckless_core::Retention {
+        let core = stuckless_core::Retention::default();
+        stuckless_core::Retention {
+            succeeded: self.retention_succeeded.unwrap_or(core.succeeded),
+            cancelled: self.retention_cancelled.unwrap_or(core.cancelled),
+            dead: self.retention_dead.unwrap_or(core.dead),
+        }
+    }
+}
+
+/// `prune` arguments.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Most jobs deleted per statement; passes repeat until one deletes fewer.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: u32,
+    /// Run a single statement instead of repeating until done.
+    #[arg(long)]
+    pub once: bool,
+}
+
 /// Arguments of commands that judge worker liveness.
 #[derive(Debug, Args)]
 pub struct StaleArgs {
@@ -197,6 +245,10 @@ pub struct EnqueueArgs {
     /// One job per key: enqueueing the same key again returns the existing job.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// This job's limit on one attempt (e.g. 90s, 2h); overrides the worker's
+    /// per-kind and default limits [default: the worker's]
+    #[arg(long, value_parser = duration_arg)]
+    pub timeout: Option<Duration>,
 }
 
 /// `worker` arguments.
@@ -208,31 +260,51 @@ pub struct WorkerArgs {
     /// Queues to serve, comma-separated.
     #[arg(long, env = "QUEUES", value_delimiter = ',', default_value = "default")]
     pub queues: Vec<String>,
-    /// Jobs run at once.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 10)]
-    pub concurrency: u32,
-    /// Lease length: a crashed worker's jobs come back within lease + reap interval.
-    #[arg(long, env = "LEASE", value_parser = duration_arg, default_value = "30s")]
-    pub lease: Duration,
-    /// Time between job heartbeats (must be shorter than the lease).
-    #[arg(long, env = "HEARTBEAT_INTERVAL", value_parser = duration_arg, default_value = "10s")]
-    pub heartbeat_interval: Duration,
-    /// Time between reap passes.
-    #[arg(long, env = "REAP_INTERVAL", value_parser = duration_arg, default_value = "20s")]
-    pub reap_interval: Duration,
-    /// Safety-net poll when no wake-up comes.
-    #[arg(long, env = "POLL_INTERVAL", value_parser = duration_arg, default_value = "60s")]
-    pub poll_interval: Duration,
-    /// Time between registry heartbeats ("this worker is alive").
-    #[arg(long, env = "REGISTRY_HEARTBEAT_INTERVAL", value_parser = duration_arg, default_value = "30s")]
-    pub registry_heartbeat_interval: Duration,
+    /// Jobs run at once [default: 10]
+    #[arg(long, env = "CONCURRENCY")]
+    pub concurrency: Option<u32>,
+    /// Lease length, at most 24h: a crashed worker's jobs come back within
+    /// lease + reap interval [default: 30s]
+    #[arg(long, env = "LEASE", value_parser = lease_arg)]
+    pub lease: Option<Duration>,
+    /// Time between job heartbeats (must be shorter than the lease) [default: 10s]
+    #[arg(long, env = "HEARTBEAT_INTERVAL", value_parser = duration_arg)]
+    pub heartbeat_interval: Option<Duration>,
+    /// Time between reap passes [default: 20s]
+    #[arg(long, env = "REAP_INTERVAL", value_parser = duration_arg)]
+    pub reap_interval: Option<Duration>,
+    /// Safety-net poll when no wake-up comes [default: 60s]
+    #[arg(long, env = "POLL_INTERVAL", value_parser = duration_arg)]
+    pub poll_interval: Option<Duration>,
+    /// Time between registry heartbeats ("this worker is alive") [default: 30s]
+    #[arg(long, env = "REGISTRY_HEARTBEAT_INTERVAL", value_parser = duration_arg)]
+    pub registry_heartbeat_interval: Option<Duration>,
     /// After SIGTERM, how long in-flight jobs may finish before they are released
-    /// (Cloud Run gives 10 s before SIGKILL).
-    #[arg(long, env = "SHUTDOWN_GRACE", value_parser = duration_arg, default_value = "8s")]
-    pub shutdown_grace: Duration,
+    /// (Cloud Run gives 10 s before SIGKILL) [default: 8s]
+    #[arg(long, env = "SHUTDOWN_GRACE", value_parser = duration_arg)]
+    pub shutdown_grace: Option<Duration>,
+    /// Limit on one attempt of a job whose kind has no --kind-timeout and
+    /// that has no limit of its own; `off` for none. On expiry the handler is
+    /// cancelled and the attempt fails retryably ("timed out after …")
+    /// [default: 15m]
+    #[arg(long, env = "DEFAULT_TIMEOUT", value_parser = time_limit_arg)]
+    pub default_timeout: Option<TimeLimit>,
     /// Per-kind limit on one attempt, KIND=DURATION; repeatable or comma-separated.
     #[arg(long = "kind-timeout", env = "KIND_TIMEOUTS", value_delimiter = ',')]
     pub kind_timeouts: Vec<String>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Time between this worker's prune passes (any worker may prune) [default: 10m]
+    #[arg(long, env = "PRUNE_INTERVAL", value_parser = duration_arg)]
+    pub prune_interval: Option<Duration>,
+    /// Never delete finished jobs from this worker (other workers and
+    /// `stuckless prune` still do).
+    #[arg(long, env = "NO_PRUNE", conflicts_with_all = ["retention_succeeded", "retention_cancelled", "retention_dead", "prune_interval"])]
+    pub no_prune: bool,
+    /// A worker whose registry heartbeat is older than this is presumed dead:
+    /// the kinds only such workers handle count as unhandled in /metrics.
+    #[command(flatten)]
+    pub stale: StaleArgs,
     /// Handlers, KIND=HANDLER with HANDLER one of `noop`, `sleep`,
     /// `http:URL`; repeatable or comma-separated.
     #[arg(

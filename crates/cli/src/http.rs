@@ -1,6 +1,10 @@
 //! The worker's HTTP endpoints: `GET /healthz`, `GET /readyz`, `GET /metrics`,
 //! `POST /wake`.
 //!
+//! Their database reads go through [`Observed`]: a pool of their own,
+//! single-flight and cached, so no number of requests can take a connection
+//! the worker needs (see [`crate::observability`]).
+//!
 //! An axum router served by hyper's HTTP/1.1 connection handler (the hyper
 //! that reqwest already brings in). Each connection carries one request and
 //! is closed after the answer, a client gets [`READ_TIMEOUT`] to send its
@@ -18,39 +22,35 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use stuckless_core::driver::{QueueStatsGet, Storage, StorageNow};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics::{self, Metrics};
+use crate::observability::Observed;
+use crate::wake::{bearer_token, token_matches};
 
 /// Largest request head accepted, in bytes (hyper's minimum is 8 KiB).
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Time a client gets to send its request head.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time /readyz and /metrics give the database.
-const DB_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the endpoints need from the worker.
 pub struct Endpoints {
-    /// For /readyz and queue-depth gauges.
-    pub storage: Arc<dyn Storage>,
+    /// Database reads for /readyz and the queue gauges.
+    pub observed: Arc<Observed>,
     /// Whether the wake-up listener is connected (/readyz).
     pub listener_connected: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Why the worker cannot do its work, if it cannot (/readyz): the
+    /// worker's `HealthHandle::problem`.
+    pub problem: Box<dyn Fn() -> Option<String> + Send + Sync>,
     /// Wakes the worker (/wake).
     pub wake: Box<dyn Fn() + Send + Sync>,
-    /// The shared secret /wake requires; `None` refuses every /wake.
+    /// The shared secret /wake requires, already normalized
+    /// ([`crate::wake::WakeSecret`]); `None` refuses every /wake.
     pub wake_secret: Option<String>,
     /// /metrics.
     pub metrics: Arc<Metrics>,
-}
-
-/// Whether `presented` is `secret`, compared in constant time (the secret's
-/// length is not hidden; its content is).
-pub fn token_matches(secret: &str, presented: &str) -> bool {
-    secret.as_bytes().ct_eq(presented.as_bytes()).into()
 }
 
 /// The routes, with plain-text answers for unknown paths and methods.
@@ -103,35 +103,33 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(e): Shared) -> (StatusCode, String) {
-    let db = match tokio::time::timeout(DB_TIMEOUT, e.storage.storage_now(StorageNow {})).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer within {DB_TIMEOUT:?}")),
-    };
-    match (db, (e.listener_connected)()) {
-        (Ok(()), true) => (
-            StatusCode::OK,
-            "ready: database reachable, listener connected\n".into(),
-        ),
-        (Ok(()), false) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: database reachable, but the LISTEN connection is down\n".into(),
-        ),
-        (Err(error), _) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: database unreachable: {error}\n"),
-        ),
+    let mut problems = Vec::new();
+    if let Err(error) = e.observed.ping().await {
+        problems.push(format!("database unreachable: {error}"));
     }
+    if !(e.listener_connected)() {
+        problems.push("the LISTEN connection is down".to_owned());
+    }
+    if let Some(problem) = (e.problem)() {
+        problems.push(format!("the worker's calls keep failing: {problem}"));
+    }
+    if problems.is_empty() {
+        return (
+            StatusCode::OK,
+            "ready: database reachable, listener connected, claims and reaps getting through\n".into(),
+        );
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {}\n", problems.join("; ")),
+    )
 }
 
 async fn metrics(State(e): Shared) -> impl IntoResponse {
-    let stats = tokio::time::timeout(DB_TIMEOUT, e.storage.queue_stats(QueueStatsGet {}))
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let snapshot = e.observed.snapshot().await.ok();
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        e.metrics.render(stats.as_deref()),
+        e.metrics.render(snapshot.as_deref()),
     )
 }
 
@@ -139,8 +137,7 @@ async fn wake(State(e): Shared, headers: HeaderMap) -> Response {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     let ok = match (&e.wake_secret, presented) {
         (Some(secret), Some(token)) => token_matches(secret, token),
         _ => false,
@@ -166,7 +163,12 @@ mod tests {
     use super::*;
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Mutex;
+    use stuckless_core::driver::Storage;
     use stuckless_core::{ManualClock, MemStore, Timestamp};
+
+    use crate::gauges::QueueSnapshot;
+    use crate::observability::{PgReads, Reads, StorageReads};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A real server on 127.0.0.1; stops when dropped.
@@ -216,10 +218,19 @@ mod tests {
     }
 
     fn endpoints(storage: Arc<dyn Storage>, listening: bool, wakes: Arc<AtomicU32>) -> Endpoints {
+        let reads = StorageReads {
+            storage,
+            stale_after: Duration::from_secs(90),
+        };
+        endpoints_reading(Arc::new(reads), listening, wakes)
+    }
+
+    fn endpoints_reading(reads: Arc<dyn Reads>, listening: bool, wakes: Arc<AtomicU32>) -> Endpoints {
         let flag = Arc::new(AtomicBool::new(listening));
         Endpoints {
-            storage,
+            observed: Arc::new(Observed::new(reads)),
             listener_connected: Box::new(move || flag.load(Ordering::SeqCst)),
+            problem: Box::new(|| None),
             wake: Box::new(move || {
                 wakes.fetch_add(1, Ordering::SeqCst);
             }),
@@ -257,15 +268,95 @@ mod tests {
         assert_eq!(status, 503);
         assert!(body.contains("LISTEN connection is down"), "{body}");
         // A pool to a port where nothing listens: the database check fails.
+        // The endpoints' pool to a port where nothing listens: the database check fails.
         let dead = sqlx::postgres::PgPoolOptions::new()
             .acquire_timeout(Duration::from_millis(500))
             .connect_lazy("postgres://postgres@127.0.0.1:1/nothing")
             .unwrap();
-        let storage = Arc::new(stuckless_pg::PgStorage::new(dead));
-        let unreachable = Server::start(endpoints(storage, true, wakes)).await;
+        let reads = PgReads {
+            pool: crate::observability::pool_beside(&dead),
+            stale_after: Duration::from_secs(90),
+        };
+        let unreachable = Server::start(endpoints_reading(Arc::new(reads), true, wakes)).await;
         let (status, _, body) = unreachable.ask("GET", "/readyz", None).await;
         assert_eq!(status, 503);
         assert!(body.contains("database unreachable"), "{body}");
+        // The queue gauges are left out, the worker's own metrics are not.
+        let (status, _, body) = unreachable.ask("GET", "/metrics", None).await;
+        assert_eq!(status, 200);
+        assert!(!body.contains("stuckless_queue_"), "{body}");
+        assert!(body.contains("stuckless_jobs_reaped_total"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn readyz_names_the_operation_that_keeps_failing() {
+        let mut e = endpoints(mem(), true, Default::default());
+        let problem = "job_claim failed 3 times in a row: cannot convert infinity to bigint";
+        e.problem = Box::new(move || Some(problem.to_owned()));
+        let server = Server::start(e).await;
+        let (status, _, body) = server.ask("GET", "/readyz", None).await;
+        assert_eq!(status, 503);
+        assert_eq!(
+            body,
+            format!("not ready: the worker's calls keep failing: {problem}\n")
+        );
+    }
+
+    /// Reads that count themselves and take a while, like a slow query.
+    #[derive(Default)]
+    struct SlowReads {
+        snapshots: AtomicU32,
+        pings: AtomicU32,
+        in_flight: Mutex<(u32, u32)>,
+    }
+
+    #[async_trait::async_trait]
+    impl Reads for SlowReads {
+        async fn ping(&self) -> Result<(), String> {
+            self.pings.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+
+        async fn snapshot(&self) -> Result<QueueSnapshot, String> {
+            {
+                let mut f = self.in_flight.lock().unwrap();
+                f.0 += 1;
+                f.1 = f.1.max(f.0);
+            }
+            self.snapshots.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.in_flight.lock().unwrap().0 -= 1;
+            Ok(QueueSnapshot::default())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_and_probes_share_one_read() {
+        let reads = Arc::new(SlowReads::default());
+        let server =
+            Arc::new(Server::start(endpoints_reading(reads.clone(), true, Default::default())).await);
+        let asks: Vec<_> = (0..200)
+            .map(|i| {
+                let server = server.clone();
+                let path = if i % 4 == 0 { "/readyz" } else { "/metrics" };
+                tokio::spawn(async move { server.ask("GET", path, None).await.0 })
+            })
+            .collect();
+        for ask in asks {
+            assert_eq!(ask.await.unwrap(), 200);
+        }
+        // All 200 arrive within the cache period (5 s): one read of each.
+        let (snapshots, pings) = (
+            reads.snapshots.load(Ordering::SeqCst),
+            reads.pings.load(Ordering::SeqCst),
+        );
+        eprintln!("200 requests: {snapshots} snapshot read(s), {pings} ping(s)");
+        assert_eq!(snapshots, 1);
+        assert!(
+            pings <= 2,
+            "a ping serves a second; the burst may straddle one boundary: {pings}"
+        );
+        assert_eq!(reads.in_flight.lock().unwrap().1, 1, "never two reads at once");
     }
 
     #[tokio::test]
@@ -284,6 +375,11 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("stuckless_queue_due{queue=\"mail\"} 1\n"), "{body}");
+        // No worker is registered: nobody handles kind k.
+        assert!(
+            body.contains("stuckless_queue_unhandled{queue=\"mail\",kind=\"k\"} 1\n"),
+            "{body}"
+        );
     }
 
     #[tokio::test]
@@ -298,6 +394,8 @@ mod tests {
             (Some("s3cret"), 401),
             (Some("Basic s3cret"), 401),
             (Some("Bearer s3cret"), 202),
+            (Some("bearer s3cret"), 202),
+            (Some("BEARER  s3cret"), 202),
         ] {
             let (got, headers, _) = server.ask("POST", "/wake", auth).await;
             assert_eq!(got, status, "{auth:?}");
@@ -305,7 +403,7 @@ mod tests {
                 assert_eq!(headers["www-authenticate"], "Bearer", "{auth:?}");
             }
         }
-        assert_eq!(wakes.load(Ordering::SeqCst), 1, "only the right token wakes");
+        assert_eq!(wakes.load(Ordering::SeqCst), 3, "only the right token wakes");
     }
 
     #[tokio::test]
@@ -340,15 +438,5 @@ mod tests {
         let ok = server.raw(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(ok.to_ascii_lowercase().contains("connection: close"), "{ok}");
-    }
-
-    #[test]
-    fn token_compare_checks_content_and_length() {
-        assert!(token_matches("secret", "secret"));
-        assert!(!token_matches("secret", "secreT"));
-        assert!(!token_matches("secret", "secret2"));
-        assert!(!token_matches("secret", "secre"));
-        assert!(!token_matches("secret", ""));
-        assert!(!token_matches("", "x"));
     }
 }

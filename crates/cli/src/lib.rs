@@ -6,14 +6,20 @@
 
 pub mod bench;
 pub mod cli;
+pub mod coverage;
 pub mod diagnose;
+pub mod gauges;
 pub mod handlers;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod observability;
 pub mod ops;
+pub mod prune;
+pub mod single_flight;
 pub mod timeline;
 pub mod util;
+pub mod wake;
 pub mod worker;
 
 use std::io::{IsTerminal, Read};
@@ -46,7 +52,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => {
             let plan = worker::plan(&args)?;
             let storage = connect(url).await?;
-            worker::run(args, plan, storage).await?;
+            worker::run(*args, plan, storage).await?;
         }
         Command::Migrate => {
             let storage = connect(url).await?;
@@ -80,6 +86,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             if let Some(key) = args.idempotency_key {
                 job = job.idempotency_key(key);
             }
+            if let Some(limit) = args.timeout {
+                job = job.timeout(limit);
+            }
             // Validate before connecting, so bad input is reported as such
             // even when the database is down.
             job.check().context("invalid job")?;
@@ -111,6 +120,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Reap(args) => {
             let storage = connect(url).await?;
             print(&ops::reap(&storage, args.limit).await?);
+        }
+        Command::Prune(args) => {
+            anyhow::ensure!(args.limit > 0, "--limit must be at least 1");
+            let storage = connect(url).await?;
+            print(&prune::prune(&storage, args.retention.resolve(), args.limit, args.once).await?);
         }
         Command::Requeue(args) => {
             let id = ops::job_id(args.job_id)?;

@@ -14,8 +14,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use stuckless_core::driver::QueueStats;
 use stuckless_core::{Observer, WorkerEvent};
+
+use crate::gauges::QueueSnapshot;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -24,6 +25,10 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 const BUCKETS: &[f64] = &[
     0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
 ];
+
+/// The operations whose failures the core reports, each exposed at zero
+/// from the start so `rate()` and alerts work before the first failure.
+const OPERATIONS: [&str; 3] = ["job_claim", "job_reap_expired", "job_prune"];
 
 /// The label of per-operation series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -161,26 +166,6 @@ impl Default for Metrics {
     }
 }
 
-/// A queue-depth gauge: name, help, and the field of [`QueueStats`] it shows.
-type QueueGauge = (&'static str, &'static str, fn(&QueueStats) -> u64);
-
-/// The queue-depth gauges, read from the database at scrape time.
-const QUEUE_GAUGES: &[QueueGauge] = &[
-    ("stuckless_queue_due", "Queued jobs that are due now", |q| q.due),
-    ("stuckless_queue_scheduled", "Queued jobs due later", |q| {
-        q.scheduled
-    }),
-    ("stuckless_queue_running", "Running jobs with a live lease", |q| {
-        q.running
-    }),
-    (
-        "stuckless_queue_running_expired",
-        "Running jobs whose lease expired (waiting for a reaper)",
-        |q| q.running_expired,
-    ),
-    ("stuckless_queue_dead", "Dead jobs", |q| q.dead),
-];
-
 impl Metrics {
     /// Empty metrics.
     pub fn new() -> std::sync::Arc<Self> {
@@ -191,6 +176,11 @@ impl Metrics {
     /// zero, so a scrape shows them (and `rate()` works) before the first job.
     pub fn for_queues(queues: &[String]) -> std::sync::Arc<Self> {
         let m = Self::default();
+        for operation in OPERATIONS {
+            drop(m.call_failed.get_or_create(&OperationLabel {
+                operation: operation.to_owned(),
+            }));
+        }
         for queue in queues {
             let label = QueueLabel::of(queue);
             for family in m.per_queue_counters() {
@@ -216,25 +206,13 @@ impl Metrics {
         ]
     }
 
-    /// The text exposition, with queue-depth gauges from `queues` when given.
-    ///
-    /// The gauges read at scrape time go into a registry of their own, built
-    /// for this scrape, so concurrent scrapes never see each other's values.
-    pub fn render(&self, queues: Option<&[QueueStats]>) -> String {
+    /// The text exposition, with the queue gauges of `queues` when given.
+    pub fn render(&self, queues: Option<&QueueSnapshot>) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_text::encode(&mut out, &self.registry);
         if let Some(queues) = queues {
-            let mut scrape = Registry::default();
-            for (name, help, field) in QUEUE_GAUGES {
-                let family = Family::<QueueLabel, Gauge>::default();
-                for q in queues {
-                    let value = i64::try_from(field(q)).unwrap_or(i64::MAX);
-                    family.get_or_create(&QueueLabel::of(&q.queue)).set(value);
-                }
-                scrape.register(*name, *help, family);
-            }
-            let _ = prometheus_text::encode(&mut out, &scrape);
+            queues.encode(&mut out);
         }
         out
     }
@@ -303,8 +281,9 @@ mod tests {
     use super::*;
     use std::collections::{BTreeMap, BTreeSet};
 
+    use crate::gauges::{QueueDepth, Unhandled};
     use prometheus_parse::{LineInfo, Scrape, Value};
-    use stuckless_core::driver::ReapOutcome;
+    use stuckless_core::driver::{PruneOutcome, ReapOutcome};
     use stuckless_core::{AttemptRef, Epoch, JobId};
 
     /// Every family the README lists, with its exposed name and type.
@@ -330,6 +309,7 @@ mod tests {
         ("stuckless_queue_running", "gauge"),
         ("stuckless_queue_running_expired", "gauge"),
         ("stuckless_queue_dead", "gauge"),
+        ("stuckless_queue_unhandled", "gauge"),
     ];
 
     fn attempt(queue: &str) -> AttemptRef {
@@ -391,10 +371,17 @@ mod tests {
 
     #[test]
     fn every_documented_name_is_exposed_with_its_type_and_no_other() {
-        let stats = [QueueStats {
-            queue: "default".into(),
-            ..Default::default()
-        }];
+        let stats = QueueSnapshot {
+            queues: vec![QueueDepth {
+                queue: "default".into(),
+                ..Default::default()
+            }],
+            unhandled: vec![Unhandled {
+                queue: "default".into(),
+                kind: "report".into(),
+                due: 1,
+            }],
+        };
         let text = Metrics::for_queues(&["default".into()]).render(Some(&stats));
         let expected: BTreeMap<String, String> = DOCUMENTED
             .iter()
@@ -414,6 +401,14 @@ mod tests {
         );
         let run = buckets(&scrape, "stuckless_run_time_seconds", "default");
         assert!(run.iter().all(|(_, n)| *n == 0.0), "{run:?}");
+        for operation in OPERATIONS {
+            assert!(
+                text.contains(&format!(
+                    "stuckless_call_failed_total{{operation=\"{operation}\"}} 0\n"
+                )),
+                "{operation} at zero: {text}"
+            );
+        }
     }
 
     #[test]
@@ -442,19 +437,34 @@ mod tests {
             },
         });
         m.in_flight.inc();
-        let stats = [
-            QueueStats {
-                queue: "default".into(),
-                due: 7,
-                running_expired: 2,
-                ..Default::default()
+        m.on_event(&WorkerEvent::CallFailed {
+            operation: "job_claim",
+            error: "boom".into(),
+            consecutive: 1,
+        });
+        m.on_event(&WorkerEvent::Pruned {
+            outcome: PruneOutcome {
+                succeeded: 5,
+                cancelled: 1,
+                dead: 0,
             },
-            QueueStats {
-                queue: "mail".into(),
-                dead: 1,
-                ..Default::default()
-            },
-        ];
+        });
+        let stats = QueueSnapshot {
+            queues: vec![
+                QueueDepth {
+                    queue: "default".into(),
+                    due: 7,
+                    running_expired: 2,
+                    ..Default::default()
+                },
+                QueueDepth {
+                    queue: "mail".into(),
+                    dead: 1,
+                    ..Default::default()
+                },
+            ],
+            unhandled: vec![],
+        };
         let scrape = parse(&m.render(Some(&stats)));
         let v = |metric: &str, queue: Option<&str>| value(&scrape, metric, queue);
         assert_eq!(v("stuckless_jobs_claimed_total", Some("default")), 1.0);
@@ -469,6 +479,15 @@ mod tests {
         assert_eq!(v("stuckless_queue_running_expired", Some("default")), 2.0);
         assert_eq!(v("stuckless_queue_dead", Some("mail")), 1.0);
         assert_eq!(v("stuckless_queue_due", Some("mail")), 0.0);
+        assert_eq!(v("stuckless_jobs_pruned_total", None), 6.0);
+        let claim_failures = scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "stuckless_call_failed_total" && s.labels.get("operation") == Some("job_claim")
+            })
+            .map(|s| s.value.clone());
+        assert_eq!(claim_failures, Some(Value::Counter(1.0)));
 
         let pickup = buckets(&scrape, "stuckless_pickup_latency_seconds", "default");
         let bounds: Vec<f64> = pickup.iter().map(|(le, _)| *le).collect();

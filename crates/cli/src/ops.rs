@@ -7,10 +7,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 use stuckless_core::driver::{
-    JobReapExpired, QueueStats, QueueStatsGet, ReapOutcome, Storage, StorageNow, WorkerList, WorkerRecord,
+    JobReapExpired, KindStats, QueueKindsGet, QueueStats, QueueStatsGet, ReapOutcome, Storage, StorageNow,
+    WorkerList, WorkerRecord,
 };
 use stuckless_core::{Client, Job, JobId, NewJob, StorageError, Timestamp};
 
+use crate::coverage::{is_alive, Coverage};
 use crate::util::human_duration;
 
 /// Output of a command: a human rendering and a JSON one.
@@ -171,7 +173,7 @@ pub struct WorkerView {
 pub fn worker_view(record: WorkerRecord, now: Timestamp, stale_after: Duration) -> WorkerView {
     let age = now.saturating_since(record.last_heartbeat_at);
     WorkerView {
-        alive: age <= stale_after,
+        alive: is_alive(age, stale_after),
         heartbeat_age_secs: age.as_secs_f64(),
         record,
     }
@@ -194,13 +196,13 @@ impl Report for Workers {
             return "no registered workers\n".into();
         }
         let mut out = format!(
-            "{:<32} {:<6} {:<20} {:>11} {:>9} {:>14}\n",
-            "WORKER", "STATE", "QUEUES", "CONCURRENCY", "IN FLIGHT", "LAST HEARTBEAT"
+            "{:<32} {:<6} {:<20} {:>11} {:>9} {:>14}  {}\n",
+            "WORKER", "STATE", "QUEUES", "CONCURRENCY", "IN FLIGHT", "LAST HEARTBEAT", "KINDS"
         );
         for w in &self.workers {
             let _ = writeln!(
                 out,
-                "{:<32} {:<6} {:<20} {:>11} {:>9} {:>14}",
+                "{:<32} {:<6} {:<20} {:>11} {:>9} {:>14}  {}",
                 w.record.id,
                 if w.alive { "alive" } else { "stale" },
                 w.record.queues.join(","),
@@ -209,7 +211,12 @@ impl Report for Workers {
                 format!(
                     "{} ago",
                     human_duration(Duration::from_secs_f64(w.heartbeat_age_secs))
-                )
+                ),
+                if w.record.kinds.is_empty() {
+                    "(not recorded: claims every kind)".to_owned()
+                } else {
+                    w.record.kinds.join(",")
+                }
             );
         }
         out
@@ -236,6 +243,17 @@ pub async fn workers(storage: &dyn Storage, stale_after: Duration) -> anyhow::Re
     })
 }
 
+/// Non-terminal jobs of one kind, and whether a live worker handles it.
+#[derive(Debug, Serialize)]
+pub struct KindView {
+    /// The counts.
+    #[serde(flatten)]
+    pub stats: KindStats,
+    /// Whether a live worker serving the queue has a handler for the kind;
+    /// if not, its due jobs wait until one starts.
+    pub handled: bool,
+}
+
 /// `stats`: queues and workers.
 #[derive(Debug, Serialize)]
 pub struct Stats {
@@ -243,6 +261,10 @@ pub struct Stats {
     pub now: Timestamp,
     /// Per queue, ascending name.
     pub queues: Vec<QueueStats>,
+    /// Per queue and kind, non-terminal jobs only, ascending names.
+    pub kinds: Vec<KindView>,
+    /// Due jobs of kinds no live worker handles.
+    pub unhandled_due: u64,
     /// Workers with a recent registry heartbeat.
     pub workers_alive: usize,
     /// Registered workers whose heartbeat is stale.
@@ -281,6 +303,42 @@ impl Report for Stats {
         if self.queues.is_empty() {
             out.push_str("(no jobs)\n");
         }
+        if !self.kinds.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<20} {:<24} {:>7} {:>9} {:>7} {:>10}  HANDLED BY A LIVE WORKER",
+                "QUEUE", "KIND", "DUE", "SCHEDULED", "RUNNING", "OLDEST DUE"
+            );
+        }
+        for k in &self.kinds {
+            let s = &k.stats;
+            let _ = writeln!(
+                out,
+                "{:<20} {:<24} {:>7} {:>9} {:>7} {:>10}  {}",
+                s.queue,
+                s.kind,
+                s.due,
+                s.scheduled,
+                s.running,
+                s.oldest_due_age.map(human_duration).unwrap_or_else(|| "-".into()),
+                if k.handled { "yes" } else { "NO" }
+            );
+        }
+        let unhandled: Vec<String> = self
+            .kinds
+            .iter()
+            .filter(|k| !k.handled && k.stats.due > 0)
+            .map(|k| format!("{} ({})", k.stats.kind, k.stats.queue))
+            .collect();
+        if !unhandled.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nwarning: {} due job(s) wait for kinds no live worker handles: {}. \
+                 Start a worker with a handler for them (`stuckless workers` lists what each handles).",
+                self.unhandled_due,
+                unhandled.join(", ")
+            );
+        }
         let _ = writeln!(
             out,
             "workers: {} alive, {} stale",
@@ -296,11 +354,26 @@ pub async fn stats(storage: &dyn Storage, stale_after: Duration) -> anyhow::Resu
         .queue_stats(QueueStatsGet {})
         .await
         .map_err(|e| explain(e, "could not read queue stats"))?;
+    let per_kind = storage
+        .queue_kinds_get(QueueKindsGet {})
+        .await
+        .map_err(|e| explain(e, "could not read per-kind counts"))?;
     let w = workers(storage, stale_after).await?;
     let alive = w.workers.iter().filter(|w| w.alive).count();
+    let registry: Vec<WorkerRecord> = w.workers.iter().map(|v| v.record.clone()).collect();
+    let coverage = Coverage::of_live(&registry, w.now, stale_after);
+    let kinds: Vec<KindView> = per_kind
+        .into_iter()
+        .map(|stats| KindView {
+            handled: coverage.handles(&stats.queue, &stats.kind),
+            stats,
+        })
+        .collect();
     Ok(Stats {
         now: w.now,
         queues,
+        unhandled_due: kinds.iter().filter(|k| !k.handled).map(|k| k.stats.due).sum(),
+        kinds,
         workers_alive: alive,
         workers_stale: w.workers.len() - alive,
     })
@@ -406,5 +479,53 @@ mod tests {
         let r = reap(&*s, 10).await.unwrap();
         assert_eq!(r.outcome.requeued.len(), 1);
         assert!(r.human().contains("requeued [1]"), "{}", r.human());
+    }
+
+    #[tokio::test]
+    async fn stats_flag_due_kinds_no_live_worker_handles() {
+        let (clock, s, c) = store();
+        for kind in ["report", "report", "noop"] {
+            enqueue(&c, NewJob::new("default", kind, json!({})))
+                .await
+                .unwrap();
+        }
+        let register = |id: &str, kinds: &[&str]| WorkerRegister {
+            id: id.into(),
+            queues: vec!["default".into()],
+            concurrency: 1,
+            metadata: json!(null),
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        };
+        s.worker_register(register("old", &["report"])).await.unwrap();
+        clock.advance(Duration::from_secs(100));
+        s.worker_register(register("new", &["noop"])).await.unwrap();
+        let st = stats(&*s, Duration::from_secs(90)).await.unwrap();
+        let handled: Vec<(&str, u64, bool)> = st
+            .kinds
+            .iter()
+            .map(|k| (k.stats.kind.as_str(), k.stats.due, k.handled))
+            .collect();
+        assert_eq!(
+            handled,
+            [("noop", 1, true), ("report", 2, false)],
+            "only a stale worker handles report"
+        );
+        assert_eq!(st.unhandled_due, 2);
+        let text = st.human();
+        assert!(
+            text.contains("warning: 2 due job(s) wait for kinds no live worker handles: report (default)"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&st.render(true)).unwrap();
+        assert_eq!(json["kinds"][1]["kind"], "report");
+        assert_eq!(json["kinds"][1]["handled"], false);
+        assert_eq!(json["unhandled_due"], 2);
+        s.worker_register(register("old", &["report"])).await.unwrap();
+        let st = stats(&*s, Duration::from_secs(90)).await.unwrap();
+        assert_eq!(st.unhandled_due, 0);
+        assert!(!st.human().contains("warning"), "{}", st.human());
+        let w = workers(&*s, Duration::from_secs(90)).await.unwrap().human();
+        assert!(w.lines().next().unwrap().ends_with("KINDS"), "{w}");
+        assert!(w.contains("  report\n") && w.contains("  noop\n"), "{w}");
     }
 }

@@ -9,18 +9,30 @@ use stuckless_core::Timestamp;
 /// Longest duration a flag accepts.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
-/// Parses `1500ms`, `30s`, `2m`, `2min`, `1h`, `1h30m`, `0.5s`, ISO 8601
-/// (`PT30S`) or a bare number of seconds (`30`, `1.5`).
+/// Parses `1500ms`, `30s`, `2m`, `2min`, `1h`, `1h30m`, `0.5s`, days (`2d`,
+/// `1d12h`, `1d 12h`, a day being 24 hours), ISO 8601 (`PT30S`, `P1D`) or a
+/// bare number of seconds (`30`, `1.5`). Everything [`human_duration`]
+/// prints parses back.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let t = text.trim();
-    let hint = || format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 2m, 1h30m");
+    let hint = || format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 2m, 1h30m, 2d");
     if t.is_empty() {
         bail!(hint());
     }
     // A bare number is seconds, as it has always been for these flags.
     let bare = t.bytes().all(|b| b.is_ascii_digit() || b == b'.');
     let with_unit = if bare { format!("{t}s") } else { t.to_owned() };
-    let signed: jiff::SignedDuration = with_unit.parse().with_context(hint)?;
+    let signed = match with_unit.parse::<jiff::SignedDuration>() {
+        Ok(signed) => signed,
+        // jiff's absolute duration refuses days (not every calendar day is
+        // 24 hours); a span takes them, and for a timeout or a retention age
+        // a day is 24 hours. Months and years stay refused: they have no
+        // fixed length.
+        Err(_) => with_unit
+            .parse::<jiff::Span>()
+            .and_then(|span| span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+            .with_context(hint)?,
+    };
     if signed.is_negative() {
         bail!("invalid duration {text:?}: must not be negative");
     }
@@ -34,6 +46,50 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 /// clap value parser wrapper for [`parse_duration`].
 pub fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|e| format!("{e:#}"))
+}
+
+/// clap value parser of a lease: a duration the core accepts as a lease
+/// (at most [`stuckless_core::limits::MAX_LEASE`]), refused with the core's
+/// own reason so `--lease 2400h` is an error, not a stuck quarter.
+pub fn lease_arg(text: &str) -> Result<Duration, String> {
+    let d = duration_arg(text)?;
+    stuckless_core::validate_lease("lease", d).map_err(|e| e.to_string())?;
+    Ok(d)
+}
+
+/// A limit on one attempt, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeLimit {
+    /// No limit: a hung handler runs until its worker stops.
+    Off,
+    /// Cancel the attempt after this long.
+    After(Duration),
+}
+
+impl TimeLimit {
+    /// The limit as the core's builder takes it.
+    pub fn as_option(self) -> Option<Duration> {
+        match self {
+            TimeLimit::Off => None,
+            TimeLimit::After(d) => Some(d),
+        }
+    }
+}
+
+/// Parses a time limit: a duration the core accepts as one (1 µs to 7 days),
+/// or `off` / `none` for no limit.
+pub fn parse_time_limit(text: &str) -> anyhow::Result<TimeLimit> {
+    if matches!(text.trim().to_ascii_lowercase().as_str(), "off" | "none") {
+        return Ok(TimeLimit::Off);
+    }
+    let d = parse_duration(text)?;
+    stuckless_core::validate_timeout("time limit", d)?;
+    Ok(TimeLimit::After(d))
+}
+
+/// clap value parser wrapper for [`parse_time_limit`].
+pub fn time_limit_arg(text: &str) -> Result<TimeLimit, String> {
+    parse_time_limit(text).map_err(|e| format!("{e:#}"))
 }
 
 /// Formats a duration for people: `850ms`, `42s`, `4m 30s`, `2h 5m`, `3d 4h`.
@@ -96,6 +152,13 @@ mod tests {
             ("0.5s", ms(500)),
             ("PT30S", ms(30_000)),
             ("0s", ms(0)),
+            ("2d", ms(2 * 86_400_000)),
+            ("1d12h", ms(36 * 3_600_000)),
+            ("1d 12h", ms(36 * 3_600_000)),
+            ("1 day", ms(86_400_000)),
+            ("7days", ms(7 * 86_400_000)),
+            ("P1D", ms(86_400_000)),
+            ("1w", ms(7 * 86_400_000)),
         ] {
             assert_eq!(parse_duration(text).unwrap(), want, "{text:?}");
         }
@@ -103,7 +166,18 @@ mod tests {
 
     #[test]
     fn bad_durations_are_refused_with_the_reason() {
-        for bad in ["", "abc", "5 parsecs", "forever", "1e400s", "s", "1.2.3"] {
+        for bad in [
+            "",
+            "abc",
+            "5 parsecs",
+            "forever",
+            "1e400s",
+            "s",
+            "1.2.3",
+            "1mo",
+            "2y",
+            "d",
+        ] {
             let e = format!("{:#}", parse_duration(bad).unwrap_err());
             assert!(
                 e.starts_with(&format!("invalid duration {bad:?}")),
@@ -116,6 +190,64 @@ mod tests {
         assert!(e.contains("out of range"), "{e}");
         // clap shows the whole chain.
         assert!(duration_arg("x").unwrap_err().contains("invalid duration \"x\""));
+    }
+
+    #[test]
+    fn what_is_printed_parses_back() {
+        for secs in [
+            1,
+            59,
+            60,
+            270,
+            3600,
+            7500,
+            86_400,
+            3 * 86_400 + 4 * 3600,
+            7 * 86_400,
+        ] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(
+                parse_duration(&human_duration(d)).unwrap(),
+                d,
+                "{}",
+                human_duration(d)
+            );
+        }
+    }
+
+    #[test]
+    fn leases_are_capped_at_the_cores_limit_with_the_reason() {
+        assert_eq!(lease_arg("24h").unwrap(), stuckless_core::limits::MAX_LEASE);
+        assert_eq!(lease_arg("1d").unwrap(), stuckless_core::limits::MAX_LEASE);
+        for too_long in ["2400h", "1d1s", "2d"] {
+            let e = lease_arg(too_long).unwrap_err();
+            assert!(
+                e.contains("invalid lease: must be at most 24h"),
+                "{too_long}: {e}"
+            );
+        }
+        assert!(lease_arg("soon").unwrap_err().contains("invalid duration"));
+    }
+
+    #[test]
+    fn time_limits_take_off_or_a_duration_within_the_cores_bounds() {
+        for off in ["off", "none", "OFF", " None "] {
+            assert_eq!(parse_time_limit(off).unwrap(), TimeLimit::Off, "{off:?}");
+        }
+        assert_eq!(
+            parse_time_limit("15m").unwrap(),
+            TimeLimit::After(Duration::from_secs(900))
+        );
+        assert_eq!(
+            parse_time_limit("7d").unwrap().as_option(),
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(TimeLimit::Off.as_option(), None);
+        for bad in ["0s", "8d", "never"] {
+            let e = time_limit_arg(bad).unwrap_err();
+            assert!(e.contains("invalid"), "{bad}: {e}");
+        }
+        assert!(time_limit_arg("8d").unwrap_err().contains("between 1µs and 7d"));
     }
 
     #[test]

@@ -34,6 +34,29 @@ fn bad_arguments_are_refused_before_anything_happens() {
         (&["stats", "--stale-after", "5 parsecs"], "invalid duration"),
         (&["workers", "--stale-after", "x"], "invalid duration"),
         (&["worker", "--lease", "forever"], "invalid duration"),
+        (
+            &["worker", "--lease", "2400h"],
+            "invalid lease: must be at most 24h",
+        ),
+        (&["worker", "--lease", "2d"], "invalid lease: must be at most 24h"),
+        (&["worker", "--default-timeout", "8d"], "between 1µs and 7d"),
+        (&["worker", "--default-timeout", "never"], "invalid duration"),
+        (&["worker", "--kind-timeout", "report=0s"], "invalid kind timeout"),
+        (&["worker", "--retention-dead", "1mo"], "invalid duration"),
+        (
+            &["worker", "--no-prune", "--retention-succeeded", "2d"],
+            "cannot be used with",
+        ),
+        (
+            &["enqueue", "--kind", "k", "--timeout", "8d", "{}"],
+            "invalid timeout",
+        ),
+        (
+            &["enqueue", "--kind", "k", "--timeout", "soon", "{}"],
+            "invalid duration",
+        ),
+        (&["prune", "--limit", "0"], "--limit must be at least 1"),
+        (&["prune", "--retention-dead", "x"], "invalid duration"),
         (&["worker", "--handler", "report=teleport"], "unknown handler"),
         (
             &["worker", "--concurrency", "0"],
@@ -68,6 +91,7 @@ fn an_unreachable_database_is_named_with_host_and_port() {
         &["enqueue", "--kind", "k", "{}"],
         &["diagnose", "1"],
         &["reap"],
+        &["prune"],
         &["requeue", "1"],
         &["cancel", "1"],
         &["stats"],

@@ -53,8 +53,8 @@ async fn diagnose(sql: &str, extra: &[&str]) -> String {
 async fn every_fixture_case_is_named_with_its_fix() {
     let all = fixtures();
     assert!(
-        all.len() >= 9,
-        "expected the nine diagnose fixtures, found {}",
+        all.len() >= 11,
+        "expected the eleven diagnose fixtures, found {}",
         all.len()
     );
     for (name, sql) in &all {

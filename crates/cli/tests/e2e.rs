@@ -5,63 +5,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use stuckless_core::driver::{JobEvents, JobGet, Storage, WorkerList};
+use stuckless_core::driver::{Storage, WorkerList};
 use stuckless_core::{JobEventKind, JobId, JobStatus};
-use stuckless_tests::TestDb;
-
-struct Env {
-    rt: tokio::runtime::Runtime,
-    db: TestDb,
-}
-
-impl Env {
-    fn new() -> Env {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let db = rt.block_on(TestDb::new());
-        Env { rt, db }
-    }
-
-    fn url(&self) -> String {
-        self.db.url().to_owned()
-    }
-
-    /// Enqueues through the SQL function other languages use.
-    fn sql_enqueue(&self, kind: &str, payload: &str) -> JobId {
-        let id: i64 = self.rt.block_on(async {
-            sqlx::query_scalar("select stuckless.enqueue('default', $1, $2::jsonb)")
-                .bind(kind)
-                .bind(payload)
-                .fetch_one(self.db.pool())
-                .await
-                .unwrap()
-        });
-        JobId(id)
-    }
-
-    fn job(&self, id: JobId) -> stuckless_core::Job {
-        self.rt
-            .block_on(self.db.storage().job_get(JobGet { id }))
-            .unwrap()
-            .expect("job exists")
-    }
-
-    fn status(&self, id: JobId) -> JobStatus {
-        self.job(id).status
-    }
-
-    fn events(&self, id: JobId) -> Vec<JobEventKind> {
-        self.rt
-            .block_on(self.db.storage().job_events(JobEvents { id }))
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect()
-    }
-}
 
 #[test]
 fn sql_enqueued_job_completes_and_cli_sees_it() {

@@ -9,6 +9,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
+pub use env::{scrape, Env};
+
+mod env;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_stuckless");
 
@@ -167,10 +172,22 @@ pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
 
 /// One HTTP/1.1 request to 127.0.0.1:`port`; returns (status, body).
 pub fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> std::io::Result<(u16, String)> {
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    http_auth(port, method, path, auth.as_deref())
+}
+
+/// One HTTP/1.1 request with `authorization` as the whole `Authorization`
+/// header value (e.g. `bearer s3cret`); returns (status, body).
+pub fn http_auth(
+    port: u16,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+    let auth = authorization
+        .map(|v| format!("Authorization: {v}\r\n"))
         .unwrap_or_default();
     write!(
         s,

@@ -1,16 +1,24 @@
 //! `stuckless diagnose <job-id>`: the seed document's question — why is this
 //! job not moving? — answered from the tables alone, against the database's
-//! clock, with the one safe command that fixes it.
+//! clock, with the one safe command that fixes it. The human rendering is in
+//! `render.rs`, a running attempt's time limit in `time_limit.rs`.
 
-use std::fmt::Write as _;
+mod render;
+#[cfg(test)]
+mod tests;
+mod time_limit;
+
 use std::time::Duration;
 
 use serde::Serialize;
 use stuckless_core::driver::{JobEvents, JobGet, Storage, StorageNow, WorkerList};
 use stuckless_core::{Job, JobEvent, JobId, JobStatus, StorageError, Timestamp};
 
-use crate::ops::{worker_view, Report, WorkerView};
+use crate::coverage::Coverage;
+use crate::ops::{worker_view, WorkerView};
 use crate::util::human_duration;
+
+pub use time_limit::{LimitSource, TimeLimitView};
 
 /// The named cases; three of them are the seed document's scenarios A, B
 /// and C, whose letters are kept as a cross-reference.
@@ -26,6 +34,9 @@ pub enum Case {
     WorkerGone,
     /// Scenario C: queued and due, but no live worker serves its queue.
     NoLiveWorker,
+    /// Queued and due; live workers serve its queue, but none has a handler
+    /// for its kind (e.g. a kind added in a deploy still rolling out).
+    UnhandledKind,
     /// Queued and due with live workers serving the queue: waiting its turn.
     WaitingForCapacity,
     /// Queued with `run_at` in the future (a delay or a retry backoff).
@@ -56,6 +67,7 @@ impl Case {
             Case::SlowButAlive => "running, lease valid: slow or waiting on an external call",
             Case::WorkerGone => "running, lease still valid, but its worker is gone",
             Case::NoLiveWorker => "due, nobody claiming: no live worker serves its queue",
+            Case::UnhandledKind => "due, nobody claiming: no live worker handles its kind",
             Case::WaitingForCapacity => "due, waiting for a free worker slot",
             Case::Scheduled => "scheduled for later",
             Case::Dead => "dead, will not be retried",
@@ -106,6 +118,10 @@ pub struct Diagnosis {
     pub lease_worker: Option<WorkerView>,
     /// Live workers serving the job's queue.
     pub live_workers_for_queue: Vec<String>,
+    /// The kinds those workers have handlers for.
+    pub live_kinds_for_queue: Vec<String>,
+    /// A running attempt's time limit (while its worker is alive).
+    pub time_limit: Option<TimeLimitView>,
     /// Time since the latest job heartbeat, in seconds.
     pub heartbeat_age_secs: Option<f64>,
     /// The job's timeline, oldest first.
@@ -144,6 +160,9 @@ pub async fn diagnose(storage: &dyn Storage, id: JobId, stale_after: Duration) -
         .filter(|w| w.alive && w.record.queues.contains(&job.queue))
         .map(|w| w.record.id.clone())
         .collect();
+    let registry: Vec<_> = workers.iter().map(|w| w.record.clone()).collect();
+    let coverage = Coverage::of_live(&registry, now, stale_after);
+    let live_kinds_for_queue = coverage.kinds_on(&job.queue);
     let lease_worker_id = job
         .lease_owner
         .clone()
@@ -193,6 +212,7 @@ pub async fn diagnose(storage: &dyn Storage, id: JobId, stale_after: Duration) -
         .map(|a| format!("last job heartbeat {}", ago(a)))
         .unwrap_or_default();
 
+    let mut time_limit = None;
     let (case, explanation, fix, fix_note) = match job.status {
         JobStatus::Running => {
             let lease = lease.as_ref().expect("a running job has a lease");
@@ -221,12 +241,15 @@ pub async fn diagnose(storage: &dyn Storage, id: JobId, stale_after: Duration) -
                     )),
                 )
             } else if lease_worker.as_ref().is_some_and(|w| w.alive) {
+                let limit = TimeLimitView::of(&job, lease_worker.as_ref());
+                let limit_text = limit.describe(&job.kind, now);
+                time_limit = Some(limit);
                 (
                     Case::SlowButAlive,
                     format!(
                         "The job is being worked on: {worker_state}, the lease is valid for another {} and is renewed by heartbeats \
                          ({heartbeat}); {progress}. It is slow, not stuck: if the worker dies, the lease runs out and the job is \
-                         reaped automatically.",
+                         reaped automatically. Time limit: {limit_text}; a cancelled attempt is retried.",
                         human_duration(expired_for)
                     ),
                     None,
@@ -276,6 +299,27 @@ pub async fn diagnose(storage: &dyn Storage, id: JobId, stale_after: Duration) -
                     Some(format!("stuckless worker --queues {}", job.queue)),
                     Some("Start a worker for the queue with the same DATABASE_URL (on Cloud Run: min instances 1, or POST /wake); `stuckless workers` lists the registered ones.".into()),
                 )
+            } else if !coverage.handles(&job.queue, &job.kind) {
+                let handled = if live_kinds_for_queue.is_empty() {
+                    "none".to_owned()
+                } else {
+                    live_kinds_for_queue.join(", ")
+                };
+                (
+                    Case::UnhandledKind,
+                    format!(
+                        "The job has been due for {due_for}. {live}, but no live worker handles kind {:?} (live workers handle: \
+                         {handled}). Workers claim only kinds they have a handler for, so the job waits, without using \
+                         attempts, until one that handles it starts.",
+                        job.kind
+                    ),
+                    Some(format!("stuckless worker --queues {} --handler {}=<handler>", job.queue, job.kind)),
+                    Some(format!(
+                        "Deploy a worker with a handler for kind {:?} (in a rolling deploy, the new version takes it as soon \
+                         as it is live). `stuckless stats` counts such jobs; /metrics shows them as stuckless_queue_unhandled.",
+                        job.kind
+                    )),
+                )
             } else {
                 (
                     Case::WaitingForCapacity,
@@ -321,6 +365,8 @@ pub async fn diagnose(storage: &dyn Storage, id: JobId, stale_after: Duration) -
         lease,
         lease_worker,
         live_workers_for_queue,
+        live_kinds_for_queue,
+        time_limit,
         heartbeat_age_secs: heartbeat_age.map(|d| d.as_secs_f64()),
         events,
         explanation,
@@ -328,222 +374,4 @@ pub async fn diagnose(storage: &dyn Storage, id: JobId, stale_after: Duration) -
         fix_note,
         job,
     })
-}
-
-impl Report for Diagnosis {
-    fn human(&self) -> String {
-        let j = &self.job;
-        let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "job {} (queue {}, kind {}): {}",
-            j.id,
-            j.queue,
-            j.kind,
-            self.case.headline()
-        );
-        let _ = writeln!(o);
-        let row = |o: &mut String, k: &str, v: String| {
-            let _ = writeln!(o, "  {k:<14}{v}");
-        };
-        row(&mut o, "now", format!("{} (database clock)", self.now));
-        row(
-            &mut o,
-            "status",
-            format!(
-                "{}, attempt {} of {}, epoch {}",
-                j.status, j.attempt, j.max_attempts, j.epoch
-            ),
-        );
-        if let Some(l) = &self.lease {
-            let when = if l.expired {
-                format!("EXPIRED {}", ago(Duration::from_secs_f64(l.expired_for_secs)))
-            } else {
-                format!(
-                    "valid for {}",
-                    human_duration(Duration::from_secs_f64(-l.expired_for_secs))
-                )
-            };
-            row(
-                &mut o,
-                "lease",
-                format!(
-                    "held by {}, expires {} ({when})",
-                    l.owner.as_deref().unwrap_or("?"),
-                    l.expires_at
-                ),
-            );
-            let w = match &self.lease_worker {
-                Some(w) => format!(
-                    "{}, last registry heartbeat {}",
-                    if w.alive { "alive" } else { "STALE" },
-                    ago(Duration::from_secs_f64(w.heartbeat_age_secs))
-                ),
-                None => "NOT REGISTERED".into(),
-            };
-            row(&mut o, "worker", w);
-        }
-        if let Some(at) = j.heartbeat_at {
-            row(
-                &mut o,
-                "heartbeat",
-                format!("{at} ({})", ago(self.now.saturating_since(at))),
-            );
-        }
-        if let Some(p) = &j.progress {
-            row(&mut o, "progress", p.to_string());
-        }
-        row(&mut o, "run at", j.run_at.to_string());
-        if let Some(at) = j.claimed_at {
-            row(&mut o, "claimed at", at.to_string());
-        }
-        if let Some(e) = &j.last_error {
-            row(&mut o, "last error", e.clone());
-        }
-        row(
-            &mut o,
-            "live workers",
-            if self.live_workers_for_queue.is_empty() {
-                format!("none serving queue {}", j.queue)
-            } else {
-                self.live_workers_for_queue.join(", ")
-            },
-        );
-        let _ = writeln!(o);
-        let _ = writeln!(o, "history (job_events, oldest first):");
-        if self.events.is_empty() {
-            let _ = writeln!(o, "  (no abnormal transitions recorded)");
-        }
-        for e in &self.events {
-            let _ = writeln!(
-                o,
-                "  {}  {:<10} epoch {} attempt {}{}{}",
-                e.at,
-                e.kind.as_str(),
-                e.epoch,
-                e.attempt,
-                e.worker_id
-                    .as_ref()
-                    .map(|w| format!(" worker {w}"))
-                    .unwrap_or_default(),
-                e.detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
-            );
-        }
-        let _ = writeln!(o);
-        let _ = writeln!(o, "diagnosis:");
-        let _ = writeln!(o, "  {}", self.explanation);
-        let _ = writeln!(o);
-        match &self.fix {
-            Some(fix) => {
-                let _ = writeln!(o, "fix:");
-                let _ = writeln!(o, "  {fix}");
-            }
-            None => {
-                let _ = writeln!(o, "fix: none needed");
-            }
-        }
-        if let Some(note) = &self.fix_note {
-            let _ = writeln!(o, "  {note}");
-        }
-        o
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-    use std::sync::Arc;
-    use stuckless_core::driver::{JobClaim, WorkerRegister};
-    use stuckless_core::{Client, ManualClock, MemStore, NewJob};
-
-    async fn setup() -> (ManualClock, Arc<MemStore>, Client, JobId) {
-        let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
-        let s = Arc::new(MemStore::new(clock.clone()));
-        let c = Client::new(s.clone());
-        let id = c
-            .enqueue_job(NewJob::new("default", "report", json!({})))
-            .await
-            .unwrap()
-            .job
-            .id;
-        (clock, s, c, id)
-    }
-
-    async fn register(s: &MemStore, id: &str) {
-        let reg = WorkerRegister {
-            id: id.into(),
-            queues: vec!["default".into()],
-            concurrency: 1,
-            metadata: json!(null),
-            kinds: vec!["k".into()],
-        };
-        s.worker_register(reg).await.unwrap();
-    }
-
-    fn claim(worker: &str) -> JobClaim {
-        JobClaim {
-            worker_id: worker.into(),
-            queues: vec!["default".into()],
-            limit: 1,
-            lease: Duration::from_secs(300),
-            kinds: None,
-        }
-    }
-
-    const STALE: Duration = Duration::from_secs(90);
-
-    #[test]
-    fn headlines_name_the_meaning_with_the_letter_as_a_cross_reference() {
-        assert_eq!(
-            Case::SlowButAlive.headline(),
-            "running, lease valid: slow or waiting on an external call (scenario B)"
-        );
-        assert_eq!(
-            Case::NoLiveWorker.headline(),
-            "due, nobody claiming: no live worker serves its queue (scenario C)"
-        );
-        assert_eq!(Case::Dead.headline(), Case::Dead.title());
-        let json = serde_json::to_value(Case::ExpiredLease).unwrap();
-        assert_eq!(json, "expired_lease");
-    }
-
-    #[tokio::test]
-    async fn names_every_case_on_the_model_store() {
-        let (clock, s, c, id) = setup().await;
-        let d = diagnose(&*s, id, STALE).await.unwrap();
-        assert_eq!(d.case, Case::NoLiveWorker);
-        assert_eq!(d.fix.as_deref(), Some("stuckless worker --queues default"));
-        register(&s, "w1").await;
-        assert_eq!(
-            diagnose(&*s, id, STALE).await.unwrap().case,
-            Case::WaitingForCapacity
-        );
-        s.job_claim(claim("w1")).await.unwrap();
-        let b = diagnose(&*s, id, STALE).await.unwrap();
-        assert_eq!((b.case, b.scenario.as_deref()), (Case::SlowButAlive, Some("B")));
-        assert!(b.fix.is_none());
-        clock.advance(Duration::from_secs(120));
-        assert_eq!(diagnose(&*s, id, STALE).await.unwrap().case, Case::WorkerGone);
-        clock.advance(Duration::from_secs(200));
-        let a = diagnose(&*s, id, STALE).await.unwrap();
-        assert_eq!((a.case, a.scenario.as_deref()), (Case::ExpiredLease, Some("A")));
-        assert_eq!(a.fix.as_deref(), Some(&*format!("stuckless requeue {id}")));
-        assert!(a.human().contains("EXPIRED 20s ago"), "{}", a.human());
-        let first = a.human().lines().next().unwrap().to_owned();
-        assert_eq!(
-            first,
-            format!("job {id} (queue default, kind report): lease expired, not reaped (scenario A)")
-        );
-        // The suggested fix works and is accepted without --force.
-        crate::ops::requeue(&c, id, false).await.unwrap();
-        let requeued = diagnose(&*s, id, STALE).await.unwrap();
-        assert_eq!(requeued.events.len(), 1, "the requeue is in the timeline");
-        c.cancel(id).await.unwrap();
-        assert_eq!(diagnose(&*s, id, STALE).await.unwrap().case, Case::Cancelled);
-        assert_eq!(
-            diagnose(&*s, JobId(77), STALE).await.unwrap_err().to_string(),
-            "no job with id 77"
-        );
-    }
 }
