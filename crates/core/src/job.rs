@@ -182,8 +182,9 @@ pub struct Job {
     /// When the job became terminal.
     pub finished_at: Option<Timestamp>,
     /// Time limit on one attempt, when the job sets its own; otherwise the
-    /// worker's limit for the kind applies.
-    #[serde(default)]
+    /// worker's limit for the kind applies. In JSON: `timeout_us`, whole
+    /// microseconds, like the column.
+    #[serde(default, rename = "timeout_us", with = "crate::time::micros_opt")]
     pub timeout: Option<Duration>,
 }
 
@@ -207,8 +208,9 @@ pub struct NewJob {
     /// One job per key: enqueueing a key again returns the existing job.
     pub idempotency_key: Option<String>,
     /// Time limit on one attempt, 1 µs to 7 days; `None` leaves it to the
-    /// worker (its limit for the kind, else its default of 15 minutes).
-    #[serde(default)]
+    /// worker (its limit for the kind, else its default of 15 minutes). In
+    /// JSON: `timeout_us`, whole microseconds.
+    #[serde(default, rename = "timeout_us", with = "crate::time::micros_opt")]
     pub timeout: Option<Duration>,
 }
 

@@ -51,6 +51,27 @@ pub fn duration_micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// Serde for `Option<Duration>` as whole microseconds (`null` for none): how
+/// job time limits appear in JSON, matching the `timeout_us` column.
+pub mod micros_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes whole microseconds, or null.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads whole microseconds, or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_micros))
+    }
+}
+
 /// Formats a duration for people: `850ms`, `42s`, `4m 30s`, `2h 5m`,
 /// `3d 4h`; what `last_error` says a job timed out after, and what the CLI
 /// prints.

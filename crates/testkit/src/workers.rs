@@ -69,6 +69,14 @@ async fn worker_registry(c: &Ctx) {
     assert_eq!(a.queues, vec!["default".to_string(), "mail".to_string()]);
     assert_eq!(a.kinds, vec!["email".to_string(), "report".to_string()]);
     assert!(a.serves("mail", "report") && !a.serves("mail", "sms") && !a.serves("other", "email"));
+    let older = WorkerRecord {
+        kinds: Vec::new(),
+        ..a.clone()
+    };
+    assert!(
+        older.serves("mail", "sms"),
+        "a worker that recorded no kinds claims every kind"
+    );
     c.advance(Duration::from_secs(5));
     let mut again = reg("a-worker");
     again.concurrency = 2;

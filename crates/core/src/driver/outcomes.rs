@@ -82,9 +82,12 @@ pub struct WorkerRecord {
 }
 
 impl WorkerRecord {
-    /// Whether the worker claims jobs of `kind` on `queue`.
+    /// Whether the worker claims jobs of `kind` on `queue`. A worker that
+    /// recorded no kinds is one from before kinds were recorded, which
+    /// claims every kind.
     pub fn serves(&self, queue: &str, kind: &str) -> bool {
-        self.queues.iter().any(|q| q == queue) && self.kinds.iter().any(|k| k == kind)
+        self.queues.iter().any(|q| q == queue)
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
     }
 }
 
