@@ -287,10 +287,7 @@ async fn postgres_refuses_payload_text_that_is_not_json() {
             .execute(db.pool())
             .await
             .unwrap_err();
-        let code = err
-            .as_database_error()
-            .and_then(|d| d.code())
-            .map(|c| c.to_string());
+        let code = stuckless_tests::sqlstate(&err);
         assert!(
             matches!(code.as_deref(), Some("22P02") | Some("22P05")),
             "{text:?}: {err}"
@@ -303,10 +300,7 @@ async fn postgres_refuses_payload_text_that_is_not_json() {
             .execute(db.pool())
             .await
             .unwrap_err();
-        let code = err
-            .as_database_error()
-            .and_then(|d| d.code())
-            .map(|c| c.to_string());
+        let code = stuckless_tests::sqlstate(&err);
         assert_eq!(code.as_deref(), Some("22023"), "{hostile:?}: {err}");
     }
     let jobs: i64 = sqlx::query_scalar("select count(*) from stuckless.jobs")

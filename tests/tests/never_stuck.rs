@@ -7,16 +7,10 @@ use std::time::Duration;
 
 use stuckless_core::driver::{JobClaim, QueueKindsGet, QueueStatsGet, Storage};
 use stuckless_core::{JobId, NewJob, Timestamp};
-use stuckless_tests::TestDb;
+use stuckless_tests::{sqlstate, TestDb};
 
 async fn db(test: &str) -> Option<TestDb> {
     TestDb::new_or_skip(test).await
-}
-
-fn sqlstate(e: &sqlx::Error) -> Option<String> {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .map(|c| c.to_string())
 }
 
 /// 50,000 finished jobs and 200 unfinished ones of two kinds, analysed: a
