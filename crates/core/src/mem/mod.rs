@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -206,6 +207,14 @@ impl State {
     }
 }
 
+/// Counts a queued job that is due at `now` (run at `run_at`) into a stats
+/// entry's `due` and `oldest_due_age`: per queue and per kind alike.
+fn count_due(due: &mut u64, oldest_due_age: &mut Option<Duration>, run_at: Timestamp, now: Timestamp) {
+    *due += 1;
+    let age = now.saturating_since(run_at);
+    *oldest_due_age = Some(oldest_due_age.map_or(age, |a| a.max(age)));
+}
+
 fn to_queued(job: &mut Job, run_at: Timestamp, now: Timestamp) {
     job.status = JobStatus::Queued;
     job.run_at = run_at;
@@ -280,20 +289,14 @@ impl Storage for MemStore {
 
     async fn job_heartbeat(&self, request: JobHeartbeat) -> StorageResult<Timestamp> {
         request.validate()?;
-        let JobHeartbeat {
-            id,
-            epoch,
-            lease,
-            progress,
-        } = request;
         let now = self.clock.now();
         let mut state = self.lock();
-        let job = state.fenced(id, epoch, "heartbeat")?;
-        let expires = now + lease;
+        let job = state.fenced(request.id, request.epoch, "heartbeat")?;
+        let expires = now + request.lease;
         job.lease_expires_at = Some(expires);
         job.heartbeat_at = Some(now);
-        if progress.is_some() {
-            job.progress = progress;
+        if request.progress.is_some() {
+            job.progress = request.progress;
         }
         job.updated_at = now;
         Ok(expires)
@@ -527,9 +530,7 @@ impl Storage for MemStore {
             });
             match job.status {
                 JobStatus::Queued if job.run_at <= now => {
-                    entry.due += 1;
-                    let age = now.saturating_since(job.run_at);
-                    entry.oldest_due_age = Some(entry.oldest_due_age.map_or(age, |a| a.max(age)));
+                    count_due(&mut entry.due, &mut entry.oldest_due_age, job.run_at, now)
                 }
                 JobStatus::Queued => entry.scheduled += 1,
                 JobStatus::Running if is_reapable(job, now) => entry.running_expired += 1,
