@@ -43,10 +43,18 @@ const HOW_TO: &str = "stuckless tests need PostgreSQL 15 or newer. Provide one w
 
 /// `let db = test_db!();` in an async test: a fresh [`TestDb`], or (with
 /// `STUCKLESS_SKIP_PG=1` and no Postgres) a printed skip and an early return.
+/// `test_db!("name")` names the test in the skip notice instead of its
+/// module and line.
 #[macro_export]
 macro_rules! test_db {
     () => {
         match $crate::TestDb::new_or_skip(concat!(module_path!(), ":", line!())).await {
+            Some(db) => db,
+            None => return,
+        }
+    };
+    ($test:expr) => {
+        match $crate::TestDb::new_or_skip($test).await {
             Some(db) => db,
             None => return,
         }

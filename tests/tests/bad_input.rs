@@ -16,7 +16,7 @@ use stuckless_core::driver::{
     WorkerHeartbeat, WorkerList, WorkerRegister,
 };
 use stuckless_core::{limits, Client, Epoch, JobId, MemStore, NewJob, StorageError, Timestamp, ValidJob};
-use stuckless_tests::{manual_clock, TestDb};
+use stuckless_tests::manual_clock;
 
 const HOSTILE: &[&str] = &[
     "x'; drop table stuckless.jobs; --",
@@ -247,9 +247,7 @@ async fn memstore_refuses_bad_input() {
 
 #[tokio::test]
 async fn postgres_refuses_bad_input_and_the_schema_is_intact() {
-    let Some(db) = TestDb::new_or_skip("postgres_refuses_bad_input_and_the_schema_is_intact").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("postgres_refuses_bad_input_and_the_schema_is_intact");
     refuses_bad_input(Arc::new(db.pinned_storage(Arc::new(manual_clock())))).await;
     // Nothing hostile was executed: the tables are all there, with exactly
     // what the valid calls wrote.
@@ -269,9 +267,7 @@ async fn postgres_refuses_bad_input_and_the_schema_is_intact() {
 
 #[tokio::test]
 async fn postgres_refuses_payload_text_that_is_not_json() {
-    let Some(db) = TestDb::new_or_skip("postgres_refuses_payload_text_that_is_not_json").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("postgres_refuses_payload_text_that_is_not_json");
     // Text from another language that is not JSON: refused by the jsonb cast
     // (22P02) before stuckless.enqueue runs; nothing written.
     for text in [

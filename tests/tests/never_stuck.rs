@@ -9,10 +9,6 @@ use stuckless_core::driver::{JobClaim, QueueKindsGet, QueueStatsGet, Storage};
 use stuckless_core::{JobId, NewJob, Timestamp};
 use stuckless_tests::{sqlstate, TestDb};
 
-async fn db(test: &str) -> Option<TestDb> {
-    TestDb::new_or_skip(test).await
-}
-
 /// 50,000 finished jobs and 200 unfinished ones of two kinds, analysed: a
 /// table where any plan that reads finished rows shows it.
 async fn mostly_finished(db: &TestDb) {
@@ -52,9 +48,7 @@ async fn plan(
 /// stops after `limit`: the kind is a filter, not a sort.
 #[tokio::test]
 async fn a_claim_by_kind_stays_on_the_claim_index() {
-    let Some(db) = db("a_claim_by_kind_stays_on_the_claim_index").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("a_claim_by_kind_stays_on_the_claim_index");
     mostly_finished(&db).await;
     let plan = plan(&db, stuckless_pg::plans::CLAIM_ONE_QUEUE, |q| {
         q.bind(None::<i64>)
@@ -80,9 +74,7 @@ async fn a_claim_by_kind_stays_on_the_claim_index() {
 /// Queue gauges and retention read only the rows they are about.
 #[tokio::test]
 async fn per_kind_counts_and_prune_never_scan_the_finished_jobs() {
-    let Some(db) = db("per_kind_counts_and_prune_never_scan_the_finished_jobs").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("per_kind_counts_and_prune_never_scan_the_finished_jobs");
     mostly_finished(&db).await;
     let kinds = plan(&db, stuckless_pg::plans::QUEUE_KINDS, |q| q.bind(None::<i64>)).await;
     assert!(!kinds.contains("Seq Scan on jobs"), "{kinds}");
@@ -110,9 +102,7 @@ async fn per_kind_counts_and_prune_never_scan_the_finished_jobs() {
 /// claim failed with "cannot convert infinity to bigint".
 #[tokio::test]
 async fn a_row_no_claim_can_convert_never_blocks_the_others() {
-    let Some(db) = db("a_row_no_claim_can_convert_never_blocks_the_others").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("a_row_no_claim_can_convert_never_blocks_the_others");
     sqlx::raw_sql(
         "alter table stuckless.jobs drop constraint run_at_in_range;
          insert into stuckless.jobs (queue, kind, payload, run_at, priority, created_at, updated_at)
@@ -150,9 +140,7 @@ async fn a_row_no_claim_can_convert_never_blocks_the_others() {
 /// `stuckless.enqueue` cannot write what `NewJob` would not.
 #[tokio::test]
 async fn rust_and_the_sql_api_agree_on_run_at_and_time_limits() {
-    let Some(db) = db("rust_and_the_sql_api_agree_on_run_at_and_time_limits").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("rust_and_the_sql_api_agree_on_run_at_and_time_limits");
     let year_1 = stuckless_core::limits::MIN_TIMESTAMP_MICROS;
     let year_9999 = stuckless_core::limits::MAX_TIMESTAMP_MICROS;
     let run_ats = [year_1 - 1, year_1, 0, year_9999, year_9999 + 1];

@@ -9,11 +9,7 @@ use serde_json::json;
 use stuckless_core::driver::{JobCancel, JobRelease, JobRequeue, Storage};
 use stuckless_core::{JobEventKind, JobId, JobStatus, NewJob};
 use stuckless_pg::{PgError, PgStorage};
-use stuckless_tests::{assert_wrong_status, claim_default, insert, TestDb};
-
-async fn db(test: &str) -> Option<TestDb> {
-    TestDb::new_or_skip(test).await
-}
+use stuckless_tests::{assert_wrong_status, claim_default, insert};
 
 #[tokio::test]
 async fn connect_to_an_unreachable_server_names_host_port_and_the_fix() {
@@ -35,9 +31,7 @@ async fn connect_to_an_unreachable_server_names_host_port_and_the_fix() {
 /// `skip locked` passed over those expired jobs until the connection died.
 #[tokio::test]
 async fn connected_storage_ends_transactions_whose_client_went_silent() {
-    let Some(db) = db("connected_storage_ends_transactions_whose_client_went_silent").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("connected_storage_ends_transactions_whose_client_went_silent");
     let storage = PgStorage::connect(db.url()).await.unwrap();
     let setting: String = sqlx::query_scalar("select current_setting('idle_in_transaction_session_timeout')")
         .fetch_one(storage.pool())
@@ -49,9 +43,7 @@ async fn connected_storage_ends_transactions_whose_client_went_silent() {
 
 #[tokio::test]
 async fn operator_listings_filter_by_time_and_page_by_id() {
-    let Some(db) = db("operator_listings_filter_by_time_and_page_by_id").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("operator_listings_filter_by_time_and_page_by_id");
     let clock = stuckless_tests::manual_clock();
     let s = db
         .pinned_storage(Arc::new(clock.clone()))
@@ -103,9 +95,7 @@ async fn operator_listings_filter_by_time_and_page_by_id() {
 /// after a refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_operator_action_releases_its_row_lock_at_once() {
-    let Some(db) = db("a_refused_operator_action_releases_its_row_lock_at_once").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("a_refused_operator_action_releases_its_row_lock_at_once");
     let s = db.storage();
     s.job_insert(insert(NewJob::new("default", "k", json!(1)).max_attempts(1000)))
         .await
@@ -148,9 +138,7 @@ async fn a_refused_operator_action_releases_its_row_lock_at_once() {
 /// A single-queue claim must walk the claim index, not sort the queue.
 #[tokio::test]
 async fn single_queue_claim_uses_the_claim_index_in_order() {
-    let Some(db) = db("single_queue_claim_uses_the_claim_index_in_order").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("single_queue_claim_uses_the_claim_index_in_order");
     let plan: Vec<String> = sqlx::query_scalar(
         "explain select j.id from stuckless.jobs j where j.status = 'queued' \
          and j.queue = (array['default']::text[])[1] and j.run_at <= now() \

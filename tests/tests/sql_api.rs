@@ -6,17 +6,11 @@ use serde_json::{json, Value};
 use stuckless_core::driver::{JobComplete, JobGet, Storage};
 use stuckless_core::{JobEventKind, JobId, JobStatus, NewJob};
 use stuckless_pg::PgError;
-use stuckless_tests::{assert_wrong_status, claim_default, event_kinds, insert, sql_error, sqlstate, TestDb};
-
-async fn db(test: &str) -> Option<TestDb> {
-    TestDb::new_or_skip(test).await
-}
+use stuckless_tests::{assert_wrong_status, claim_default, event_kinds, insert, sql_error, sqlstate};
 
 #[tokio::test]
 async fn sql_enqueue_inserts_validates_and_deduplicates() {
-    let Some(db) = db("sql_enqueue_inserts_validates_and_deduplicates").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("sql_enqueue_inserts_validates_and_deduplicates");
     let pool = db.pool();
     let id: i64 =
         sqlx::query_scalar("select stuckless.enqueue('default', 'report', '{\"section\": 1}'::jsonb)")
@@ -131,9 +125,7 @@ async fn sql_enqueue_inserts_validates_and_deduplicates() {
 
 #[tokio::test]
 async fn sql_cancel_and_job_state_follow_the_storage_rules() {
-    let Some(db) = db("sql_cancel_and_job_state_follow_the_storage_rules").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("sql_cancel_and_job_state_follow_the_storage_rules");
     let pool = db.pool();
     let s = db.storage();
     for _ in 0..3 {
@@ -207,9 +199,7 @@ async fn sql_cancel_and_job_state_follow_the_storage_rules() {
 
 #[tokio::test]
 async fn transactional_enqueue_commits_or_rolls_back_with_the_callers_writes() {
-    let Some(db) = db("transactional_enqueue_commits_or_rolls_back_with_the_callers_writes").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("transactional_enqueue_commits_or_rolls_back_with_the_callers_writes");
     let pool = db.pool();
     sqlx::query("create table public.reports (id bigint primary key)")
         .execute(pool)
@@ -270,9 +260,7 @@ async fn transactional_enqueue_commits_or_rolls_back_with_the_callers_writes() {
 
 #[tokio::test]
 async fn the_sql_api_needs_only_execute_rights_and_is_closed_to_public() {
-    let Some(db) = db("the_sql_api_needs_only_execute_rights_and_is_closed_to_public").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("the_sql_api_needs_only_execute_rights_and_is_closed_to_public");
     // Roles are cluster-wide: name them after this test's database.
     let app = format!("{}_app", db.name());
     let stranger = format!("{}_anon", db.name());
@@ -346,9 +334,7 @@ async fn the_sql_api_needs_only_execute_rights_and_is_closed_to_public() {
 /// written before migration 3 was made dead by it, with the reason.
 #[tokio::test]
 async fn no_row_with_an_out_of_range_run_at_can_reach_the_table() {
-    let Some(db) = db("no_row_with_an_out_of_range_run_at_can_reach_the_table").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("no_row_with_an_out_of_range_run_at_can_reach_the_table");
     for at in ["-infinity", "infinity", "0001-01-01 00:00:00+00 BC"] {
         let err = sqlx::query(
             "insert into stuckless.jobs (queue, kind, payload, run_at, created_at, updated_at)

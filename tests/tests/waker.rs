@@ -8,15 +8,11 @@ use serde_json::json;
 use stuckless_core::driver::{JobRelease, Storage};
 use stuckless_core::{NewJob, Waker};
 use stuckless_pg::{PgStorage, PgWaker};
-use stuckless_tests::{claim_default, insert, TestDb};
+use stuckless_tests::{claim_default, insert};
 
 /// A bound on waiting for something that must happen; hitting it is a
 /// failure (liveness), not a performance measurement.
 const BOUND: Duration = Duration::from_secs(30);
-
-async fn db(test: &str) -> Option<TestDb> {
-    TestDb::new_or_skip(test).await
-}
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + BOUND;
@@ -37,9 +33,8 @@ async fn woken(waker: &PgWaker, what: &str) {
 
 #[tokio::test]
 async fn waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed() {
-    let Some(db) = db("waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed").await else {
-        return;
-    };
+    let db =
+        stuckless_tests::test_db!("waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed");
     let waker: Arc<PgWaker> = PgWaker::start(db.pool().clone(), vec!["default".into()]);
     until("first LISTEN connection", || waker.is_connected()).await;
     assert_eq!(waker.connections(), 1);
