@@ -24,8 +24,10 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
-use stuckless_core::driver::{JobClaim, JobEvents, JobInsert, Storage};
-use stuckless_core::{Clock, JobEventKind, JobId, JobStatus, ManualClock, NewJob, StorageError, Timestamp};
+use stuckless_core::driver::{JobClaim, JobEvents, JobGet, JobInsert, Storage};
+use stuckless_core::{
+    Clock, Job, JobEventKind, JobId, JobStatus, ManualClock, NewJob, StorageError, Timestamp,
+};
 use stuckless_pg::PgStorage;
 
 /// The environment switch that turns "no Postgres" from a failure into a
@@ -170,6 +172,12 @@ impl TestDb {
     /// A storage on the test database, judging time by the database clock.
     pub fn storage(&self) -> PgStorage {
         PgStorage::new(self.pool.clone())
+    }
+
+    /// Job `id` as [`TestDb::storage`] reads it; it must exist.
+    pub async fn job(&self, id: i64) -> Job {
+        let job = self.storage().job_get(JobGet { id: JobId(id) }).await;
+        job.unwrap().expect("the job exists")
     }
 
     /// A storage on the test database with its time pinned to `clock`.

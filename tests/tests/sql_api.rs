@@ -18,12 +18,7 @@ async fn sql_enqueue_inserts_validates_and_deduplicates() {
             .await
             .unwrap();
     assert_eq!(id, 1);
-    let job = db
-        .storage()
-        .job_get(JobGet { id: JobId(id) })
-        .await
-        .unwrap()
-        .unwrap();
+    let job = db.job(id).await;
     assert_eq!((job.queue.as_str(), job.kind.as_str()), ("default", "report"));
     assert_eq!(job.payload, json!({"section": 1}));
     assert_eq!(
@@ -38,12 +33,7 @@ async fn sql_enqueue_inserts_validates_and_deduplicates() {
     let k1: i64 = sqlx::query_scalar(keyed).fetch_one(pool).await.unwrap();
     let k2: i64 = sqlx::query_scalar(keyed).fetch_one(pool).await.unwrap();
     assert_eq!((k1, k2), (2, 2), "one job per idempotency key");
-    let job = db
-        .storage()
-        .job_get(JobGet { id: JobId(2) })
-        .await
-        .unwrap()
-        .unwrap();
+    let job = db.job(2).await;
     assert_eq!((job.priority, job.max_attempts), (3, 2));
     assert_eq!(job.run_at.micros_since(job.created_at), 3_600_000_000);
     // The same key through the Rust API finds the SQL-made job.
@@ -369,12 +359,7 @@ async fn no_row_with_an_out_of_range_run_at_can_reach_the_table() {
         .execute(db.pool())
         .await
         .unwrap();
-    let job = db
-        .storage()
-        .job_get(JobGet { id: JobId(poisoned) })
-        .await
-        .unwrap()
-        .unwrap();
+    let job = db.job(poisoned).await;
     assert_eq!(job.status, JobStatus::Dead);
     assert!(job
         .last_error
