@@ -112,6 +112,19 @@ impl State {
         });
     }
 
+    /// Logs `kind` for `job` whatever the happy-path setting (the writes
+    /// other than claims and inserts always leave their event).
+    fn log(
+        &mut self,
+        job: &Job,
+        kind: JobEventKind,
+        now: Timestamp,
+        worker: Option<&str>,
+        detail: Option<String>,
+    ) {
+        self.event(true, job, kind, now, worker, detail);
+    }
+
     /// The fencing check shared by every write after a claim.
     fn fenced(&mut self, id: JobId, epoch: Epoch, operation: &'static str) -> StorageResult<&mut Job> {
         let job = self.jobs.get_mut(&id).ok_or(StorageError::NotFound(id))?;
@@ -342,8 +355,7 @@ impl Storage for MemStore {
             FailOutcome::Retried { .. } => JobEventKind::Retried,
             FailOutcome::Dead => JobEventKind::Dead,
         };
-        state.event(
-            true,
+        state.log(
             &job,
             kind,
             now,
@@ -360,8 +372,7 @@ impl Storage for MemStore {
         job.attempt -= 1;
         to_queued(job, now, now);
         let job = job.clone();
-        state.event(
-            true,
+        state.log(
             &job,
             JobEventKind::Released,
             now,
@@ -400,7 +411,7 @@ impl Storage for MemStore {
                 JobEventKind::Reaped
             };
             let job = job.clone();
-            state.event(true, &job, kind, now, job.lease_owner.as_deref(), Some(detail));
+            state.log(&job, kind, now, job.lease_owner.as_deref(), Some(detail));
         }
         Ok(outcome)
     }
@@ -426,7 +437,7 @@ impl Storage for MemStore {
         job.updated_at = now;
         job.finished_at = Some(now);
         let job = job.clone();
-        state.event(true, &job, JobEventKind::Cancelled, now, None, None);
+        state.log(&job, JobEventKind::Cancelled, now, None, None);
         Ok(job)
     }
 
@@ -457,14 +468,7 @@ impl Storage for MemStore {
         };
         to_queued(job, now, now);
         let job = job.clone();
-        state.event(
-            true,
-            &job,
-            JobEventKind::Requeued,
-            now,
-            None,
-            Some(detail.to_string()),
-        );
+        state.log(&job, JobEventKind::Requeued, now, None, Some(detail.to_string()));
         Ok(job)
     }
 
