@@ -234,6 +234,17 @@ pub async fn sql_error<'c>(conn: impl sqlx::PgExecutor<'c>, sql: &str) -> sqlx::
         .expect_err("the statement must fail")
 }
 
+/// The one value `sql` returns on `conn` (a pool or a connection).
+pub async fn sql_value<'c, T>(conn: impl sqlx::PgExecutor<'c>, sql: &str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
 /// The storage call that inserts `job`, which the test knows is valid.
 pub fn insert(job: NewJob) -> JobInsert {
     JobInsert::new(job).expect("a valid job")

@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 use stuckless_core::driver::{JobComplete, JobGet, Storage};
 use stuckless_core::{JobEventKind, JobId, JobStatus, NewJob};
 use stuckless_pg::PgError;
-use stuckless_tests::{assert_wrong_status, claim_default, event_kinds, insert, sql_error, sqlstate};
+use stuckless_tests::{
+    assert_wrong_status, claim_default, event_kinds, insert, sql_error, sql_value, sqlstate,
+};
 
 #[tokio::test]
 async fn sql_enqueue_inserts_validates_and_deduplicates() {
@@ -99,10 +101,7 @@ async fn sql_enqueue_inserts_validates_and_deduplicates() {
         assert_eq!(sqlstate(&err).as_deref(), Some("22023"), "{sql}: {err}");
         assert!(err.to_string().contains(message), "{sql}: {err}");
     }
-    let count: i64 = sqlx::query_scalar("select count(*) from stuckless.jobs")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let count: i64 = sql_value(pool, "select count(*) from stuckless.jobs").await;
     assert_eq!(count, 2, "bad input wrote nothing");
     // A payload that is not JSON at all never reaches the function.
     let err = sqlx::query("select stuckless.enqueue('q', 'k', $1::text::jsonb)")
@@ -123,40 +122,25 @@ async fn sql_cancel_and_job_state_follow_the_storage_rules() {
             .await
             .unwrap();
     }
-    let state: Option<Value> = sqlx::query_scalar("select stuckless.job_state(99)")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let state: Option<Value> = sql_value(pool, "select stuckless.job_state(99)").await;
     assert_eq!(state, None);
-    let state: Value = sqlx::query_scalar("select stuckless.job_state(1)")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let state: Value = sql_value(pool, "select stuckless.job_state(1)").await;
     assert_eq!(
         (state["status"].as_str(), state["attempt"].as_i64()),
         (Some("queued"), Some(0))
     );
     assert_eq!(state["lease_expired"], json!(false));
 
-    let cancelled: Value = sqlx::query_scalar("select stuckless.cancel(1)")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let cancelled: Value = sql_value(pool, "select stuckless.cancel(1)").await;
     assert_eq!(cancelled["status"], json!("cancelled"));
-    let again: Value = sqlx::query_scalar("select stuckless.cancel(1)")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let again: Value = sql_value(pool, "select stuckless.cancel(1)").await;
     assert_eq!(again, cancelled, "cancelling twice changes nothing");
     assert_eq!(event_kinds(&s, JobId(1)).await, vec![JobEventKind::Cancelled]);
 
     // Cancelling a running job fences its holder.
     let claim = claim_default("w1", 2);
     let claimed = s.job_claim(claim).await.unwrap();
-    let state: Value = sqlx::query_scalar("select stuckless.job_state(2)")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let state: Value = sql_value(pool, "select stuckless.job_state(2)").await;
     assert_eq!(
         (state["status"].as_str(), state["lease_owner"].as_str()),
         (Some("running"), Some("w1"))
@@ -272,10 +256,7 @@ async fn the_sql_api_needs_only_execute_rights_and_is_closed_to_public() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    let id: i64 = sqlx::query_scalar("select stuckless.enqueue('default', 'k')")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
+    let id: i64 = sql_value(&mut *conn, "select stuckless.enqueue('default', 'k')").await;
     let state: Value = sqlx::query_scalar("select stuckless.cancel($1)")
         .bind(id)
         .fetch_one(&mut *conn)
