@@ -16,7 +16,7 @@ use stuckless_core::driver::{
     WorkerHeartbeat, WorkerList, WorkerRegister,
 };
 use stuckless_core::{limits, Client, Epoch, JobId, MemStore, NewJob, StorageError, Timestamp, ValidJob};
-use stuckless_tests::manual_clock;
+use stuckless_tests::{manual_clock, TestDb};
 
 const HOSTILE: &[&str] = &[
     "x'; drop table stuckless.jobs; --",
@@ -265,6 +265,13 @@ async fn postgres_refuses_bad_input_and_the_schema_is_intact() {
     assert_eq!(jobs, HOSTILE.len() as i64);
 }
 
+/// The error `enqueue` (an SQL API call taking one text parameter) gives
+/// for `text`; it must fail.
+async fn enqueue_error(db: &TestDb, enqueue: &'static str, text: &str) -> sqlx::Error {
+    let result = sqlx::query(enqueue).bind(text).execute(db.pool()).await;
+    result.expect_err("the enqueue must be refused")
+}
+
 #[tokio::test]
 async fn postgres_refuses_payload_text_that_is_not_json() {
     let db = stuckless_tests::test_db!("postgres_refuses_payload_text_that_is_not_json");
@@ -278,11 +285,12 @@ async fn postgres_refuses_payload_text_that_is_not_json() {
         "\"\\u0000\"",
         "NaN",
     ] {
-        let err = sqlx::query("select stuckless.enqueue('default', 'k', $1::text::jsonb)")
-            .bind(text)
-            .execute(db.pool())
-            .await
-            .unwrap_err();
+        let err = enqueue_error(
+            &db,
+            "select stuckless.enqueue('default', 'k', $1::text::jsonb)",
+            text,
+        )
+        .await;
         let code = stuckless_tests::sqlstate(&err);
         assert!(
             matches!(code.as_deref(), Some("22P02") | Some("22P05")),
@@ -291,11 +299,7 @@ async fn postgres_refuses_payload_text_that_is_not_json() {
     }
     // Hostile names through the SQL API: a typed refusal, never SQL.
     for hostile in HOSTILE {
-        let err = sqlx::query("select stuckless.enqueue($1, 'k')")
-            .bind(hostile)
-            .execute(db.pool())
-            .await
-            .unwrap_err();
+        let err = enqueue_error(&db, "select stuckless.enqueue($1, 'k')", hostile).await;
         let code = stuckless_tests::sqlstate(&err);
         assert_eq!(code.as_deref(), Some("22023"), "{hostile:?}: {err}");
     }
