@@ -148,16 +148,8 @@ async fn rust_and_the_sql_api_agree_on_run_at_and_time_limits() {
         let rust = NewJob::new("q", "k", serde_json::json!({}))
             .run_at(Timestamp::from_micros(micros))
             .check();
-        let sql = sqlx::query("select stuckless.enqueue('q', 'k', run_at => stuckless.from_micros($1))")
-            .bind(micros)
-            .execute(db.pool())
-            .await;
-        verdicts_agree(
-            "run_at",
-            &format!("{micros} µs"),
-            rust.err().map(|e| e.field),
-            sql,
-        );
+        let sql = "select stuckless.enqueue('q', 'k', run_at => stuckless.from_micros($1))";
+        sql_agrees(&db, "run_at", sql, micros, rust.err().map(|e| e.field)).await;
     }
     let week = 7 * 86_400_000_000u64;
     for micros in [0, 1, 90_000_000, week, week + 1] {
@@ -165,16 +157,8 @@ async fn rust_and_the_sql_api_agree_on_run_at_and_time_limits() {
         let rust = NewJob::new("q", "k", serde_json::json!({}))
             .timeout(limit)
             .check();
-        let sql = sqlx::query("select stuckless.enqueue('q', 'k', timeout => stuckless.micros($1))")
-            .bind(micros as i64)
-            .execute(db.pool())
-            .await;
-        verdicts_agree(
-            "timeout",
-            &format!("{micros} µs"),
-            rust.err().map(|e| e.field),
-            sql,
-        );
+        let sql = "select stuckless.enqueue('q', 'k', timeout => stuckless.micros($1))";
+        sql_agrees(&db, "timeout", sql, micros as i64, rust.err().map(|e| e.field)).await;
     }
     let stored: Vec<Option<i64>> =
         sqlx::query_scalar("select timeout_us from stuckless.jobs where timeout_us is not null order by id")
@@ -184,12 +168,18 @@ async fn rust_and_the_sql_api_agree_on_run_at_and_time_limits() {
     assert_eq!(stored, [Some(1), Some(90_000_000), Some(week as i64)]);
 }
 
-fn verdicts_agree(
+/// Enqueues through `enqueue` (an SQL API call taking `micros` as its one
+/// parameter) and checks that it accepts or refuses as Rust did: `rust` is
+/// the field Rust refused, if it did.
+async fn sql_agrees(
+    db: &TestDb,
     field: &str,
-    value: &str,
+    enqueue: &'static str,
+    micros: i64,
     rust: Option<&'static str>,
-    sql: Result<sqlx::postgres::PgQueryResult, sqlx::Error>,
 ) {
+    let value = format!("{micros} µs");
+    let sql = sqlx::query(enqueue).bind(micros).execute(db.pool()).await;
     match (rust, sql) {
         (None, Ok(_)) => {}
         (Some(rust_field), Err(e)) => {
