@@ -24,7 +24,10 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
-use stuckless_core::{Clock, ManualClock, Timestamp};
+use stuckless_core::driver::{JobClaim, JobEvents, JobGet, JobInsert, Storage};
+use stuckless_core::{
+    Clock, Job, JobEventKind, JobId, JobStatus, ManualClock, NewJob, StorageError, Timestamp,
+};
 use stuckless_pg::PgStorage;
 
 /// The environment switch that turns "no Postgres" from a failure into a
@@ -42,10 +45,18 @@ const HOW_TO: &str = "stuckless tests need PostgreSQL 15 or newer. Provide one w
 
 /// `let db = test_db!();` in an async test: a fresh [`TestDb`], or (with
 /// `STUCKLESS_SKIP_PG=1` and no Postgres) a printed skip and an early return.
+/// `test_db!("name")` names the test in the skip notice instead of its
+/// module and line.
 #[macro_export]
 macro_rules! test_db {
     () => {
         match $crate::TestDb::new_or_skip(concat!(module_path!(), ":", line!())).await {
+            Some(db) => db,
+            None => return,
+        }
+    };
+    ($test:expr) => {
+        match $crate::TestDb::new_or_skip($test).await {
             Some(db) => db,
             None => return,
         }
@@ -163,6 +174,12 @@ impl TestDb {
         PgStorage::new(self.pool.clone())
     }
 
+    /// Job `id` as [`TestDb::storage`] reads it; it must exist.
+    pub async fn job(&self, id: i64) -> Job {
+        let job = self.storage().job_get(JobGet { id: JobId(id) }).await;
+        job.unwrap().expect("the job exists")
+    }
+
     /// A storage on the test database with its time pinned to `clock`.
     pub fn pinned_storage(&self, clock: Arc<dyn Clock>) -> PgStorage {
         PgStorage::new(self.pool.clone()).with_pinned_clock(clock)
@@ -199,6 +216,65 @@ impl Drop for TestDb {
 pub fn manual_clock() -> ManualClock {
     // 2026-11-29T00:00:00Z plus a few odd microseconds, so rounding bugs show.
     ManualClock::new(Timestamp::from_micros(1_795_910_400_000_000 + 123_457))
+}
+
+/// The SQLSTATE of a database error (`22023`, `55000`, ...), if `e` is one.
+pub fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.to_string())
+}
+
+/// Runs `sql`, which must fail, on `conn` (a pool or a connection) and
+/// returns the error.
+pub async fn sql_error<'c>(conn: impl sqlx::PgExecutor<'c>, sql: &str) -> sqlx::Error {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(conn)
+        .await
+        .expect_err("the statement must fail")
+}
+
+/// The one value `sql` returns on `conn` (a pool or a connection).
+pub async fn sql_value<'c, T>(conn: impl sqlx::PgExecutor<'c>, sql: &str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// The storage call that inserts `job`, which the test knows is valid.
+pub fn insert(job: NewJob) -> JobInsert {
+    JobInsert::new(job).expect("a valid job")
+}
+
+/// A claim by `worker` of up to `limit` jobs of the default queue, any kind,
+/// with a 30 s lease.
+pub fn claim_default(worker: &str, limit: u32) -> JobClaim {
+    JobClaim {
+        worker_id: worker.into(),
+        queues: vec!["default".into()],
+        limit,
+        lease: Duration::from_secs(30),
+        kinds: None,
+    }
+}
+
+/// The kinds of `id`'s events, oldest first.
+pub async fn event_kinds(s: &dyn Storage, id: JobId) -> Vec<JobEventKind> {
+    let events = s.job_events(JobEvents { id }).await.unwrap();
+    events.iter().map(|e| e.kind).collect()
+}
+
+/// Asserts that `err` refuses an operation because the job is in `status`.
+#[track_caller]
+pub fn assert_wrong_status(err: &StorageError, status: JobStatus) {
+    assert!(
+        matches!(err, StorageError::WrongStatus { status: s, .. } if *s == status),
+        "{err}"
+    );
 }
 
 /// Whether `STUCKLESS_SKIP_PG=1` is set.

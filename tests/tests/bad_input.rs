@@ -247,9 +247,7 @@ async fn memstore_refuses_bad_input() {
 
 #[tokio::test]
 async fn postgres_refuses_bad_input_and_the_schema_is_intact() {
-    let Some(db) = TestDb::new_or_skip("postgres_refuses_bad_input_and_the_schema_is_intact").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("postgres_refuses_bad_input_and_the_schema_is_intact");
     refuses_bad_input(Arc::new(db.pinned_storage(Arc::new(manual_clock())))).await;
     // Nothing hostile was executed: the tables are all there, with exactly
     // what the valid calls wrote.
@@ -267,11 +265,16 @@ async fn postgres_refuses_bad_input_and_the_schema_is_intact() {
     assert_eq!(jobs, HOSTILE.len() as i64);
 }
 
+/// The error `enqueue` (an SQL API call taking one text parameter) gives
+/// for `text`; it must fail.
+async fn enqueue_error(db: &TestDb, enqueue: &'static str, text: &str) -> sqlx::Error {
+    let result = sqlx::query(enqueue).bind(text).execute(db.pool()).await;
+    result.expect_err("the enqueue must be refused")
+}
+
 #[tokio::test]
 async fn postgres_refuses_payload_text_that_is_not_json() {
-    let Some(db) = TestDb::new_or_skip("postgres_refuses_payload_text_that_is_not_json").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("postgres_refuses_payload_text_that_is_not_json");
     // Text from another language that is not JSON: refused by the jsonb cast
     // (22P02) before stuckless.enqueue runs; nothing written.
     for text in [
@@ -282,15 +285,13 @@ async fn postgres_refuses_payload_text_that_is_not_json() {
         "\"\\u0000\"",
         "NaN",
     ] {
-        let err = sqlx::query("select stuckless.enqueue('default', 'k', $1::text::jsonb)")
-            .bind(text)
-            .execute(db.pool())
-            .await
-            .unwrap_err();
-        let code = err
-            .as_database_error()
-            .and_then(|d| d.code())
-            .map(|c| c.to_string());
+        let err = enqueue_error(
+            &db,
+            "select stuckless.enqueue('default', 'k', $1::text::jsonb)",
+            text,
+        )
+        .await;
+        let code = stuckless_tests::sqlstate(&err);
         assert!(
             matches!(code.as_deref(), Some("22P02") | Some("22P05")),
             "{text:?}: {err}"
@@ -298,15 +299,8 @@ async fn postgres_refuses_payload_text_that_is_not_json() {
     }
     // Hostile names through the SQL API: a typed refusal, never SQL.
     for hostile in HOSTILE {
-        let err = sqlx::query("select stuckless.enqueue($1, 'k')")
-            .bind(hostile)
-            .execute(db.pool())
-            .await
-            .unwrap_err();
-        let code = err
-            .as_database_error()
-            .and_then(|d| d.code())
-            .map(|c| c.to_string());
+        let err = enqueue_error(&db, "select stuckless.enqueue($1, 'k')", hostile).await;
+        let code = stuckless_tests::sqlstate(&err);
         assert_eq!(code.as_deref(), Some("22023"), "{hostile:?}: {err}");
     }
     let jobs: i64 = sqlx::query_scalar("select count(*) from stuckless.jobs")

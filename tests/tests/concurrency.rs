@@ -12,15 +12,12 @@ use stuckless_core::driver::{
     JobReapExpired, Storage,
 };
 use stuckless_core::{Epoch, JobEventKind, JobId, JobStatus, NewJob, StorageError};
-use stuckless_tests::{manual_clock, TestDb};
+use stuckless_tests::manual_clock;
 use tokio::sync::Barrier;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_claimers_complete_ten_thousand_jobs_each_exactly_once() {
-    let Some(db) = TestDb::new_or_skip("eight_claimers_complete_ten_thousand_jobs_each_exactly_once").await
-    else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("eight_claimers_complete_ten_thousand_jobs_each_exactly_once");
     const JOBS: usize = 10_000;
     const CLAIMERS: usize = 8;
     let s = db.storage();
@@ -95,11 +92,7 @@ async fn eight_claimers_complete_ten_thousand_jobs_each_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reap_racing_a_stale_workers_completion_never_yields_two_outcomes() {
-    let Some(db) =
-        TestDb::new_or_skip("a_reap_racing_a_stale_workers_completion_never_yields_two_outcomes").await
-    else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("a_reap_racing_a_stale_workers_completion_never_yields_two_outcomes");
     const JOBS: usize = 300;
     const ROUNDS: usize = 5;
     let clock = manual_clock();
@@ -210,10 +203,7 @@ async fn a_reap_racing_a_stale_workers_completion_never_yields_two_outcomes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_enqueues_with_one_idempotency_key_yield_one_job() {
-    let Some(db) = TestDb::new_or_skip("parallel_enqueues_with_one_idempotency_key_yield_one_job").await
-    else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("parallel_enqueues_with_one_idempotency_key_yield_one_job");
     const ROUNDS: usize = 200;
     const RACERS: usize = 4;
     for round in 0..ROUNDS {

@@ -25,9 +25,7 @@ stuckless_testkit::conformance_tests!(pg, |setup: Setup| async move {
 /// leases must be judged by it when no clock is pinned.
 #[tokio::test]
 async fn unpinned_pg_storage_uses_the_database_clock() {
-    let Some(db) = TestDb::new_or_skip("unpinned_pg_storage_uses_the_database_clock").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("unpinned_pg_storage_uses_the_database_clock");
     let s = db.storage();
     let db_now: i64 = sqlx::query_scalar("select stuckless.to_micros(now())")
         .fetch_one(db.pool())

@@ -7,17 +7,7 @@ use std::time::Duration;
 
 use stuckless_core::driver::{JobClaim, QueueKindsGet, QueueStatsGet, Storage};
 use stuckless_core::{JobId, NewJob, Timestamp};
-use stuckless_tests::TestDb;
-
-async fn db(test: &str) -> Option<TestDb> {
-    TestDb::new_or_skip(test).await
-}
-
-fn sqlstate(e: &sqlx::Error) -> Option<String> {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .map(|c| c.to_string())
-}
+use stuckless_tests::{sqlstate, TestDb};
 
 /// 50,000 finished jobs and 200 unfinished ones of two kinds, analysed: a
 /// table where any plan that reads finished rows shows it.
@@ -58,9 +48,7 @@ async fn plan(
 /// stops after `limit`: the kind is a filter, not a sort.
 #[tokio::test]
 async fn a_claim_by_kind_stays_on_the_claim_index() {
-    let Some(db) = db("a_claim_by_kind_stays_on_the_claim_index").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("a_claim_by_kind_stays_on_the_claim_index");
     mostly_finished(&db).await;
     let plan = plan(&db, stuckless_pg::plans::CLAIM_ONE_QUEUE, |q| {
         q.bind(None::<i64>)
@@ -86,9 +74,7 @@ async fn a_claim_by_kind_stays_on_the_claim_index() {
 /// Queue gauges and retention read only the rows they are about.
 #[tokio::test]
 async fn per_kind_counts_and_prune_never_scan_the_finished_jobs() {
-    let Some(db) = db("per_kind_counts_and_prune_never_scan_the_finished_jobs").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("per_kind_counts_and_prune_never_scan_the_finished_jobs");
     mostly_finished(&db).await;
     let kinds = plan(&db, stuckless_pg::plans::QUEUE_KINDS, |q| q.bind(None::<i64>)).await;
     assert!(!kinds.contains("Seq Scan on jobs"), "{kinds}");
@@ -116,9 +102,7 @@ async fn per_kind_counts_and_prune_never_scan_the_finished_jobs() {
 /// claim failed with "cannot convert infinity to bigint".
 #[tokio::test]
 async fn a_row_no_claim_can_convert_never_blocks_the_others() {
-    let Some(db) = db("a_row_no_claim_can_convert_never_blocks_the_others").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("a_row_no_claim_can_convert_never_blocks_the_others");
     sqlx::raw_sql(
         "alter table stuckless.jobs drop constraint run_at_in_range;
          insert into stuckless.jobs (queue, kind, payload, run_at, priority, created_at, updated_at)
@@ -156,9 +140,7 @@ async fn a_row_no_claim_can_convert_never_blocks_the_others() {
 /// `stuckless.enqueue` cannot write what `NewJob` would not.
 #[tokio::test]
 async fn rust_and_the_sql_api_agree_on_run_at_and_time_limits() {
-    let Some(db) = db("rust_and_the_sql_api_agree_on_run_at_and_time_limits").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("rust_and_the_sql_api_agree_on_run_at_and_time_limits");
     let year_1 = stuckless_core::limits::MIN_TIMESTAMP_MICROS;
     let year_9999 = stuckless_core::limits::MAX_TIMESTAMP_MICROS;
     let run_ats = [year_1 - 1, year_1, 0, year_9999, year_9999 + 1];
@@ -166,16 +148,8 @@ async fn rust_and_the_sql_api_agree_on_run_at_and_time_limits() {
         let rust = NewJob::new("q", "k", serde_json::json!({}))
             .run_at(Timestamp::from_micros(micros))
             .check();
-        let sql = sqlx::query("select stuckless.enqueue('q', 'k', run_at => stuckless.from_micros($1))")
-            .bind(micros)
-            .execute(db.pool())
-            .await;
-        verdicts_agree(
-            "run_at",
-            &format!("{micros} µs"),
-            rust.err().map(|e| e.field),
-            sql,
-        );
+        let sql = "select stuckless.enqueue('q', 'k', run_at => stuckless.from_micros($1))";
+        sql_agrees(&db, "run_at", sql, micros, rust.err().map(|e| e.field)).await;
     }
     let week = 7 * 86_400_000_000u64;
     for micros in [0, 1, 90_000_000, week, week + 1] {
@@ -183,16 +157,8 @@ async fn rust_and_the_sql_api_agree_on_run_at_and_time_limits() {
         let rust = NewJob::new("q", "k", serde_json::json!({}))
             .timeout(limit)
             .check();
-        let sql = sqlx::query("select stuckless.enqueue('q', 'k', timeout => stuckless.micros($1))")
-            .bind(micros as i64)
-            .execute(db.pool())
-            .await;
-        verdicts_agree(
-            "timeout",
-            &format!("{micros} µs"),
-            rust.err().map(|e| e.field),
-            sql,
-        );
+        let sql = "select stuckless.enqueue('q', 'k', timeout => stuckless.micros($1))";
+        sql_agrees(&db, "timeout", sql, micros as i64, rust.err().map(|e| e.field)).await;
     }
     let stored: Vec<Option<i64>> =
         sqlx::query_scalar("select timeout_us from stuckless.jobs where timeout_us is not null order by id")
@@ -202,12 +168,18 @@ async fn rust_and_the_sql_api_agree_on_run_at_and_time_limits() {
     assert_eq!(stored, [Some(1), Some(90_000_000), Some(week as i64)]);
 }
 
-fn verdicts_agree(
+/// Enqueues through `enqueue` (an SQL API call taking `micros` as its one
+/// parameter) and checks that it accepts or refuses as Rust did: `rust` is
+/// the field Rust refused, if it did.
+async fn sql_agrees(
+    db: &TestDb,
     field: &str,
-    value: &str,
+    enqueue: &'static str,
+    micros: i64,
     rust: Option<&'static str>,
-    sql: Result<sqlx::postgres::PgQueryResult, sqlx::Error>,
 ) {
+    let value = format!("{micros} µs");
+    let sql = sqlx::query(enqueue).bind(micros).execute(db.pool()).await;
     match (rust, sql) {
         (None, Ok(_)) => {}
         (Some(rust_field), Err(e)) => {

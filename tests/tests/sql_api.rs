@@ -1,41 +1,18 @@
-//! The SQL API other languages call (stuckless.enqueue / cancel / job_state),
-//! transactional enqueue from Rust, and the LISTEN/NOTIFY waker.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! The SQL API other languages call (stuckless.enqueue / cancel / job_state)
+//! and transactional enqueue from Rust. The LISTEN/NOTIFY waker is tested in
+//! `waker.rs`, the storage's connection and operator reads in `pg_storage.rs`.
 
 use serde_json::{json, Value};
-use stuckless_core::driver::{
-    JobCancel, JobClaim, JobComplete, JobEvents, JobGet, JobInsert, JobRelease, JobRequeue, Storage,
+use stuckless_core::driver::{JobComplete, JobGet, Storage};
+use stuckless_core::{JobEventKind, JobId, JobStatus, NewJob};
+use stuckless_pg::PgError;
+use stuckless_tests::{
+    assert_wrong_status, claim_default, event_kinds, insert, sql_error, sql_value, sqlstate,
 };
-use stuckless_core::{JobEventKind, JobId, JobStatus, NewJob, StorageError, Waker};
-use stuckless_pg::{PgError, PgStorage, PgWaker};
-use stuckless_tests::TestDb;
-
-/// A bound on waiting for something that must happen; hitting it is a
-/// failure (liveness), not a performance measurement.
-const BOUND: Duration = Duration::from_secs(30);
-
-async fn db(test: &str) -> Option<TestDb> {
-    TestDb::new_or_skip(test).await
-}
-
-/// The storage call that inserts `job`, which must be valid.
-fn insert(job: NewJob) -> JobInsert {
-    JobInsert::new(job).expect("a valid job")
-}
-
-fn sqlstate(e: &sqlx::Error) -> Option<String> {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .map(|c| c.to_string())
-}
 
 #[tokio::test]
 async fn sql_enqueue_inserts_validates_and_deduplicates() {
-    let Some(db) = db("sql_enqueue_inserts_validates_and_deduplicates").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("sql_enqueue_inserts_validates_and_deduplicates");
     let pool = db.pool();
     let id: i64 =
         sqlx::query_scalar("select stuckless.enqueue('default', 'report', '{\"section\": 1}'::jsonb)")
@@ -43,12 +20,7 @@ async fn sql_enqueue_inserts_validates_and_deduplicates() {
             .await
             .unwrap();
     assert_eq!(id, 1);
-    let job = db
-        .storage()
-        .job_get(JobGet { id: JobId(id) })
-        .await
-        .unwrap()
-        .unwrap();
+    let job = db.job(id).await;
     assert_eq!((job.queue.as_str(), job.kind.as_str()), ("default", "report"));
     assert_eq!(job.payload, json!({"section": 1}));
     assert_eq!(
@@ -63,12 +35,7 @@ async fn sql_enqueue_inserts_validates_and_deduplicates() {
     let k1: i64 = sqlx::query_scalar(keyed).fetch_one(pool).await.unwrap();
     let k2: i64 = sqlx::query_scalar(keyed).fetch_one(pool).await.unwrap();
     assert_eq!((k1, k2), (2, 2), "one job per idempotency key");
-    let job = db
-        .storage()
-        .job_get(JobGet { id: JobId(2) })
-        .await
-        .unwrap()
-        .unwrap();
+    let job = db.job(2).await;
     assert_eq!((job.priority, job.max_attempts), (3, 2));
     assert_eq!(job.run_at.micros_since(job.created_at), 3_600_000_000);
     // The same key through the Rust API finds the SQL-made job.
@@ -130,17 +97,11 @@ async fn sql_enqueue_inserts_validates_and_deduplicates() {
         ),
     ];
     for (sql, message) in bad {
-        let err = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(pool)
-            .await
-            .unwrap_err();
+        let err = sql_error(pool, sql).await;
         assert_eq!(sqlstate(&err).as_deref(), Some("22023"), "{sql}: {err}");
         assert!(err.to_string().contains(message), "{sql}: {err}");
     }
-    let count: i64 = sqlx::query_scalar("select count(*) from stuckless.jobs")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let count: i64 = sql_value(pool, "select count(*) from stuckless.jobs").await;
     assert_eq!(count, 2, "bad input wrote nothing");
     // A payload that is not JSON at all never reaches the function.
     let err = sqlx::query("select stuckless.enqueue('q', 'k', $1::text::jsonb)")
@@ -153,9 +114,7 @@ async fn sql_enqueue_inserts_validates_and_deduplicates() {
 
 #[tokio::test]
 async fn sql_cancel_and_job_state_follow_the_storage_rules() {
-    let Some(db) = db("sql_cancel_and_job_state_follow_the_storage_rules").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("sql_cancel_and_job_state_follow_the_storage_rules");
     let pool = db.pool();
     let s = db.storage();
     for _ in 0..3 {
@@ -163,50 +122,25 @@ async fn sql_cancel_and_job_state_follow_the_storage_rules() {
             .await
             .unwrap();
     }
-    let state: Option<Value> = sqlx::query_scalar("select stuckless.job_state(99)")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let state: Option<Value> = sql_value(pool, "select stuckless.job_state(99)").await;
     assert_eq!(state, None);
-    let state: Value = sqlx::query_scalar("select stuckless.job_state(1)")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let state: Value = sql_value(pool, "select stuckless.job_state(1)").await;
     assert_eq!(
         (state["status"].as_str(), state["attempt"].as_i64()),
         (Some("queued"), Some(0))
     );
     assert_eq!(state["lease_expired"], json!(false));
 
-    let cancelled: Value = sqlx::query_scalar("select stuckless.cancel(1)")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let cancelled: Value = sql_value(pool, "select stuckless.cancel(1)").await;
     assert_eq!(cancelled["status"], json!("cancelled"));
-    let again: Value = sqlx::query_scalar("select stuckless.cancel(1)")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let again: Value = sql_value(pool, "select stuckless.cancel(1)").await;
     assert_eq!(again, cancelled, "cancelling twice changes nothing");
-    let events = s.job_events(JobEvents { id: JobId(1) }).await.unwrap();
-    assert_eq!(
-        events.iter().map(|e| e.kind).collect::<Vec<_>>(),
-        vec![JobEventKind::Cancelled]
-    );
+    assert_eq!(event_kinds(&s, JobId(1)).await, vec![JobEventKind::Cancelled]);
 
     // Cancelling a running job fences its holder.
-    let claim = JobClaim {
-        worker_id: "w1".into(),
-        queues: vec!["default".into()],
-        limit: 2,
-        lease: Duration::from_secs(30),
-        kinds: None,
-    };
+    let claim = claim_default("w1", 2);
     let claimed = s.job_claim(claim).await.unwrap();
-    let state: Value = sqlx::query_scalar("select stuckless.job_state(2)")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let state: Value = sql_value(pool, "select stuckless.job_state(2)").await;
     assert_eq!(
         (state["status"].as_str(), state["lease_owner"].as_str()),
         (Some("running"), Some("w1"))
@@ -222,16 +156,7 @@ async fn sql_cancel_and_job_state_follow_the_storage_rules() {
         })
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::WrongStatus {
-                status: JobStatus::Cancelled,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_wrong_status(&err, JobStatus::Cancelled);
 
     s.job_complete(JobComplete {
         id: claimed[1].id(),
@@ -239,24 +164,16 @@ async fn sql_cancel_and_job_state_follow_the_storage_rules() {
     })
     .await
     .unwrap();
-    let err = sqlx::query("select stuckless.cancel(3)")
-        .execute(pool)
-        .await
-        .unwrap_err();
+    let err = sql_error(pool, "select stuckless.cancel(3)").await;
     assert_eq!(sqlstate(&err).as_deref(), Some("55000"), "{err}");
     assert!(err.to_string().contains("job 3 is succeeded"), "{err}");
-    let err = sqlx::query("select stuckless.cancel(42)")
-        .execute(pool)
-        .await
-        .unwrap_err();
+    let err = sql_error(pool, "select stuckless.cancel(42)").await;
     assert_eq!(sqlstate(&err).as_deref(), Some("P0002"), "{err}");
 }
 
 #[tokio::test]
 async fn transactional_enqueue_commits_or_rolls_back_with_the_callers_writes() {
-    let Some(db) = db("transactional_enqueue_commits_or_rolls_back_with_the_callers_writes").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("transactional_enqueue_commits_or_rolls_back_with_the_callers_writes");
     let pool = db.pool();
     sqlx::query("create table public.reports (id bigint primary key)")
         .execute(pool)
@@ -315,110 +232,9 @@ async fn transactional_enqueue_commits_or_rolls_back_with_the_callers_writes() {
     );
 }
 
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + BOUND;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn woken(waker: &PgWaker, what: &str) {
-    tokio::time::timeout(BOUND, waker.wait())
-        .await
-        .unwrap_or_else(|_| panic!("no wake-up for: {what}"));
-}
-
-#[tokio::test]
-async fn waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed() {
-    let Some(db) = db("waker_wakes_on_enqueue_and_reconnects_after_the_connection_is_killed").await else {
-        return;
-    };
-    let waker: Arc<PgWaker> = PgWaker::start(db.pool().clone(), vec!["default".into()]);
-    until("first LISTEN connection", || waker.is_connected()).await;
-    assert_eq!(waker.connections(), 1);
-    woken(&waker, "the wake after connecting").await;
-
-    let s: PgStorage = db.storage();
-    let started = std::time::Instant::now();
-    s.job_insert(insert(NewJob::new("default", "k", json!(1))))
-        .await
-        .unwrap();
-    woken(&waker, "a Rust insert").await;
-    println!("wake-up after insert: {:?}", started.elapsed());
-    sqlx::query("select stuckless.enqueue('default', 'k')")
-        .execute(db.pool())
-        .await
-        .unwrap();
-    woken(&waker, "an SQL enqueue").await;
-
-    // Kill the listening backend, as a database restart or a proxy would.
-    let killed: i64 = sqlx::query_scalar(
-        "select count(pg_terminate_backend(pid)) from pg_stat_activity
-         where datname = current_database() and query ilike 'listen%' and pid <> pg_backend_pid()",
-    )
-    .fetch_one(db.pool())
-    .await
-    .unwrap();
-    assert_eq!(killed, 1, "exactly one LISTEN connection");
-    until("a reconnect", || waker.connections() >= 2 && waker.is_connected()).await;
-    woken(&waker, "the wake after reconnecting").await;
-    stuckless_pg::enqueue(db.pool(), NewJob::new("default", "k", json!(2)))
-        .await
-        .unwrap();
-    woken(&waker, "an insert after the reconnect").await;
-    // A released job is due again at once: other workers are woken for it.
-    let claimed = s
-        .job_claim(JobClaim {
-            worker_id: "w1".into(),
-            queues: vec!["default".into()],
-            limit: 1,
-            lease: Duration::from_secs(30),
-            kinds: None,
-        })
-        .await
-        .unwrap();
-    s.job_release(JobRelease {
-        id: claimed[0].id(),
-        epoch: claimed[0].epoch(),
-    })
-    .await
-    .unwrap();
-    woken(&waker, "a release").await;
-}
-
-#[tokio::test]
-async fn waker_reports_an_unreachable_database_as_not_connected() {
-    // Port 1 on loopback: nothing listens there.
-    let waker = PgWaker::start_url("postgres://postgres@127.0.0.1:1/postgres", vec![]).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waker.is_connected());
-    assert_eq!(waker.connections(), 0);
-}
-
-#[tokio::test]
-async fn connect_to_an_unreachable_server_names_host_port_and_the_fix() {
-    let err = PgStorage::connect("postgres://postgres@127.0.0.1:1/postgres")
-        .await
-        .unwrap_err();
-    let text = err.to_string();
-    assert!(matches!(err, PgError::Unreachable { port: 1, .. }), "{text}");
-    assert!(
-        text.contains("127.0.0.1:1") && text.contains("DATABASE_URL"),
-        "{text}"
-    );
-    let err = PgStorage::connect("mysql://nope").await.unwrap_err();
-    assert!(matches!(err, PgError::BadUrl { .. }), "{err}");
-}
-
 #[tokio::test]
 async fn the_sql_api_needs_only_execute_rights_and_is_closed_to_public() {
-    let Some(db) = db("the_sql_api_needs_only_execute_rights_and_is_closed_to_public").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("the_sql_api_needs_only_execute_rights_and_is_closed_to_public");
     // Roles are cluster-wide: name them after this test's database.
     let app = format!("{}_app", db.name());
     let stranger = format!("{}_anon", db.name());
@@ -440,10 +256,7 @@ async fn the_sql_api_needs_only_execute_rights_and_is_closed_to_public() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    let id: i64 = sqlx::query_scalar("select stuckless.enqueue('default', 'k')")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
+    let id: i64 = sql_value(&mut *conn, "select stuckless.enqueue('default', 'k')").await;
     let state: Value = sqlx::query_scalar("select stuckless.cancel($1)")
         .bind(id)
         .fetch_one(&mut *conn)
@@ -467,10 +280,7 @@ async fn the_sql_api_needs_only_execute_rights_and_is_closed_to_public() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    let err = sqlx::query("select stuckless.enqueue('default', 'k')")
-        .execute(&mut *conn)
-        .await
-        .unwrap_err();
+    let err = sql_error(&mut *conn, "select stuckless.enqueue('default', 'k')").await;
     assert_eq!(
         sqlstate(&err).as_deref(),
         Some("42501"),
@@ -488,167 +298,6 @@ async fn the_sql_api_needs_only_execute_rights_and_is_closed_to_public() {
     }
 }
 
-#[tokio::test]
-async fn operator_listings_filter_by_time_and_page_by_id() {
-    let Some(db) = db("operator_listings_filter_by_time_and_page_by_id").await else {
-        return;
-    };
-    let clock = stuckless_tests::manual_clock();
-    let s = db
-        .pinned_storage(Arc::new(clock.clone()))
-        .with_happy_path_events(true);
-    let t0 = stuckless_core::Clock::now(&clock);
-    for _ in 0..5 {
-        s.job_insert(insert(NewJob::new("default", "k", json!({}))))
-            .await
-            .unwrap();
-    }
-    clock.advance(Duration::from_secs(10));
-    let t1 = stuckless_core::Clock::now(&clock);
-    let claimed = s
-        .job_claim(JobClaim {
-            worker_id: "w1".into(),
-            queues: vec!["default".into()],
-            limit: 2,
-            lease: Duration::from_secs(30),
-            kinds: None,
-        })
-        .await
-        .unwrap();
-    let all = s.events_since(t0, 100).await.unwrap();
-    assert_eq!(all.len(), 7, "5 inserted + 2 claimed");
-    let recent = s.events_since(t1, 100).await.unwrap();
-    assert_eq!(
-        recent.iter().map(|e| (e.job_id, e.kind)).collect::<Vec<_>>(),
-        vec![
-            (claimed[0].id(), JobEventKind::Claimed),
-            (claimed[1].id(), JobEventKind::Claimed),
-        ]
-    );
-    assert_eq!(s.events_since(t0, 3).await.unwrap().len(), 3, "limit");
-    let changed = s.jobs_changed_since(t1, 100).await.unwrap();
-    assert_eq!(
-        changed.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![claimed[0].id(), claimed[1].id()]
-    );
-    let mut seen = Vec::new();
-    let mut after = JobId(0);
-    loop {
-        let page = s.jobs_page(after, 2).await.unwrap();
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().unwrap().id;
-        seen.extend(page.into_iter().map(|j| j.id.0));
-    }
-    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
-}
-
-/// Regression (found by the differential test): a refused requeue or a no-op
-/// cancel dropped its transaction without ending it. sqlx only queues the
-/// ROLLBACK of a dropped transaction and flushes it from a background task
-/// when the connection goes back to the pool, so for a moment the `FOR
-/// UPDATE` row lock stayed held and a `SKIP LOCKED` claim on another
-/// connection skipped the job. Racy by nature: many rounds, each claim right
-/// after a refusal.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_operator_action_releases_its_row_lock_at_once() {
-    let Some(db) = db("a_refused_operator_action_releases_its_row_lock_at_once").await else {
-        return;
-    };
-    let s = db.storage();
-    s.job_insert(insert(NewJob::new("default", "k", json!(1)).max_attempts(1000)))
-        .await
-        .unwrap();
-    s.job_insert(insert(NewJob::new("other", "k", json!(2))))
-        .await
-        .unwrap();
-    s.job_cancel(JobCancel { id: JobId(2) }).await.unwrap();
-    let claim = JobClaim {
-        worker_id: "w1".into(),
-        queues: vec!["default".into()],
-        limit: 1,
-        lease: Duration::from_secs(30),
-        kinds: None,
-    };
-    let mut skipped = 0;
-    for _ in 0..300 {
-        let err = s
-            .job_requeue(JobRequeue {
-                id: JobId(1),
-                force: false,
-            })
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StorageError::WrongStatus {
-                    status: JobStatus::Queued,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        s.job_cancel(JobCancel { id: JobId(2) }).await.unwrap(); // a no-op cancel ends its transaction too
-        let claimed = s.job_claim(claim.clone()).await.unwrap();
-        if claimed.is_empty() {
-            skipped += 1;
-            continue;
-        }
-        s.job_release(JobRelease {
-            id: claimed[0].id(),
-            epoch: claimed[0].epoch(),
-        })
-        .await
-        .unwrap();
-    }
-    println!("claims that skipped the locked job: {skipped} of 300");
-    assert_eq!(
-        skipped, 0,
-        "claims skipped a due job still locked by a finished operator call"
-    );
-}
-
-/// Guards the gap the long chaos run found: a worker cut off inside
-/// `complete_many`'s transaction held its rows' locks, and every reaper's
-/// `skip locked` passed over those expired jobs until the connection died.
-#[tokio::test]
-async fn connected_storage_ends_transactions_whose_client_went_silent() {
-    let Some(db) = db("connected_storage_ends_transactions_whose_client_went_silent").await else {
-        return;
-    };
-    let storage = PgStorage::connect(db.url()).await.unwrap();
-    let setting: String = sqlx::query_scalar("select current_setting('idle_in_transaction_session_timeout')")
-        .fetch_one(storage.pool())
-        .await
-        .unwrap();
-    assert_eq!(setting, "5s");
-    storage.pool().close().await;
-}
-
-/// A single-queue claim must walk the claim index, not sort the queue.
-#[tokio::test]
-async fn single_queue_claim_uses_the_claim_index_in_order() {
-    let Some(db) = db("single_queue_claim_uses_the_claim_index_in_order").await else {
-        return;
-    };
-    let plan: Vec<String> = sqlx::query_scalar(
-        "explain select j.id from stuckless.jobs j where j.status = 'queued' \
-         and j.queue = (array['default']::text[])[1] and j.run_at <= now() \
-         order by j.priority desc, j.run_at, j.id limit 10 for update of j skip locked",
-    )
-    .fetch_all(db.pool())
-    .await
-    .unwrap();
-    let plan = plan.join("\n");
-    assert!(plan.contains("jobs_claim_idx"), "{plan}");
-    assert!(
-        !plan.contains("Sort"),
-        "an ordered index walk needs no sort:\n{plan}"
-    );
-}
-
 /// Guards the poison row: `run_at => '-infinity'` through the SQL API (allowed
 /// to a role with EXECUTE only) made every claim fail with "cannot convert
 /// infinity to bigint", so every other job stayed queued for ever. The API
@@ -656,9 +305,7 @@ async fn single_queue_claim_uses_the_claim_index_in_order() {
 /// written before migration 3 was made dead by it, with the reason.
 #[tokio::test]
 async fn no_row_with_an_out_of_range_run_at_can_reach_the_table() {
-    let Some(db) = db("no_row_with_an_out_of_range_run_at_can_reach_the_table").await else {
-        return;
-    };
+    let db = stuckless_tests::test_db!("no_row_with_an_out_of_range_run_at_can_reach_the_table");
     for at in ["-infinity", "infinity", "0001-01-01 00:00:00+00 BC"] {
         let err = sqlx::query(
             "insert into stuckless.jobs (queue, kind, payload, run_at, created_at, updated_at)
@@ -693,24 +340,14 @@ async fn no_row_with_an_out_of_range_run_at_can_reach_the_table() {
         .execute(db.pool())
         .await
         .unwrap();
-    let job = db
-        .storage()
-        .job_get(JobGet { id: JobId(poisoned) })
-        .await
-        .unwrap()
-        .unwrap();
+    let job = db.job(poisoned).await;
     assert_eq!(job.status, JobStatus::Dead);
     assert!(job
         .last_error
         .unwrap()
         .contains("run_at -infinity is outside years 1 to 9999"));
-    let events = db
-        .storage()
-        .job_events(JobEvents { id: JobId(poisoned) })
-        .await
-        .unwrap();
     assert_eq!(
-        events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        event_kinds(&db.storage(), JobId(poisoned)).await,
         [JobEventKind::Dead]
     );
 }

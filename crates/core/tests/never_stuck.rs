@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use stuckless_core::driver::{Flow, Hook, Hooked, JobEvents, JobGet, Op, Storage, WorkerList};
+use stuckless_core::driver::{Flow, Hook, Hooked, JobEvents, Op, Storage, WorkerList};
 use stuckless_core::{
-    Clock, JobArgs, JobContext, JobError, JobEventKind, JobHandler, JobStatus, NewJob, Retention,
-    StorageError, WorkerBuilder, DEFAULT_TIMEOUT,
+    Clock, JobArgs, JobContext, JobError, JobEventKind, JobHandler, JobStatus, Retention, StorageError,
+    WorkerBuilder, DEFAULT_TIMEOUT,
 };
 
 use common::*;
@@ -30,23 +30,14 @@ async fn hangs(_: JobContext) -> Result<(), JobError> {
 #[tokio::test(start_paused = true)]
 async fn a_hung_handler_is_cancelled_at_the_default_limit_retried_and_ends_dead() {
     let world = World::new();
-    let id = world
-        .client()
-        .enqueue_job(NewJob::new("default", "hangs", json!({})).max_attempts(2))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let id = world.enqueue(job("hangs", json!({})).max_attempts(2)).await;
     let worker = world.worker("w1").handler("hangs", hangs);
     assert_eq!(
         worker.settings(),
         world.worker("w1").settings(),
         "no limit set by the test"
     );
-    let (shutdown, running) = spawn(worker.build().unwrap());
-    let job = world.until_terminal(id, DEFAULT_TIMEOUT * 3).await;
-    shutdown.graceful();
-    let report = running.await.unwrap();
+    let (job, report) = world.run_until_terminal(worker, id, DEFAULT_TIMEOUT * 3).await;
     assert_eq!((job.status, job.attempt), (JobStatus::Dead, 2), "{job:?}");
     assert_eq!(job.last_error.as_deref(), Some("timed out after 15m"));
     assert_eq!((report.retried, report.dead), (1, 1), "{report:?}");
@@ -66,24 +57,9 @@ async fn a_hung_handler_is_cancelled_at_the_default_limit_retried_and_ends_dead(
 #[tokio::test(start_paused = true)]
 async fn a_jobs_own_limit_beats_its_kinds_and_its_kinds_beats_the_default() {
     let world = World::new();
-    let own = world
-        .client()
-        .enqueue_job(
-            NewJob::new("default", "hangs", json!({}))
-                .max_attempts(1)
-                .timeout(Duration::from_secs(2)),
-        )
-        .await
-        .unwrap()
-        .job
-        .id;
-    let kinds = world
-        .client()
-        .enqueue_job(NewJob::new("default", "hangs", json!({})).max_attempts(1))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let once = || job("hangs", json!({})).max_attempts(1);
+    let own = world.enqueue(once().timeout(Duration::from_secs(2))).await;
+    let kinds = world.enqueue(once()).await;
     let worker = world
         .worker("w1")
         .kind_timeout("hangs", Duration::from_secs(20))
@@ -125,10 +101,10 @@ async fn a_typed_kinds_timeout_is_its_kind_limit() {
         .unwrap()
         .job
         .id;
-    let (shutdown, running) = spawn(world.worker("w1").handle::<Summarise>().build().unwrap());
-    let job = world.until_terminal(id, Duration::from_secs(600)).await;
-    shutdown.graceful();
-    running.await.unwrap();
+    let worker = world.worker("w1").handle::<Summarise>();
+    let (job, _) = world
+        .run_until_terminal(worker, id, Duration::from_secs(600))
+        .await;
     assert_eq!(job.last_error.as_deref(), Some("timed out after 1m 30s"));
 }
 
@@ -138,9 +114,7 @@ async fn a_typed_kinds_timeout_is_its_kind_limit() {
 async fn a_job_of_a_kind_no_worker_handles_waits_for_one_that_does() {
     let world = World::new();
     let id = world.insert("added_in_v2", json!({})).await;
-    let old = world
-        .worker("v1")
-        .handler("noop", |_: JobContext| async { Ok::<(), JobError>(()) });
+    let old = world.worker("v1").handler("noop", noop);
     let (old_shutdown, old_running) = spawn(old.build().unwrap());
     tokio::time::sleep(Duration::from_secs(60)).await;
     let waiting = world.job(id).await;
@@ -152,9 +126,7 @@ async fn a_job_of_a_kind_no_worker_handles_waits_for_one_that_does() {
     let registry = world.store.worker_list(WorkerList {}).await.unwrap();
     assert_eq!(registry[0].kinds, ["noop"], "the registry says what v1 runs");
 
-    let new = world
-        .worker("v2")
-        .handler("added_in_v2", |_: JobContext| async { Ok::<(), JobError>(()) });
+    let new = world.worker("v2").handler("added_in_v2", noop);
     let (new_shutdown, new_running) = spawn(new.build().unwrap());
     let done = world.until_terminal(id, Duration::from_secs(60)).await;
     assert_eq!((done.status, done.attempt), (JobStatus::Succeeded, 1));
@@ -167,13 +139,12 @@ async fn a_job_of_a_kind_no_worker_handles_waits_for_one_that_does() {
 #[test]
 fn the_builder_refuses_a_lease_over_a_day_and_a_limit_over_a_week() {
     let world = World::new();
-    let fine = |_: JobContext| async { Ok::<(), JobError>(()) };
-    let err = |b: WorkerBuilder| b.handler("k", fine).build().err().expect("refused").to_string();
+    let err = |b: WorkerBuilder| b.handler("k", noop).build().err().expect("refused").to_string();
     let day = Duration::from_secs(86_400);
     assert!(err(world.worker("w1").lease(day * 100)).contains("at most 24h"));
     assert!(err(world.worker("w1").default_timeout(Some(day * 8))).contains("7d"));
     assert!(err(world.worker("w1").kind_timeout("k", Duration::ZERO)).contains("kind timeout"));
-    assert!(world.worker("w1").lease(day).handler("k", fine).build().is_ok());
+    assert!(world.worker("w1").lease(day).handler("k", noop).build().is_ok());
 }
 
 /// Guards "nothing deletes finished jobs".
@@ -181,27 +152,13 @@ fn the_builder_refuses_a_lease_over_a_day_and_a_limit_over_a_week() {
 async fn finished_jobs_are_pruned_after_their_retention_and_others_are_kept() {
     let world = World::new();
     let done = world.insert("ok", json!({})).await;
-    let doomed = world
-        .client()
-        .enqueue_job(NewJob::new("default", "fails", json!({})).max_attempts(1))
-        .await
-        .unwrap()
-        .job
-        .id;
-    let later = world
-        .client()
-        .enqueue_job(
-            NewJob::new("default", "ok", json!({}))
-                .run_at(world.clock.now() + Duration::from_secs(3 * 86_400)),
-        )
-        .await
-        .unwrap()
-        .job
-        .id;
+    let doomed = world.enqueue(job("fails", json!({})).max_attempts(1)).await;
+    let in_three_days = world.clock.now() + Duration::from_secs(3 * 86_400);
+    let later = world.enqueue(job("ok", json!({})).run_at(in_three_days)).await;
     let worker = world
         .worker("w1")
         .prune_interval(Duration::from_secs(600))
-        .handler("ok", |_: JobContext| async { Ok::<(), JobError>(()) })
+        .handler("ok", noop)
         .handler("fails", |_: JobContext| async {
             Err::<(), _>(JobError::permanent("no"))
         });
@@ -216,10 +173,7 @@ async fn finished_jobs_are_pruned_after_their_retention_and_others_are_kept() {
     );
 
     tokio::time::sleep(Duration::from_secs(86_400 + 1200)).await;
-    assert!(
-        world.store.job_get(JobGet { id: done }).await.unwrap().is_none(),
-        "succeeded: a day"
-    );
+    assert!(world.find(done).await.is_none(), "succeeded: a day");
     assert_eq!(
         world.job(doomed).await.status,
         JobStatus::Dead,
@@ -230,26 +184,10 @@ async fn finished_jobs_are_pruned_after_their_retention_and_others_are_kept() {
         JobStatus::Queued,
         "never a job not finished"
     );
-    assert!(
-        world
-            .store
-            .job_events(JobEvents { id: done })
-            .await
-            .unwrap()
-            .is_empty(),
-        "events go with the job"
-    );
+    assert!(world.event_kinds(done).await.is_empty(), "events go with the job");
 
     tokio::time::sleep(Duration::from_secs(6 * 86_400)).await;
-    assert!(
-        world
-            .store
-            .job_get(JobGet { id: doomed })
-            .await
-            .unwrap()
-            .is_none(),
-        "dead: a week"
-    );
+    assert!(world.find(doomed).await.is_none(), "dead: a week");
     shutdown.graceful();
     let report = running.await.unwrap();
     assert_eq!(
@@ -289,7 +227,7 @@ async fn claims_that_keep_failing_make_the_worker_unhealthy_until_one_succeeds()
     let worker = stuckless_core::Worker::builder("w1", store.clone())
         .clock(world.clock.clone())
         .poll_interval(Duration::from_secs(1))
-        .handler("ok", |_: JobContext| async { Ok::<(), JobError>(()) })
+        .handler("ok", noop)
         .build()
         .unwrap();
     let health = worker.health_handle();
@@ -325,9 +263,7 @@ async fn a_row_no_claim_can_read_is_buried_and_the_job_behind_it_runs() {
         job.run_at = stuckless_core::Timestamp::from_micros(i64::MIN);
     }));
     let fine = world.insert("ok", json!({})).await;
-    let worker = world
-        .worker("w1")
-        .handler("ok", |_: JobContext| async { Ok::<(), JobError>(()) });
+    let worker = world.worker("w1").handler("ok", noop);
     let (shutdown, running) = spawn(worker.build().unwrap());
     assert_eq!(
         world.until_terminal(fine, Duration::from_secs(10)).await.status,

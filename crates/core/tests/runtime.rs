@@ -14,7 +14,7 @@ use stuckless_core::driver::{
 };
 use stuckless_core::{
     Clock, Epoch, JobArgs, JobContext, JobError, JobEventKind, JobHandler, JobId, JobStatus, MemStore,
-    NewJob, NotifyWaker, StorageError, Timestamp, TokioClock, Worker, WorkerBuilder,
+    NewJob, NotifyWaker, StorageError, Timestamp, TokioClock, WorkerBuilder,
 };
 
 mod common;
@@ -133,12 +133,9 @@ async fn local_lease_deadline_cancels_a_handler_whose_heartbeats_fail() {
     let world = World::new();
     let id = world.insert("sleep", json!({"secs": 600})).await;
     let partitioned = heartbeats_fail(&world, 0);
-    let worker = Worker::builder("w1", partitioned.clone())
-        .clock(world.clock.clone())
-        .lease(LEASE)
-        .heartbeat_interval(HEARTBEAT)
+    let worker = world
+        .worker_on("w1", partitioned.clone())
         .reap_interval(Duration::from_secs(3600))
-        .poll_interval(POLL)
         .handler("sleep", sleeper)
         .build()
         .unwrap();
@@ -198,19 +195,10 @@ async fn a_few_failed_heartbeats_are_retried_before_the_lease_runs_out() {
     let world = World::new();
     let id = world.insert("sleep", json!({"secs": 10})).await;
     let flaky = heartbeats_fail(&world, 3);
-    let worker = Worker::builder("w1", flaky.clone())
-        .clock(world.clock.clone())
-        .lease(LEASE)
-        .heartbeat_interval(HEARTBEAT)
-        .reap_interval(REAP)
-        .poll_interval(POLL)
-        .handler("sleep", sleeper)
-        .build()
-        .unwrap();
-    let (shutdown, running) = spawn(worker);
-    let job = world.until_terminal(id, Duration::from_secs(60)).await;
-    shutdown.graceful();
-    let report = running.await.unwrap();
+    let worker = world.worker_on("w1", flaky.clone()).handler("sleep", sleeper);
+    let (job, report) = world
+        .run_until_terminal(worker, id, Duration::from_secs(60))
+        .await;
     assert_eq!(
         flaky.hook().failing.load(Ordering::SeqCst),
         0,
@@ -307,7 +295,7 @@ async fn handler_panic_fails_the_attempt_and_the_worker_keeps_serving() {
             }
             Ok::<(), JobError>(())
         })
-        .handler("fine", |_ctx: JobContext| async { Ok::<(), JobError>(()) });
+        .handler("fine", noop);
     let (shutdown, running) = spawn(worker.build().unwrap());
     let flaky_job = world.until_terminal(flaky, Duration::from_secs(30)).await;
     let fine_job = world.until_terminal(fine, Duration::from_secs(30)).await;
@@ -369,33 +357,20 @@ async fn concurrency_is_never_exceeded() {
 async fn retryable_failures_retry_with_backoff_then_die_after_max_attempts() {
     let world = World::new();
     let id = world
-        .client()
-        .enqueue_job(NewJob::new("default", "always-fails", json!({})).max_attempts(3))
-        .await
-        .unwrap()
-        .job
-        .id;
+        .enqueue(job("always-fails", json!({})).max_attempts(3))
+        .await;
     let worker = world.worker("w1").handler("always-fails", |_: JobContext| async {
         Err::<(), _>(JobError::retryable("upstream 500"))
     });
-    let (shutdown, running) = spawn(worker.build().unwrap());
-    let job = world.until_terminal(id, Duration::from_secs(120)).await;
-    shutdown.graceful();
-    let report = running.await.unwrap();
+    let (job, report) = world
+        .run_until_terminal(worker, id, Duration::from_secs(120))
+        .await;
     assert_eq!(job.status, JobStatus::Dead);
     assert_eq!(job.attempt, 3);
     assert_eq!(job.last_error.as_deref(), Some("upstream 500"));
     assert_eq!((report.retried, report.dead), (2, 1));
-    let kinds: Vec<JobEventKind> = world
-        .store
-        .job_events(JobEvents { id })
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.kind)
-        .collect();
     assert_eq!(
-        kinds,
+        world.event_kinds(id).await,
         [JobEventKind::Retried, JobEventKind::Retried, JobEventKind::Dead]
     );
 }
@@ -414,10 +389,9 @@ async fn a_permanent_error_goes_dead_at_once_with_a_clear_reason() {
             }
             ctx.payload_as::<Payload>().map(|_| ())
         });
-    let (shutdown, running) = spawn(worker.build().unwrap());
-    let bad = world.until_terminal(bad, Duration::from_secs(30)).await;
-    shutdown.graceful();
-    running.await.unwrap();
+    let (bad, _) = world
+        .run_until_terminal(worker, bad, Duration::from_secs(30))
+        .await;
     assert_eq!((bad.status, bad.attempt), (JobStatus::Dead, 1));
     assert!(bad.last_error.unwrap().contains("malformed payload"));
 }
@@ -426,20 +400,15 @@ async fn a_permanent_error_goes_dead_at_once_with_a_clear_reason() {
 async fn kind_timeout_cancels_and_retries() {
     let world = World::new();
     let id = world
-        .client()
-        .enqueue_job(NewJob::new("default", "sleep", json!({"secs": 100})).max_attempts(2))
-        .await
-        .unwrap()
-        .job
-        .id;
+        .enqueue(job("sleep", json!({"secs": 100})).max_attempts(2))
+        .await;
     let worker = world
         .worker("w1")
         .kind_timeout("sleep", Duration::from_secs(3))
         .handler("sleep", sleeper);
-    let (shutdown, running) = spawn(worker.build().unwrap());
-    let job = world.until_terminal(id, Duration::from_secs(60)).await;
-    shutdown.graceful();
-    let report = running.await.unwrap();
+    let (job, report) = world
+        .run_until_terminal(worker, id, Duration::from_secs(60))
+        .await;
     assert_eq!(job.status, JobStatus::Dead);
     assert!(job.last_error.unwrap().contains("timed out after 3s"));
     assert_eq!((report.retried, report.dead), (1, 1));
@@ -453,7 +422,7 @@ async fn a_wake_up_claims_before_the_poll_interval() {
         .worker("w1")
         .poll_interval(Duration::from_secs(300))
         .waker(Arc::new(waker.clone()))
-        .handler("fine", |_: JobContext| async { Ok::<(), JobError>(()) });
+        .handler("fine", noop);
     let (shutdown, running) = spawn(worker.build().unwrap());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let id = world.insert("fine", json!({})).await;
@@ -491,7 +460,7 @@ async fn progress_reaches_the_store_with_the_next_heartbeat() {
 #[test]
 fn builder_rejects_inconsistent_configuration() {
     let world = World::new();
-    let fine = |_: JobContext| async { Ok::<(), JobError>(()) };
+    let fine = noop;
     let err = |b: WorkerBuilder| b.build().err().expect("must be rejected").to_string();
     assert!(
         err(world.worker("w1").heartbeat_interval(LEASE).handler("k", fine))
@@ -534,14 +503,10 @@ async fn a_worker_at_capacity_waits_instead_of_spinning_on_its_poll_timer() {
         inner: world.clock.clone(),
         reads: AtomicU32::new(0),
     });
-    let worker = Worker::builder("w1", world.store.clone())
+    let worker = world
+        .worker("w1")
         .clock(clock.clone())
         .concurrency(1)
-        .lease(LEASE)
-        .heartbeat_interval(HEARTBEAT)
-        .reap_interval(REAP)
-        .poll_interval(POLL)
-        .registry_heartbeat_interval(HEARTBEAT)
         .handler("sleep", sleeper)
         .build()
         .unwrap();

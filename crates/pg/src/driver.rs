@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::postgres::PgRow;
 use sqlx::Row;
 use stuckless_core::driver::{
     is_reapable, CompleteOutcome, FailOutcome, InsertOutcome, JobCancel, JobClaim, JobComplete,
@@ -25,6 +26,36 @@ use crate::{rows, sql};
 /// A lease or delay as the bigint microseconds the statements bind.
 fn micros(d: Duration) -> i64 {
     duration_micros(d)
+}
+
+/// A count column of a stats row (a `bigint`, never negative).
+fn count(row: &PgRow, column: &str) -> Result<u64, sqlx::Error> {
+    row.try_get::<i64, _>(column).map(|n| n as u64)
+}
+
+/// A stats row's `oldest_due_micros`: how long its oldest due job has waited.
+fn oldest_due_age(row: &PgRow) -> Result<Option<Duration>, sqlx::Error> {
+    let micros = row.try_get::<Option<i64>, _>("oldest_due_micros")?;
+    Ok(micros.map(|m| Duration::from_micros(m.max(0) as u64)))
+}
+
+impl PgStorage {
+    /// Runs a stats statement (per queue or per kind) as of now and decodes
+    /// each of its rows with `decode`.
+    async fn stats<T>(
+        &self,
+        statement: &'static str,
+        decode: impl Fn(&PgRow) -> Result<T, sqlx::Error>,
+    ) -> StorageResult<Vec<T>> {
+        let rows = sqlx::query(statement)
+            .bind(self.pinned_now())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        rows.iter()
+            .map(|row| decode(row).map_err(storage_error))
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -399,60 +430,34 @@ impl Storage for PgStorage {
     }
 
     async fn queue_stats(&self, _: QueueStatsGet) -> StorageResult<Vec<QueueStats>> {
-        let rows = sqlx::query(sql::QUEUE_STATS)
-            .bind(self.pinned_now())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(storage_error)?;
-        rows.iter()
-            .map(|row| {
-                let count = |col: &str| {
-                    row.try_get::<i64, _>(col)
-                        .map(|n| n as u64)
-                        .map_err(storage_error)
-                };
-                Ok(QueueStats {
-                    queue: row.try_get("queue").map_err(storage_error)?,
-                    due: count("due")?,
-                    scheduled: count("scheduled")?,
-                    running: count("running")?,
-                    running_expired: count("running_expired")?,
-                    succeeded: count("succeeded")?,
-                    dead: count("dead")?,
-                    cancelled: count("cancelled")?,
-                    oldest_due_age: row
-                        .try_get::<Option<i64>, _>("oldest_due_micros")
-                        .map_err(storage_error)?
-                        .map(|m| Duration::from_micros(m.max(0) as u64)),
-                })
+        self.stats(sql::QUEUE_STATS, |row| {
+            Ok(QueueStats {
+                queue: row.try_get("queue")?,
+                due: count(row, "due")?,
+                scheduled: count(row, "scheduled")?,
+                running: count(row, "running")?,
+                running_expired: count(row, "running_expired")?,
+                succeeded: count(row, "succeeded")?,
+                dead: count(row, "dead")?,
+                cancelled: count(row, "cancelled")?,
+                oldest_due_age: oldest_due_age(row)?,
             })
-            .collect()
+        })
+        .await
     }
 
     async fn queue_kinds_get(&self, _: QueueKindsGet) -> StorageResult<Vec<KindStats>> {
-        let rows = sqlx::query(sql::QUEUE_KINDS)
-            .bind(self.pinned_now())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(storage_error)?;
-        rows.iter()
-            .map(|row| {
-                let count = |col: &str| row.try_get::<i64, _>(col).map(|n| n as u64);
-                let decode = || -> Result<KindStats, sqlx::Error> {
-                    Ok(KindStats {
-                        queue: row.try_get("queue")?,
-                        kind: row.try_get("kind")?,
-                        due: count("due")?,
-                        scheduled: count("scheduled")?,
-                        running: count("running")?,
-                        oldest_due_age: row
-                            .try_get::<Option<i64>, _>("oldest_due_micros")?
-                            .map(|m| Duration::from_micros(m.max(0) as u64)),
-                    })
-                };
-                decode().map_err(storage_error)
+        self.stats(sql::QUEUE_KINDS, |row| {
+            Ok(KindStats {
+                queue: row.try_get("queue")?,
+                kind: row.try_get("kind")?,
+                due: count(row, "due")?,
+                scheduled: count(row, "scheduled")?,
+                running: count(row, "running")?,
+                oldest_due_age: oldest_due_age(row)?,
             })
-            .collect()
+        })
+        .await
     }
 
     async fn job_prune(&self, request: JobPrune) -> StorageResult<PruneOutcome> {

@@ -11,7 +11,11 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::json;
 use stuckless_core::driver::{JobClaim, JobInsert, Storage};
-use stuckless_core::{ClaimedJob, Clock, ManualClock, MemStore, NewJob, Timestamp};
+use stuckless_core::driver::{JobComplete, JobEvents, JobHeartbeat};
+use stuckless_core::{
+    ClaimedJob, Clock, Epoch, JobEventKind, JobId, JobStatus, ManualClock, MemStore, NewJob, StorageError,
+    Timestamp,
+};
 
 /// A pinned clock at a fixed, realistic instant: 2026-11-29T00:00:00Z plus a
 /// few odd microseconds, so rounding bugs show.
@@ -284,6 +288,74 @@ pub(crate) async fn claim_one(s: &dyn Storage, worker: &str) -> ClaimedJob {
     let mut claimed = s.job_claim(claim_req(worker, &["default"], 1)).await.unwrap();
     assert_eq!(claimed.len(), 1, "expected one due job for {worker}");
     claimed.remove(0)
+}
+
+/// The completion `cj`'s holder sends.
+pub(crate) fn complete(cj: &ClaimedJob) -> JobComplete {
+    complete_at(cj.id(), cj.epoch())
+}
+
+/// The heartbeat `cj`'s holder sends, renewing for [`LEASE`] with no progress.
+pub(crate) fn heartbeat(cj: &ClaimedJob) -> JobHeartbeat {
+    JobHeartbeat {
+        id: cj.id(),
+        epoch: cj.epoch(),
+        lease: LEASE,
+        progress: None,
+    }
+}
+
+/// The kinds of `id`'s events, oldest first.
+pub(crate) async fn event_kinds(s: &dyn Storage, id: JobId) -> Vec<JobEventKind> {
+    let events = s.job_events(JobEvents { id }).await.unwrap();
+    events.iter().map(|e| e.kind).collect()
+}
+
+/// What a `WrongStatus` refusal names: the job's status, the refused
+/// operation and the status(es) it needed. Panics on any other error.
+#[track_caller]
+pub(crate) fn refusal(err: &StorageError) -> (JobStatus, &'static str, &'static str) {
+    match err {
+        StorageError::WrongStatus {
+            status,
+            operation,
+            expected,
+            ..
+        } => (*status, operation, expected),
+        other => panic!("expected a WrongStatus refusal, got: {other}"),
+    }
+}
+
+/// Asserts that `err` refuses an operation because the job is in `status`.
+#[track_caller]
+pub(crate) fn assert_wrong_status(err: &StorageError, status: JobStatus) {
+    assert_eq!(refusal(err).0, status, "{err}");
+}
+
+/// The epochs a `StaleEpoch` refusal names: (presented, current). Panics on
+/// any other error.
+#[track_caller]
+pub(crate) fn stale_epochs(err: &StorageError) -> (Epoch, Epoch) {
+    match err {
+        StorageError::StaleEpoch {
+            presented, current, ..
+        } => (*presented, *current),
+        other => panic!("expected a StaleEpoch refusal, got: {other}"),
+    }
+}
+
+/// The completion of `id` presenting `epoch` (a stale or made-up one).
+pub(crate) fn complete_at(id: JobId, epoch: Epoch) -> JobComplete {
+    JobComplete { id, epoch }
+}
+
+/// Asserts that `err` refuses input because of its `field`.
+#[track_caller]
+pub(crate) fn assert_invalid(err: &StorageError, field: &str) {
+    assert!(
+        matches!(err, StorageError::Invalid(v) if v.field == field),
+        "{err}"
+    );
 }
 
 /// `Case::new` for an `async fn name(c: &Ctx)` in scope.

@@ -7,7 +7,7 @@ use stuckless_core::driver::Storage;
 use stuckless_core::driver::{WorkerDeregister, WorkerHeartbeat, WorkerList, WorkerRecord, WorkerRegister};
 use stuckless_core::StorageError;
 
-use crate::case::{kit_case, Case, Ctx};
+use crate::case::{assert_invalid, kit_case, Case, Ctx};
 
 /// The worker cases, in the order they are run.
 pub(crate) fn cases() -> Vec<Case> {
@@ -108,8 +108,5 @@ async fn worker_registry(c: &Ctx) {
     }
     assert_eq!(s.worker_list(WorkerList {}).await.unwrap().len(), 2);
     let err = s.worker_register(reg("")).await.unwrap_err();
-    assert!(
-        matches!(err, StorageError::Invalid(ref v) if v.field == "worker_id"),
-        "{err}"
-    );
+    assert_invalid(&err, "worker_id");
 }

@@ -68,6 +68,29 @@ enum Why {
     Said(String),                             // already in words
 }
 
+/// Where an attempt's event lands: its time, job, epoch and attempt, and
+/// the worker it names (the holder, for a reap).
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    at: Micros,
+    job: i64,
+    epoch: i64,
+    attempt: Option<i32>,
+    worker: Option<&'a str>,
+}
+
+impl<'a> Place<'a> {
+    fn new(at: Micros, job: i64, epoch: i64, attempt: Option<i32>, worker: Option<&'a str>) -> Self {
+        Place {
+            at,
+            job,
+            epoch,
+            attempt,
+            worker,
+        }
+    }
+}
+
 /// Where a job stands.
 #[derive(Default)]
 struct JobState {
@@ -155,15 +178,10 @@ impl Builder<'_> {
                 worker,
                 finish,
                 error,
-            } => self.ended(
-                *at,
-                *job,
-                *epoch,
-                *attempt,
-                worker.as_deref(),
-                finish,
-                error.as_deref(),
-            ),
+            } => {
+                let place = Place::new(*at, *job, *epoch, *attempt, worker.as_deref());
+                self.ended(place, finish, error.as_deref())
+            }
             TimelineEvent::Reaped {
                 at,
                 job,
@@ -173,16 +191,10 @@ impl Builder<'_> {
                 by,
                 lease_expiry,
                 dead,
-            } => self.reaped(
-                *at,
-                *job,
-                *epoch,
-                *attempt,
-                holder.as_deref(),
-                by.as_deref(),
-                *lease_expiry,
-                *dead,
-            ),
+            } => {
+                let place = Place::new(*at, *job, *epoch, *attempt, holder.as_deref());
+                self.reaped(place, by.as_deref(), *lease_expiry, *dead)
+            }
             TimelineEvent::Cancelled { at, job, epoch } => {
                 let target = match epoch {
                     Some(e) => self.index.get(&(*job, *e)).copied(),
@@ -288,14 +300,14 @@ impl Builder<'_> {
     /// Attempt `epoch` of `job`: the one claimed, or else one whose claim is
     /// inferred from the job's previous event (its wait is then unknowable).
     /// Epoch 0 was never claimed: nothing to infer.
-    fn attempt_for(
-        &mut self,
-        at: Micros,
-        job: i64,
-        epoch: i64,
-        attempt: Option<i32>,
-        worker: Option<&str>,
-    ) -> Option<usize> {
+    fn attempt_for(&mut self, place: Place) -> Option<usize> {
+        let Place {
+            at,
+            job,
+            epoch,
+            attempt,
+            worker,
+        } = place;
         if let Some(&i) = self.index.get(&(job, epoch)) {
             if self.attempts[i].lane.is_none() {
                 self.attempts[i].lane = worker.map(str::to_owned);
@@ -329,18 +341,9 @@ impl Builder<'_> {
         Some(i)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn ended(
-        &mut self,
-        at: Micros,
-        job: i64,
-        epoch: i64,
-        attempt: Option<i32>,
-        worker: Option<&str>,
-        finish: &Finish,
-        error: Option<&str>,
-    ) {
-        let i = self.attempt_for(at, job, epoch, attempt, worker);
+    fn ended(&mut self, place: Place, finish: &Finish, error: Option<&str>) {
+        let (at, job) = (place.at, place.job);
+        let i = self.attempt_for(place);
         let (outcome, said) = match finish {
             Finish::Succeeded => (Outcome::Succeeded, None),
             Finish::Retried { run_at } => (
@@ -372,19 +375,9 @@ impl Builder<'_> {
         self.jobs.entry(job).or_default().prev = Some((at, false));
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn reaped(
-        &mut self,
-        at: Micros,
-        job: i64,
-        epoch: i64,
-        attempt: Option<i32>,
-        holder: Option<&str>,
-        by: Option<&str>,
-        lease_expiry: Option<Micros>,
-        dead: bool,
-    ) {
-        let i = self.attempt_for(at, job, epoch, attempt, holder);
+    fn reaped(&mut self, place: Place, by: Option<&str>, lease_expiry: Option<Micros>, dead: bool) {
+        let (at, job, epoch, holder) = (place.at, place.job, place.epoch, place.worker);
+        let i = self.attempt_for(place);
         let lane = i.and_then(|i| self.attempts[i].lane.clone());
         let holder = lane
             .or(holder.map(str::to_owned))

@@ -318,28 +318,27 @@ fn legend(out: &mut String, y: f64) {
         } else {
             kind.glyph()
         };
-        let _ = writeln!(
-            out,
-            r#"<text x="{x:.1}" y="{y:.1}" fill="{}">{glyph}</text><text x="{:.1}" y="{y:.1}">{}</text>"#,
-            kind.colour(),
-            x + 14.0,
-            kind.as_str()
-        );
+        mark_key(out, x, y, glyph, kind);
         x += 125.0;
     }
     // The spans drawn as washes: without a key they read as unexplained colour.
     let y = y + 20.0;
     let mut x = LEFT;
     for kind in [MarkKind::ClockSkew, MarkKind::ApiOutage] {
-        let _ = writeln!(
-            out,
-            r#"<text x="{x:.1}" y="{y:.1}" fill="{}">▇</text><text x="{:.1}" y="{y:.1}">{}</text>"#,
-            kind.colour(),
-            x + 14.0,
-            kind.as_str()
-        );
+        mark_key(out, x, y, "▇", kind);
         x += 125.0;
     }
+}
+
+/// One key entry of the legend: `glyph` in `kind`'s colour, then its name.
+fn mark_key(out: &mut String, x: f64, y: f64, glyph: &str, kind: MarkKind) {
+    let _ = writeln!(
+        out,
+        r#"<text x="{x:.1}" y="{y:.1}" fill="{}">{glyph}</text><text x="{:.1}" y="{y:.1}">{}</text>"#,
+        kind.colour(),
+        x + 14.0,
+        kind.as_str()
+    );
 }
 
 /// 1, 2 or 5 times a power of ten, at least `raw`.

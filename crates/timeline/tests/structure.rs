@@ -15,6 +15,13 @@ fn fixed_run() -> Timeline {
         outcome,
         note: None,
     };
+    let mark = |lane: Option<&str>, kind, at, end: Option<i64>, note: Option<&str>| Mark {
+        lane: lane.map(Into::into),
+        kind,
+        at: at * S,
+        end: end.map(|e| e * S),
+        note: note.map(Into::into),
+    };
     Timeline {
         title: "seed 7 <fixed>".into(),
         start: 0,
@@ -28,41 +35,11 @@ fn fixed_run() -> Timeline {
             attempt("worker-2", 3, 2, 75, 100, Outcome::Unfinished),
         ],
         marks: vec![
-            Mark {
-                lane: Some("worker-1".into()),
-                kind: MarkKind::Crash,
-                at: 10 * S,
-                end: None,
-                note: Some("SIGKILL".into()),
-            },
-            Mark {
-                lane: Some("worker-1".into()),
-                kind: MarkKind::Pause,
-                at: 20 * S,
-                end: Some(35 * S),
-                note: None,
-            },
-            Mark {
-                lane: None,
-                kind: MarkKind::DatabaseRestart,
-                at: 55 * S,
-                end: None,
-                note: None,
-            },
-            Mark {
-                lane: None,
-                kind: MarkKind::Reap,
-                at: 45 * S,
-                end: None,
-                note: Some("job 1".into()),
-            },
-            Mark {
-                lane: Some("worker-2".into()),
-                kind: MarkKind::StaleWriteRejected,
-                at: 61 * S,
-                end: None,
-                note: None,
-            },
+            mark(Some("worker-1"), MarkKind::Crash, 10, None, Some("SIGKILL")),
+            mark(Some("worker-1"), MarkKind::Pause, 20, Some(35), None),
+            mark(None, MarkKind::DatabaseRestart, 55, None, None),
+            mark(None, MarkKind::Reap, 45, None, Some("job 1")),
+            mark(Some("worker-2"), MarkKind::StaleWriteRejected, 61, None, None),
         ],
         waits: vec![Wait {
             job_id: 1,

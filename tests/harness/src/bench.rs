@@ -19,12 +19,15 @@
 //!   the other worker process.
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
-use stuckless_core::{Client, JobContext, JobError, NewJob, Worker, WorkerEvent};
+use sqlx::PgPool;
+use stuckless_core::{Client, JobContext, JobError, NewJob, Worker, WorkerBuilder, WorkerEvent};
 use stuckless_pg::{PgStorage, PgWaker};
 
 use crate::chaos::{ChaosConfig, WorkerCommand};
@@ -106,21 +109,44 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Bulk-enqueues `jobs` no-op jobs, then processes them with one in-process
-/// worker of `concurrency`; returns the throughput line.
-pub async fn throughput(server_url: &str, jobs: usize, concurrency: u32) -> anyhow::Result<Line> {
+/// Runs `measure` on a fresh database on `server_url`, then drops it (also
+/// when the measurement failed).
+async fn on_fresh_db<T>(
+    server_url: &str,
+    measure: impl for<'a> FnOnce(&'a RunDb) -> Pin<Box<dyn Future<Output = anyhow::Result<T>> + 'a>>,
+) -> anyhow::Result<T> {
     let db = RunDb::create(server_url, "stuckless_bench").await?;
-    let result = throughput_on(&db, jobs, concurrency).await;
+    let result = measure(&db).await;
     db.drop_now().await?;
     result
 }
 
-async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> anyhow::Result<Line> {
-    let pool = PgPoolOptions::new()
-        .max_connections(concurrency + 4)
-        .connect(&db.direct_url())
+/// A pool of up to `max_connections` on `url`.
+async fn pool(url: &str, max_connections: u32, what: &'static str) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect(url)
         .await
-        .context("bench pool")?;
+        .context(what)
+}
+
+/// `builder` with a handler for the no-op jobs the measurements enqueue,
+/// built.
+fn noop_worker(builder: WorkerBuilder) -> anyhow::Result<Worker> {
+    builder
+        .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
+        .build()
+        .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))
+}
+
+/// Bulk-enqueues `jobs` no-op jobs, then processes them with one in-process
+/// worker of `concurrency`; returns the throughput line.
+pub async fn throughput(server_url: &str, jobs: usize, concurrency: u32) -> anyhow::Result<Line> {
+    on_fresh_db(server_url, |db| Box::pin(throughput_on(db, jobs, concurrency))).await
+}
+
+async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> anyhow::Result<Line> {
+    let pool = pool(&db.direct_url(), concurrency + 4, "bench pool").await?;
     let storage = Arc::new(timed(PgStorage::new(pool.clone())));
     let client = Client::new(storage.clone());
     let batch = 5000;
@@ -151,14 +177,13 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> anyhow::Res
         }
     };
     let waker = PgWaker::start(pool.clone(), vec!["default".into()]);
-    let worker = Worker::builder("bench-throughput", storage.clone())
-        .concurrency(concurrency)
-        .poll_interval(Duration::from_secs(1))
-        .waker(waker)
-        .observer(Arc::new(observer))
-        .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
-        .build()
-        .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
+    let worker = noop_worker(
+        Worker::builder("bench-throughput", storage.clone())
+            .concurrency(concurrency)
+            .poll_interval(Duration::from_secs(1))
+            .waker(waker)
+            .observer(Arc::new(observer)),
+    )?;
     let shutdown = worker.shutdown_handle();
     let started = Instant::now();
     let running = tokio::spawn(worker.run());
@@ -198,25 +223,14 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> anyhow::Res
 /// Enqueues `jobs` jobs one at a time `gap` apart to an idle worker; returns
 /// the pickup latency line.
 pub async fn pickup(server_url: &str, jobs: usize, gap: Duration) -> anyhow::Result<Line> {
-    let db = RunDb::create(server_url, "stuckless_bench").await?;
-    let result = pickup_on(&db, jobs, gap).await;
-    db.drop_now().await?;
-    result
+    on_fresh_db(server_url, |db| Box::pin(pickup_on(db, jobs, gap))).await
 }
 
 async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> anyhow::Result<Line> {
-    let pool = PgPoolOptions::new()
-        .max_connections(6)
-        .connect(&db.direct_url())
-        .await
-        .context("bench pool")?;
+    let pool = pool(&db.direct_url(), 6, "bench pool").await?;
     let storage = Arc::new(PgStorage::new(pool.clone()));
     let waker = PgWaker::start(pool.clone(), vec!["default".into()]);
-    let worker = Worker::builder("bench-pickup", storage.clone())
-        .waker(waker)
-        .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
-        .build()
-        .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
+    let worker = noop_worker(Worker::builder("bench-pickup", storage.clone()).waker(waker))?;
     let shutdown = worker.shutdown_handle();
     let running = tokio::spawn(worker.run());
     // Let it register and LISTEN, and go idle.
@@ -272,27 +286,16 @@ async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> anyhow::Result<Lin
 /// Counts what one idle worker with the core's default intervals sends over
 /// `window`; returns the idle-queries line.
 pub async fn idle(server_url: &str, window: Duration) -> anyhow::Result<Line> {
-    let db = RunDb::create(server_url, "stuckless_bench").await?;
-    let result = idle_on(&db, window).await;
-    db.drop_now().await?;
-    result
+    on_fresh_db(server_url, |db| Box::pin(idle_on(db, window))).await
 }
 
 async fn idle_on(db: &RunDb, window: Duration) -> anyhow::Result<Line> {
     let proxy = FaultProxy::start(db.server_addr().await?).await?;
     let url = db.url_via(proxy.addr(), "bench-idle");
-    let pool = PgPoolOptions::new()
-        .max_connections(6)
-        .connect(&url)
-        .await
-        .context("idle worker pool")?;
+    let pool = pool(&url, 6, "idle worker pool").await?;
     let storage = Arc::new(PgStorage::new(pool.clone()));
     let waker = PgWaker::start(pool.clone(), vec!["default".into()]);
-    let worker = Worker::builder("bench-idle", storage)
-        .waker(waker)
-        .handler("noop", |_ctx: JobContext| async { Ok::<(), JobError>(()) })
-        .build()
-        .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
+    let worker = noop_worker(Worker::builder("bench-idle", storage).waker(waker))?;
     let shutdown = worker.shutdown_handle();
     let running = tokio::spawn(worker.run());
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -325,6 +328,34 @@ async fn idle_on(db: &RunDb, window: Duration) -> anyhow::Result<Line> {
         .kv("meets_target", per_10s <= 1.0))
 }
 
+/// Asks `query` (one value of job `id`, or no row or NULL while it is not
+/// there yet) every 20 ms while `keep_going` says so; the first value, or
+/// `None` if it gave up first.
+async fn watch<T>(
+    db: &RunDb,
+    query: &'static str,
+    id: i64,
+    mut keep_going: impl FnMut() -> bool,
+    what: &'static str,
+) -> anyhow::Result<Option<T>>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    while keep_going() {
+        let value: Option<T> = sqlx::query_scalar(query)
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await
+            .context(what)?
+            .flatten();
+        if value.is_some() {
+            return Ok(value);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(None)
+}
+
 /// Worker timings for the recovery measurement.
 #[derive(Clone, Copy, Debug)]
 pub struct RecoveryTimings {
@@ -350,10 +381,12 @@ pub async fn recovery(
     timings: RecoveryTimings,
     log_dir: &std::path::Path,
 ) -> anyhow::Result<Vec<Line>> {
-    let db = RunDb::create(server_url, "stuckless_bench").await?;
-    let result = recovery_on(&db, worker, runs, timings, log_dir).await;
-    db.drop_now().await?;
-    result
+    // The measurement's future may only borrow the database: it owns the rest.
+    let (worker, log_dir) = (worker.clone(), log_dir.to_path_buf());
+    on_fresh_db(server_url, move |db| {
+        Box::pin(async move { recovery_on(db, &worker, runs, timings, &log_dir).await })
+    })
+    .await
 }
 
 async fn recovery_on(
@@ -397,22 +430,15 @@ async fn recovery_on(
             .await
             .context("enqueue")?
             .job;
-        let mut owner = None;
-        for _ in 0..500 {
-            let row: Option<String> = sqlx::query_scalar(
-                "select lease_owner from stuckless.jobs where id = $1 and status = 'running'",
-            )
-            .bind(job.id.0)
-            .fetch_optional(db.pool())
-            .await
-            .context("watching the claim")?
-            .flatten();
-            if row.is_some() {
-                owner = row;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut tries = 0..500;
+        let owner: Option<String> = watch(
+            db,
+            "select lease_owner from stuckless.jobs where id = $1 and status = 'running'",
+            job.id.0,
+            || tries.next().is_some(),
+            "watching the claim",
+        )
+        .await?;
         let owner = owner.ok_or_else(|| anyhow::anyhow!("timed out: nobody claimed the recovery job"))?;
         let victim = workers
             .iter()
@@ -423,22 +449,15 @@ async fn recovery_on(
             .await
             .context("reading the clock")?;
         workers[victim].signal(Signal::Kill)?;
-        let mut finished: Option<i64> = None;
         let deadline = Instant::now() + bound + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            finished = sqlx::query_scalar(
-                "select stuckless.to_micros(finished_at) from stuckless.jobs where id = $1 and status = 'succeeded'",
-            )
-            .bind(job.id.0)
-            .fetch_optional(db.pool())
-            .await
-            .context("watching the completion")?
-            .flatten();
-            if finished.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let finished: Option<i64> = watch(
+            db,
+            "select stuckless.to_micros(finished_at) from stuckless.jobs where id = $1 and status = 'succeeded'",
+            job.id.0,
+            || Instant::now() < deadline,
+            "watching the completion",
+        )
+        .await?;
         let completed_by: Option<String> =
             sqlx::query_scalar("select lease_owner from stuckless.jobs where id = $1")
                 .bind(job.id.0)

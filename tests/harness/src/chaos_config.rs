@@ -9,6 +9,28 @@ use crate::checks::Verdict;
 use crate::recorder::Recorder;
 use crate::recording::CHAOS_KIND;
 
+/// The worker settings both chaos binaries take on their command line:
+/// `stuckless-chaos` gives them to every worker it starts, and
+/// `stuckless-chaos-worker` reads them back under the same flags.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct WorkerTimingArgs {
+    /// Jobs each worker runs at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: u32,
+    /// Workers' lease, ms.
+    #[arg(long, default_value_t = 3000)]
+    pub lease_ms: u64,
+    /// Workers' heartbeat interval, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// Workers' reap interval, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub reap_ms: u64,
+    /// Workers' poll interval, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
+}
+
 /// How worker processes are started.
 #[derive(Clone, Debug)]
 pub enum WorkerCommand {

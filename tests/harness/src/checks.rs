@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sqlx::{PgPool, Row};
+use sqlx::postgres::PgRow;
+use sqlx::PgPool;
 use stuckless_sim::check::{Checkers, Executions, Invariant, Limits};
 use stuckless_sim::observe::Observation;
 
@@ -18,7 +19,7 @@ use anyhow::Context;
 pub use crate::history::observations;
 
 /// A job as it ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct JobFact {
     /// Job id.
     pub id: i64,
@@ -43,7 +44,7 @@ pub struct JobFact {
 }
 
 /// One row of `job_events`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct EventFact {
     /// Job id.
     pub job_id: i64,
@@ -62,7 +63,7 @@ pub struct EventFact {
 }
 
 /// One recorded execution of a handler.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct ExecFact {
     /// Job id.
     pub job_id: i64,
@@ -144,29 +145,21 @@ pub struct Verdict {
 impl Verdict {
     /// Every violation, one line each; empty when the run passed.
     pub fn violations(&self) -> Vec<String> {
+        // Each finding, prefixed by what it breaks.
+        fn said<T: std::fmt::Display>(what: &str, found: &[T]) -> Vec<String> {
+            found.iter().map(|f| format!("{what}{f}")).collect()
+        }
         let mut out = Vec::new();
         out.extend(
             self.lost
                 .iter()
                 .map(|id| format!("lost: job {id} was enqueued and is gone")),
         );
-        out.extend(
-            self.not_terminal
-                .iter()
-                .map(|id| format!("not terminal: job {id}")),
-        );
-        out.extend(
-            self.stale_completions
-                .iter()
-                .map(|s| format!("stale completion: {s}")),
-        );
-        out.extend(
-            self.bogus_executions
-                .iter()
-                .map(|s| format!("bogus execution: {s}")),
-        );
-        out.extend(self.stuck.iter().map(|s| format!("stuck: {s}")));
-        out.extend(self.other.iter().map(|s| format!("invariant: {s}")));
+        out.extend(said("not terminal: job ", &self.not_terminal));
+        out.extend(said("stale completion: ", &self.stale_completions));
+        out.extend(said("bogus execution: ", &self.bogus_executions));
+        out.extend(said("stuck: ", &self.stuck));
+        out.extend(said("invariant: ", &self.other));
         out.extend(self.run_violations.iter().cloned());
         out
     }
@@ -204,78 +197,45 @@ impl Verdict {
     }
 }
 
+/// Every row of `query`, decoded by column name; `what` names the rows in
+/// errors ("reading jobs", "decoding jobs").
+async fn read_all<T>(pool: &PgPool, query: &'static str, what: &str) -> anyhow::Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, PgRow>,
+{
+    let rows = sqlx::query(query)
+        .fetch_all(pool)
+        .await
+        .with_context(|| format!("reading {what}"))?;
+    rows.iter()
+        .map(T::from_row)
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .with_context(|| format!("decoding {what}"))
+}
+
+/// The jobs as they ended, times in µs.
+const JOB_FACTS: &str = "select id, status, epoch, attempt, max_attempts, lease_owner,
+        stuckless.to_micros(lease_expires_at) as lease_expires_at,
+        stuckless.to_micros(run_at) as run_at, stuckless.to_micros(updated_at) as updated_at,
+        stuckless.to_micros(finished_at) as finished_at
+    from stuckless.jobs order by id";
+
+/// Every job event; a reap's lease expiry is parsed from its detail.
+const EVENT_FACTS: &str = r"select job_id, kind, epoch, attempt, worker_id, stuckless.to_micros(at) as at,
+        stuckless.to_micros(substring(detail from 'lease expired at ([0-9T:.Z-]+)')::timestamptz)
+          as lease_expired_at
+    from stuckless.job_events order by id";
+
+/// The side table the recording handler writes.
+const EXEC_FACTS: &str = "select job_id, epoch, worker_id, stuckless.to_micros(started_at) as started_at,
+        stuckless.to_micros(finished_at) as finished_at
+    from stuckless_chaos.executions order by id";
+
 /// Reads the facts from the run's database.
 pub async fn gather(pool: &PgPool, enqueued: Vec<i64>) -> anyhow::Result<Facts> {
-    let jobs = sqlx::query(
-        "select id, status, epoch, attempt, max_attempts, lease_owner,
-                stuckless.to_micros(lease_expires_at) as lease_expires_at,
-                stuckless.to_micros(run_at) as run_at, stuckless.to_micros(updated_at) as updated_at,
-                stuckless.to_micros(finished_at) as finished_at
-         from stuckless.jobs order by id",
-    )
-    .fetch_all(pool)
-    .await
-    .context("reading jobs")?
-    .iter()
-    .map(|r| {
-        Ok(JobFact {
-            id: r.try_get("id")?,
-            status: r.try_get("status")?,
-            epoch: r.try_get("epoch")?,
-            attempt: r.try_get("attempt")?,
-            max_attempts: r.try_get("max_attempts")?,
-            lease_owner: r.try_get("lease_owner")?,
-            lease_expires_at: r.try_get("lease_expires_at")?,
-            run_at: r.try_get("run_at")?,
-            updated_at: r.try_get("updated_at")?,
-            finished_at: r.try_get("finished_at")?,
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()
-    .context("decoding jobs")?;
-    let events = sqlx::query(
-        r"select job_id, kind, epoch, attempt, worker_id, stuckless.to_micros(at) as at,
-                stuckless.to_micros(substring(detail from 'lease expired at ([0-9T:.Z-]+)')::timestamptz)
-                  as lease_expired_at
-         from stuckless.job_events order by id",
-    )
-    .fetch_all(pool)
-    .await
-    .context("reading job_events")?
-    .iter()
-    .map(|r| {
-        Ok(EventFact {
-            job_id: r.try_get("job_id")?,
-            kind: r.try_get("kind")?,
-            epoch: r.try_get("epoch")?,
-            attempt: r.try_get("attempt")?,
-            worker_id: r.try_get("worker_id")?,
-            at: r.try_get("at")?,
-            lease_expired_at: r.try_get("lease_expired_at")?,
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()
-    .context("decoding job_events")?;
-    let executions = sqlx::query(
-        "select job_id, epoch, worker_id, stuckless.to_micros(started_at) as started_at,
-                stuckless.to_micros(finished_at) as finished_at
-         from stuckless_chaos.executions order by id",
-    )
-    .fetch_all(pool)
-    .await
-    .context("reading the side table")?
-    .iter()
-    .map(|r| {
-        Ok(ExecFact {
-            job_id: r.try_get("job_id")?,
-            epoch: r.try_get("epoch")?,
-            worker_id: r.try_get("worker_id")?,
-            started_at: r.try_get("started_at")?,
-            finished_at: r.try_get("finished_at")?,
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()
-    .context("decoding the side table")?;
+    let jobs = read_all(pool, JOB_FACTS, "jobs").await?;
+    let events = read_all(pool, EVENT_FACTS, "job_events").await?;
+    let executions = read_all(pool, EXEC_FACTS, "the side table").await?;
     Ok(Facts {
         enqueued,
         jobs,

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -111,6 +112,19 @@ impl State {
         });
     }
 
+    /// Logs `kind` for `job` whatever the happy-path setting (the writes
+    /// other than claims and inserts always leave their event).
+    fn log(
+        &mut self,
+        job: &Job,
+        kind: JobEventKind,
+        now: Timestamp,
+        worker: Option<&str>,
+        detail: Option<String>,
+    ) {
+        self.event(true, job, kind, now, worker, detail);
+    }
+
     /// The fencing check shared by every write after a claim.
     fn fenced(&mut self, id: JobId, epoch: Epoch, operation: &'static str) -> StorageResult<&mut Job> {
         let job = self.jobs.get_mut(&id).ok_or(StorageError::NotFound(id))?;
@@ -206,6 +220,14 @@ impl State {
     }
 }
 
+/// Counts a queued job that is due at `now` (run at `run_at`) into a stats
+/// entry's `due` and `oldest_due_age`: per queue and per kind alike.
+fn count_due(due: &mut u64, oldest_due_age: &mut Option<Duration>, run_at: Timestamp, now: Timestamp) {
+    *due += 1;
+    let age = now.saturating_since(run_at);
+    *oldest_due_age = Some(oldest_due_age.map_or(age, |a| a.max(age)));
+}
+
 fn to_queued(job: &mut Job, run_at: Timestamp, now: Timestamp) {
     job.status = JobStatus::Queued;
     job.run_at = run_at;
@@ -280,20 +302,14 @@ impl Storage for MemStore {
 
     async fn job_heartbeat(&self, request: JobHeartbeat) -> StorageResult<Timestamp> {
         request.validate()?;
-        let JobHeartbeat {
-            id,
-            epoch,
-            lease,
-            progress,
-        } = request;
         let now = self.clock.now();
         let mut state = self.lock();
-        let job = state.fenced(id, epoch, "heartbeat")?;
-        let expires = now + lease;
+        let job = state.fenced(request.id, request.epoch, "heartbeat")?;
+        let expires = now + request.lease;
         job.lease_expires_at = Some(expires);
         job.heartbeat_at = Some(now);
-        if progress.is_some() {
-            job.progress = progress;
+        if request.progress.is_some() {
+            job.progress = request.progress;
         }
         job.updated_at = now;
         Ok(expires)
@@ -339,8 +355,7 @@ impl Storage for MemStore {
             FailOutcome::Retried { .. } => JobEventKind::Retried,
             FailOutcome::Dead => JobEventKind::Dead,
         };
-        state.event(
-            true,
+        state.log(
             &job,
             kind,
             now,
@@ -357,8 +372,7 @@ impl Storage for MemStore {
         job.attempt -= 1;
         to_queued(job, now, now);
         let job = job.clone();
-        state.event(
-            true,
+        state.log(
             &job,
             JobEventKind::Released,
             now,
@@ -397,7 +411,7 @@ impl Storage for MemStore {
                 JobEventKind::Reaped
             };
             let job = job.clone();
-            state.event(true, &job, kind, now, job.lease_owner.as_deref(), Some(detail));
+            state.log(&job, kind, now, job.lease_owner.as_deref(), Some(detail));
         }
         Ok(outcome)
     }
@@ -423,7 +437,7 @@ impl Storage for MemStore {
         job.updated_at = now;
         job.finished_at = Some(now);
         let job = job.clone();
-        state.event(true, &job, JobEventKind::Cancelled, now, None, None);
+        state.log(&job, JobEventKind::Cancelled, now, None, None);
         Ok(job)
     }
 
@@ -454,14 +468,7 @@ impl Storage for MemStore {
         };
         to_queued(job, now, now);
         let job = job.clone();
-        state.event(
-            true,
-            &job,
-            JobEventKind::Requeued,
-            now,
-            None,
-            Some(detail.to_string()),
-        );
+        state.log(&job, JobEventKind::Requeued, now, None, Some(detail.to_string()));
         Ok(job)
     }
 
@@ -527,9 +534,7 @@ impl Storage for MemStore {
             });
             match job.status {
                 JobStatus::Queued if job.run_at <= now => {
-                    entry.due += 1;
-                    let age = now.saturating_since(job.run_at);
-                    entry.oldest_due_age = Some(entry.oldest_due_age.map_or(age, |a| a.max(age)));
+                    count_due(&mut entry.due, &mut entry.oldest_due_age, job.run_at, now)
                 }
                 JobStatus::Queued => entry.scheduled += 1,
                 JobStatus::Running if is_reapable(job, now) => entry.running_expired += 1,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::State;
+use super::{count_due, State};
 use crate::driver::{JobClaim, JobPrune, KindStats, PruneOutcome};
 use crate::job::{JobEventKind, JobId, JobStatus};
 use crate::time::Timestamp;
@@ -84,9 +84,7 @@ impl State {
             });
             match job.status {
                 JobStatus::Queued if job.run_at <= now => {
-                    entry.due += 1;
-                    let age = now.saturating_since(job.run_at);
-                    entry.oldest_due_age = Some(entry.oldest_due_age.map_or(age, |a| a.max(age)));
+                    count_due(&mut entry.due, &mut entry.oldest_due_age, job.run_at, now)
                 }
                 JobStatus::Queued => entry.scheduled += 1,
                 _ => entry.running += 1,

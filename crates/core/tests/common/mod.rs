@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stuckless_core::driver::{JobGet, Storage};
+use stuckless_core::driver::{JobEvents, JobGet, Storage};
 use stuckless_core::{
-    Client, Clock, Job, JobContext, JobError, JobId, MemStore, NewJob, RunReport, Timestamp, TokioClock,
-    Worker, WorkerBuilder,
+    Client, Clock, Job, JobContext, JobError, JobEventKind, JobId, MemStore, NewJob, RunReport, Timestamp,
+    TokioClock, Worker, WorkerBuilder,
 };
 use tokio::task::JoinHandle;
 
@@ -30,22 +30,30 @@ impl World {
     }
 
     pub fn worker(&self, id: &str) -> WorkerBuilder {
-        Worker::builder(id, self.store.clone())
+        self.worker_on(id, self.store.clone())
+            .registry_heartbeat_interval(HEARTBEAT)
+    }
+
+    /// A worker with the world's clock and short timings on `storage`: the
+    /// world's store behind a wrapper that breaks some calls. The registry
+    /// heartbeat keeps its default, as those tests were written with it.
+    pub fn worker_on(&self, id: &str, storage: Arc<dyn Storage>) -> WorkerBuilder {
+        Worker::builder(id, storage)
             .clock(self.clock.clone())
             .lease(LEASE)
             .heartbeat_interval(HEARTBEAT)
             .reap_interval(REAP)
             .poll_interval(POLL)
-            .registry_heartbeat_interval(HEARTBEAT)
     }
 
+    /// A job of `kind` on the default queue with default options.
     pub async fn insert(&self, kind: &str, payload: serde_json::Value) -> JobId {
-        self.client()
-            .enqueue_job(NewJob::new("default", kind, payload))
-            .await
-            .unwrap()
-            .job
-            .id
+        self.enqueue(job(kind, payload)).await
+    }
+
+    /// Enqueues `job` (which must be valid) through the client.
+    pub async fn enqueue(&self, job: NewJob) -> JobId {
+        self.client().enqueue_job(job).await.unwrap().job.id
     }
 
     pub fn client(&self) -> Client {
@@ -53,11 +61,32 @@ impl World {
     }
 
     pub async fn job(&self, id: JobId) -> Job {
-        self.store
-            .job_get(JobGet { id })
-            .await
-            .unwrap()
-            .expect("job exists")
+        self.find(id).await.expect("job exists")
+    }
+
+    /// The job `id`, or `None` once it is gone (pruned).
+    pub async fn find(&self, id: JobId) -> Option<Job> {
+        self.store.job_get(JobGet { id }).await.unwrap()
+    }
+
+    /// The kinds of `id`'s events, oldest first.
+    pub async fn event_kinds(&self, id: JobId) -> Vec<JobEventKind> {
+        let events = self.store.job_events(JobEvents { id }).await.unwrap();
+        events.iter().map(|e| e.kind).collect()
+    }
+
+    /// Runs `worker` until `id` is terminal (up to `limit`), then shuts it
+    /// down gracefully: the job as it ended and the worker's report.
+    pub async fn run_until_terminal(
+        &self,
+        worker: WorkerBuilder,
+        id: JobId,
+        limit: Duration,
+    ) -> (Job, RunReport) {
+        let (shutdown, running) = spawn(worker.build().unwrap());
+        let job = self.until_terminal(id, limit).await;
+        shutdown.graceful();
+        (job, running.await.unwrap())
     }
 
     /// Waits (in paused time) until `id` is terminal, up to `limit`.
@@ -79,6 +108,16 @@ pub fn spawn(worker: Worker) -> (stuckless_core::ShutdownHandle, JoinHandle<RunR
         shutdown,
         tokio::spawn(async move { worker.run().await.expect("worker runs") }),
     )
+}
+
+/// A job of `kind` on the default queue, to set options on.
+pub fn job(kind: &str, payload: serde_json::Value) -> NewJob {
+    NewJob::new("default", kind, payload)
+}
+
+/// A handler that succeeds at once.
+pub async fn noop(_: JobContext) -> Result<(), JobError> {
+    Ok(())
 }
 
 pub async fn sleeper(ctx: JobContext) -> Result<(), JobError> {

@@ -11,7 +11,10 @@ use stuckless_core::driver::{
 use stuckless_core::job::limits;
 use stuckless_core::{Epoch, JobEventKind, JobId, JobStatus, StorageError};
 
-use crate::case::{claim_one, claim_req, insert, job, kit_case, Case, Ctx, LEASE};
+use crate::case::{
+    assert_invalid, assert_wrong_status, claim_one, claim_req, complete_at, event_kinds, insert, job,
+    kit_case, refusal, stale_epochs, Case, Ctx, LEASE,
+};
 
 /// The lease cases, in the order they are run.
 pub(crate) fn cases() -> Vec<Case> {
@@ -86,18 +89,12 @@ async fn claim_edge_cases(c: &Ctx) {
         .job_claim(claim_req("bad worker", &["default"], 1))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, StorageError::Invalid(ref v) if v.field == "worker_id"),
-        "{err}"
-    );
+    assert_invalid(&err, "worker_id");
     let err = s
         .job_claim(claim_req("w1", &["default", "x'y"], 1))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, StorageError::Invalid(ref v) if v.field == "queue"),
-        "{err}"
-    );
+    assert_invalid(&err, "queue");
     // The refused claims took nothing.
     assert_eq!(
         s.job_get(JobGet { id: JobId(1) }).await.unwrap().unwrap().status,
@@ -148,10 +145,7 @@ async fn heartbeat_extends_the_lease_and_keeps_or_sets_progress(c: &Ctx) {
         .job_heartbeat(heartbeat(cj.id(), cj.epoch(), LEASE, Some(big)))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, StorageError::Invalid(ref v) if v.field == "progress"),
-        "{err}"
-    );
+    assert_invalid(&err, "progress");
     let err = s
         .job_heartbeat(heartbeat(JobId(99), Epoch(1), LEASE, None))
         .await
@@ -220,23 +214,8 @@ async fn complete_is_idempotent_for_the_same_epoch(c: &Ctx) {
         j,
         "a retried completion changes nothing"
     );
-    let err = s
-        .job_complete(JobComplete {
-            id: cj.id(),
-            epoch: Epoch(7),
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::StaleEpoch {
-                current: Epoch(1),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = s.job_complete(complete_at(cj.id(), Epoch(7))).await.unwrap_err();
+    assert_eq!(stale_epochs(&err).1, Epoch(1), "{err}");
     assert_eq!(
         s.job_complete(JobComplete {
             id: JobId(42),
@@ -346,13 +325,7 @@ async fn fail_retries_then_goes_dead_and_clamps_the_error(c: &Ctx) {
     assert_eq!((j.status, j.finished_at), (JobStatus::Dead, Some(c.now())));
     let stored = j.last_error.unwrap();
     assert!(stored.len() <= limits::MAX_ERROR_BYTES && stored.chars().all(|ch| ch == 'é'));
-    let kinds: Vec<JobEventKind> = s
-        .job_events(JobEvents { id: j.id })
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.kind)
-        .collect();
+    let kinds = event_kinds(&*s, j.id).await;
     assert_eq!(kinds, vec![JobEventKind::Retried, JobEventKind::Dead]);
     // A permanent failure is dead at once, attempts left or not.
     s.job_insert(insert(job("default"))).await.unwrap();
@@ -366,17 +339,8 @@ async fn fail_retries_then_goes_dead_and_clamps_the_error(c: &Ctx) {
         .job_fail(fail(p.id(), p.epoch(), "again", None))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::WrongStatus {
-                status: JobStatus::Dead,
-                operation: "fail",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let (status, operation, _) = refusal(&err);
+    assert_eq!((status, operation), (JobStatus::Dead, "fail"), "{err}");
 }
 
 async fn release_gives_the_attempt_back(c: &Ctx) {
@@ -406,16 +370,7 @@ async fn release_gives_the_attempt_back(c: &Ctx) {
         (JobEventKind::Released, 0, Some("w1"))
     );
     let err = s.job_release(release).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::WrongStatus {
-                status: JobStatus::Queued,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_wrong_status(&err, JobStatus::Queued);
     let again = claim_one(&*s, "w2").await;
     assert_eq!((again.job.attempt, again.epoch()), (1, Epoch(2)));
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use stuckless_core::driver::{JobEvents, JobGet, JobInsertMany};
-use stuckless_core::{Client, Epoch, JobId, JobStatus, NewJob, StorageError, Timestamp};
+use stuckless_core::{Client, Epoch, JobId, JobStatus, NewJob, Timestamp};
 
-use crate::case::{insert, job, kit_case, Case, Ctx};
+use crate::case::{assert_invalid, insert, job, kit_case, Case, Ctx};
 
 /// The job cases, in the order they are run.
 pub(crate) fn cases() -> Vec<Case> {
@@ -109,10 +109,7 @@ async fn insert_many_is_atomic_and_in_order_with_keys_repeated_in_the_batch(c: &
         .enqueue_many(vec![job("default"), NewJob::new("", "k", json!(null))])
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, StorageError::Invalid(ref v) if v.field == "queue"),
-        "{err}"
-    );
+    assert_invalid(&err, "queue");
     assert_eq!(
         s.job_get(JobGet { id: JobId(1) }).await.unwrap(),
         None,

@@ -4,13 +4,16 @@
 use std::time::Duration;
 
 use stuckless_core::driver::{
-    CompleteOutcome, FailOutcome, JobCancel, JobComplete, JobEvents, JobGet, JobHeartbeat, JobInsertMany,
-    JobReapExpired, JobRelease, JobRequeue,
+    CompleteOutcome, FailOutcome, JobCancel, JobEvents, JobGet, JobInsertMany, JobReapExpired, JobRelease,
+    JobRequeue,
 };
-use stuckless_core::{ClaimedJob, Epoch, JobEventKind, JobId, JobStatus, StorageError, Timestamp};
+use stuckless_core::{Epoch, JobEventKind, JobId, JobStatus, StorageError, Timestamp};
 
 use super::lease::fail;
-use crate::case::{claim_one, claim_req, insert, job, kit_case, Case, Ctx, LEASE};
+use crate::case::{
+    assert_wrong_status, claim_one, claim_req, complete, complete_at, event_kinds, heartbeat, insert, job,
+    kit_case, refusal, stale_epochs, Case, Ctx, LEASE,
+};
 
 /// The recovery cases, in the order they are run.
 pub(crate) fn cases() -> Vec<Case> {
@@ -27,22 +30,6 @@ pub(crate) fn cases() -> Vec<Case> {
 
 fn reap(limit: u32) -> JobReapExpired {
     JobReapExpired { limit }
-}
-
-fn complete(cj: &ClaimedJob) -> JobComplete {
-    JobComplete {
-        id: cj.id(),
-        epoch: cj.epoch(),
-    }
-}
-
-fn heartbeat(cj: &ClaimedJob) -> JobHeartbeat {
-    JobHeartbeat {
-        id: cj.id(),
-        epoch: cj.epoch(),
-        lease: LEASE,
-        progress: None,
-    }
 }
 
 async fn reap_requeues_or_kills_expired_leases_once(c: &Ctx) {
@@ -201,16 +188,7 @@ async fn cancel_rules(c: &Ctx) {
         (JobStatus::Cancelled, None, Epoch(1))
     );
     let err = s.job_complete(complete(&running)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::WrongStatus {
-                status: JobStatus::Cancelled,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_wrong_status(&err, JobStatus::Cancelled);
     let done = claim_one(&*s, "w1").await;
     s.job_complete(complete(&done)).await.unwrap();
     let err = s.job_cancel(JobCancel { id: done.id() }).await.unwrap_err();
@@ -223,13 +201,7 @@ async fn cancel_rules(c: &Ctx) {
             expected: "queued or running"
         }
     );
-    let kinds: Vec<JobEventKind> = s
-        .job_events(JobEvents { id: JobId(1) })
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.kind)
-        .collect();
+    let kinds = event_kinds(&*s, JobId(1)).await;
     assert_eq!(kinds, vec![JobEventKind::Cancelled]);
 }
 
@@ -276,15 +248,9 @@ async fn requeue_rules(c: &Ctx) {
     let two = s.job_claim(claim_req("w1", &["default"], 10)).await.unwrap();
     let two = two.iter().find(|c| c.id() == JobId(2)).unwrap().clone();
     let err = s.job_requeue(requeue(two.id(), false)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::WrongStatus {
-                expected: "dead, or running with an expired lease (or force)",
-                ..
-            }
-        ),
-        "{err}"
+    assert_eq!(
+        refusal(&err).2,
+        "dead, or running with an expired lease (or force)"
     );
     let forced = s.job_requeue(requeue(two.id(), true)).await.unwrap();
     assert_eq!(
@@ -292,16 +258,7 @@ async fn requeue_rules(c: &Ctx) {
         (JobStatus::Queued, 1, Epoch(1))
     );
     let err = s.job_heartbeat(heartbeat(&two)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::WrongStatus {
-                status: JobStatus::Queued,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_wrong_status(&err, JobStatus::Queued);
     // Job 3's lease expires: requeue without force.
     c.advance(LEASE);
     let three = s.job_requeue(requeue(JobId(3), false)).await.unwrap();
@@ -357,13 +314,7 @@ async fn happy_path_events_when_enabled(c: &Ctx) {
         "a retried completion logs nothing"
     );
     for id in [2, 3] {
-        let kinds: Vec<JobEventKind> = s
-            .job_events(JobEvents { id: JobId(id) })
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.kind)
-            .collect();
+        let kinds = event_kinds(&*s, JobId(id)).await;
         assert_eq!(kinds, vec![JobEventKind::Inserted], "job {id}");
     }
     assert!(s
@@ -379,24 +330,8 @@ async fn fencing_checks_in_spec_order(c: &Ctx) {
     let cj = claim_one(&*s, "w1").await;
     s.job_cancel(JobCancel { id: cj.id() }).await.unwrap();
     // Wrong epoch AND wrong status: the epoch is reported first.
-    let err = s
-        .job_complete(JobComplete {
-            id: cj.id(),
-            epoch: Epoch(5),
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StorageError::StaleEpoch {
-                presented: Epoch(5),
-                current: Epoch(1),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = s.job_complete(complete_at(cj.id(), Epoch(5))).await.unwrap_err();
+    assert_eq!(stale_epochs(&err), (Epoch(5), Epoch(1)), "{err}");
     let err = s.job_heartbeat(heartbeat(&cj)).await.unwrap_err();
     assert_eq!(
         err,

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use sqlx::postgres::PgPoolOptions;
 use stuckless_core::{RetryPolicy, Worker};
+use stuckless_harness::chaos_config::WorkerTimingArgs;
 use stuckless_harness::recording::{RecordingHandler, CHAOS_KIND};
 use stuckless_pg::{PgStorage, PgWaker};
 
@@ -21,16 +22,8 @@ struct Args {
     worker_id: String,
     #[arg(long, default_value = "default")]
     queue: String,
-    #[arg(long, default_value_t = 8)]
-    concurrency: u32,
-    #[arg(long, default_value_t = 3000)]
-    lease_ms: u64,
-    #[arg(long, default_value_t = 1000)]
-    heartbeat_ms: u64,
-    #[arg(long, default_value_t = 2000)]
-    reap_ms: u64,
-    #[arg(long, default_value_t = 1000)]
-    poll_ms: u64,
+    #[command(flatten)]
+    timing: WorkerTimingArgs,
     #[arg(long, default_value_t = 2000)]
     grace_ms: u64,
     #[arg(long, default_value_t = 2000)]
@@ -48,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let ms = Duration::from_millis;
     let pool = PgPoolOptions::new()
-        .max_connections(args.concurrency + 4)
+        .max_connections(args.timing.concurrency + 4)
         .acquire_timeout(ms(args.storage_timeout_ms))
         .connect_lazy(&args.database_url)
         .context("database url")?;
@@ -56,11 +49,11 @@ async fn main() -> anyhow::Result<()> {
     let waker = PgWaker::start_url(&args.database_url, vec![args.queue.clone()]).context("waker")?;
     let worker = Worker::builder(args.worker_id.clone(), storage)
         .queues([args.queue.clone()])
-        .concurrency(args.concurrency)
-        .lease(ms(args.lease_ms))
-        .heartbeat_interval(ms(args.heartbeat_ms))
-        .reap_interval(ms(args.reap_ms))
-        .poll_interval(ms(args.poll_ms))
+        .concurrency(args.timing.concurrency)
+        .lease(ms(args.timing.lease_ms))
+        .heartbeat_interval(ms(args.timing.heartbeat_ms))
+        .reap_interval(ms(args.timing.reap_ms))
+        .poll_interval(ms(args.timing.poll_ms))
         .shutdown_grace(ms(args.grace_ms))
         .storage_timeout(ms(args.storage_timeout_ms))
         .retry(RetryPolicy {

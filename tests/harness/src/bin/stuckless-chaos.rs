@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use stuckless_harness::chaos::{self, ChaosConfig, WorkerCommand};
+use stuckless_harness::chaos_config::WorkerTimingArgs;
 use stuckless_harness::process::workspace_binary;
 
 #[derive(Parser, Debug)]
@@ -25,21 +26,8 @@ struct Args {
     /// Worker processes alive at once.
     #[arg(long, default_value_t = 4)]
     workers: usize,
-    /// Jobs each worker runs at once.
-    #[arg(long, default_value_t = 8)]
-    concurrency: u32,
-    /// Workers' lease, ms.
-    #[arg(long, default_value_t = 3000)]
-    lease_ms: u64,
-    /// Workers' heartbeat interval, ms.
-    #[arg(long, default_value_t = 1000)]
-    heartbeat_ms: u64,
-    /// Workers' reap interval, ms.
-    #[arg(long, default_value_t = 2000)]
-    reap_ms: u64,
-    /// Workers' poll interval, ms.
-    #[arg(long, default_value_t = 1000)]
-    poll_ms: u64,
+    #[command(flatten)]
+    timing: WorkerTimingArgs,
     /// Mean time between faults, ms.
     #[arg(long, default_value_t = 1000)]
     fault_every_ms: u64,
@@ -103,11 +91,11 @@ async fn main() -> anyhow::Result<()> {
     config.duration = Duration::from_secs(args.duration_s);
     config.jobs = args.jobs;
     config.workers = args.workers;
-    config.concurrency = args.concurrency;
-    config.lease = ms(args.lease_ms);
-    config.heartbeat = ms(args.heartbeat_ms);
-    config.reap_interval = ms(args.reap_ms);
-    config.poll_interval = ms(args.poll_ms);
+    config.concurrency = args.timing.concurrency;
+    config.lease = ms(args.timing.lease_ms);
+    config.heartbeat = ms(args.timing.heartbeat_ms);
+    config.reap_interval = ms(args.timing.reap_ms);
+    config.poll_interval = ms(args.timing.poll_ms);
     config.fault_every = ms(args.fault_every_ms);
     config.restart_postgres = args.restart_postgres;
     if let Some(dir) = args.log_dir {
@@ -119,9 +107,9 @@ async fn main() -> anyhow::Result<()> {
         config.workers,
         config.jobs,
         args.duration_s,
-        args.lease_ms,
-        args.reap_ms,
-        args.poll_ms,
+        args.timing.lease_ms,
+        args.timing.reap_ms,
+        args.timing.poll_ms,
         config.slack.as_millis(),
         config.restart_postgres,
         args.idle_in_transaction_timeout_ms
