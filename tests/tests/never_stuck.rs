@@ -193,3 +193,51 @@ async fn sql_agrees(
         (rust, sql) => panic!("{field} = {value}: Rust says {rust:?}, SQL says {sql:?}"),
     }
 }
+
+/// A row the claim can convert but Rust cannot read: jsonb holds numbers
+/// beyond `f64` (`1e400`, accepted by `stuckless.enqueue`), which
+/// `serde_json` refuses. Before, the claim's answer failed as a whole after
+/// the statement had marked every picked job running, so the good jobs
+/// beside it waited for their leases to expire, again and again. Now the
+/// unreadable job goes dead with the reason and the others are handed out.
+#[tokio::test]
+async fn a_claimed_row_rust_cannot_read_goes_dead_and_the_others_run() {
+    let db = stuckless_tests::test_db!("a_claimed_row_rust_cannot_read_goes_dead_and_the_others_run");
+    sqlx::raw_sql(
+        "select stuckless.enqueue('default', 'noop', '{\"n\": 1e400}'::jsonb, priority => 5::smallint);
+         select stuckless.enqueue('default', 'noop');",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let storage = db.storage();
+    let claim = JobClaim {
+        worker_id: "w1".into(),
+        queues: vec!["default".into()],
+        limit: 10,
+        lease: Duration::from_secs(30),
+        kinds: None,
+    };
+    let claimed = storage
+        .job_claim(claim.clone())
+        .await
+        .expect("one unreadable row must not fail the claim");
+    assert_eq!(claimed.iter().map(|c| c.id()).collect::<Vec<_>>(), [JobId(2)]);
+    let (status, error): (String, String) =
+        sqlx::query_as("select status, last_error from stuckless.jobs where id = 1")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(status, "dead");
+    assert!(error.starts_with("unreadable row:"), "{error}");
+    let events: Vec<String> =
+        sqlx::query_scalar("select kind from stuckless.job_events where job_id = 1 order by id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(events, ["dead"]);
+    assert!(
+        storage.job_claim(claim).await.unwrap().is_empty(),
+        "nothing left to claim"
+    );
+}
