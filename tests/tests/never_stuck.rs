@@ -114,11 +114,8 @@ async fn a_row_no_claim_can_convert_never_blocks_the_others() {
     .unwrap();
     let storage = db.storage();
     let claim = JobClaim {
-        worker_id: "w1".into(),
-        queues: vec!["default".into()],
-        limit: 10,
-        lease: Duration::from_secs(30),
         kinds: Some(vec!["noop".into()]),
+        ..stuckless_tests::claim_default("w1", 10)
     };
     let claimed = storage
         .job_claim(claim)
@@ -211,13 +208,7 @@ async fn a_claimed_row_rust_cannot_read_goes_dead_and_the_others_run() {
     .await
     .unwrap();
     let storage = db.storage();
-    let claim = JobClaim {
-        worker_id: "w1".into(),
-        queues: vec!["default".into()],
-        limit: 10,
-        lease: Duration::from_secs(30),
-        kinds: None,
-    };
+    let claim = stuckless_tests::claim_default("w1", 10);
     let claimed = storage
         .job_claim(claim.clone())
         .await
