@@ -16,6 +16,7 @@
 //! ```
 
 pub mod api;
+pub mod batch;
 pub mod check;
 pub mod clock;
 pub mod config;

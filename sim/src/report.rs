@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::outcome::RunOutcome;
 
@@ -18,7 +18,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Totals over many runs.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Seeds run.
     pub seeds: u64,
@@ -74,6 +74,31 @@ impl Summary {
         self.ops += run.ops;
     }
 
+    /// Adds another batch's summary (another shard's, say): the result is
+    /// the summary of both batches' seeds, whatever the order of merging.
+    pub fn merge(&mut self, other: &Summary) {
+        self.seeds += other.seeds;
+        self.failed_seeds.extend(&other.failed_seeds);
+        self.failed_seeds.sort_unstable();
+        self.simulated += other.simulated;
+        for (k, n) in &other.faults {
+            *self.faults.entry(k.clone()).or_insert(0) += n;
+        }
+        self.jobs += other.jobs;
+        for (k, n) in &other.classes {
+            *self.classes.entry(k.clone()).or_insert(0) += n;
+        }
+        for (k, n) in &other.violations {
+            *self.violations.entry(k.clone()).or_insert(0) += n;
+        }
+        self.expired_running.extend(&other.expired_running);
+        self.starved.extend(&other.starved);
+        self.pickups.extend(&other.pickups);
+        self.duplicate_jobs += other.duplicate_jobs;
+        self.duplicate_effects += other.duplicate_effects;
+        self.ops += other.ops;
+    }
+
     /// The summary as text; `wall` adds the speed figures (not deterministic,
     /// so snapshots leave it out).
     pub fn render(&self, wall: Option<Duration>) -> String {
@@ -127,8 +152,9 @@ impl Summary {
             let w = wall.as_secs_f64().max(1e-9);
             let _ = writeln!(
                 out,
-                "speed            {:.2} seeds/s, {:.0}x simulated/wall ({:.2}s wall)",
+                "speed            {:.2} seeds/s ({:.0} seeds/hour), {:.0}x simulated/wall ({:.2}s wall)",
                 self.seeds as f64 / w,
+                self.seeds as f64 / w * 3600.0,
                 self.simulated.as_secs_f64() / w,
                 w
             );

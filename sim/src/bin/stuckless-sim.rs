@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use stuckless_sim::batch::{self, Flow, Shard};
 use stuckless_sim::{FaultPlan, SimBuilder, Summary, Variant};
 
 /// Deterministic simulation of stuckless.
@@ -59,6 +60,21 @@ struct Args {
     /// worker, a bar per attempt, faults marked, waits shown. Needs --seed.
     #[arg(long, requires = "seed")]
     timeline: Option<PathBuf>,
+    /// Threads running seeds at once. Default: every core. The results and
+    /// their order are those of --threads 1.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Run only this machine's part of the batch, k of n (e.g. 2/4): seeds at
+    /// positions k-1, k-1+n, … Merge the shards' --summary-json files with --merge.
+    #[arg(long, value_parser = Shard::parse, default_value = "1/1")]
+    shard: Shard,
+    /// Also write the summary as JSON to this file (for --merge).
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// Print the summary of these --summary-json files (one per shard) and
+    /// run nothing.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["seed", "verbose", "timeline", "save_fixture"])]
+    merge: Vec<PathBuf>,
 }
 
 fn builder(args: &Args, seed: u64) -> anyhow::Result<SimBuilder> {
@@ -94,88 +110,142 @@ fn builder(args: &Args, seed: u64) -> anyhow::Result<SimBuilder> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if !args.merge.is_empty() {
+        return merge(&args.merge);
+    }
     let seeds: Vec<u64> = match args.seed {
         Some(seed) => vec![seed],
-        None => (args.first_seed..args.first_seed + args.seeds).collect(),
+        None => args
+            .shard
+            .of(&(args.first_seed..args.first_seed + args.seeds).collect::<Vec<_>>()),
     };
+    // Check the arguments once, before any thread starts.
+    builder(&args, seeds.first().copied().unwrap_or(0))?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let progress = std::io::stderr().is_terminal() && seeds.len() > 1;
-    let mut summary = Summary::default();
+    let mut failed = 0;
+    let mut done = 0;
+    let mut error = None;
     // Wall time only measures the runner's speed (seeds/s, simulated/wall);
     // nothing inside a simulated run reads it.
     let started = Instant::now();
-    for (n, seed) in seeds.iter().enumerate() {
-        let outcome = builder(&args, *seed)?.run();
-        if args.verbose {
-            if let Some(trace) = &outcome.trace {
-                print!("{trace}");
+    let summary = batch::run(
+        &seeds,
+        threads,
+        |seed| builder(&args, seed).expect("checked before the batch"),
+        |outcome| {
+            done += 1;
+            if let Err(e) = report_one(&args, outcome) {
+                error = Some(e);
+                return Flow::Stop;
             }
-            println!("{}", serde_json::to_string_pretty(&outcome.plan)?);
-            println!(
-                "seed {} simulated {:.0}s jobs {} status {:?} ops {} trace {:016x}",
-                outcome.seed,
-                outcome.simulated.as_secs_f64(),
-                outcome.jobs,
-                outcome.by_status,
-                outcome.ops,
-                outcome.trace_hash
-            );
-        }
-        if let (Some(path), Some(timeline)) = (&args.timeline, &outcome.timeline) {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            if !outcome.passed() {
+                failed += 1;
+                if progress {
+                    eprintln!();
+                }
+                eprint!("{}", outcome.failure_report());
             }
-            std::fs::write(path, stuckless_timeline::render_svg(timeline))
-                .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!(
-                "timeline: {} ({} attempts, {} marks, {} waits)",
-                path.display(),
-                timeline.attempts.len(),
-                timeline.marks.len(),
-                timeline.waits.len()
-            );
-        }
-        if let Some(path) = &args.save_fixture {
-            let fixture = stuckless_sim::Fixture {
-                why: args.why.clone(),
-                scenario: outcome.scenario.clone(),
-                seed: outcome.seed,
-                variant: outcome.variant,
-                expect: if outcome.passed() {
-                    stuckless_sim::Expect::Pass
-                } else {
-                    stuckless_sim::Expect::Violation
-                },
-                plan: outcome.plan.clone(),
-            };
-            std::fs::write(path, serde_json::to_string_pretty(&fixture)? + "\n")?;
-        }
-        if !outcome.passed() {
             if progress {
-                eprintln!();
+                let width = 40;
+                let filled = done * width / seeds.len();
+                eprint!(
+                    "\r[{}{}] {done}/{} seeds, {failed} failed",
+                    "#".repeat(filled),
+                    " ".repeat(width - filled),
+                    seeds.len(),
+                );
             }
-            eprint!("{}", outcome.failure_report());
-        }
-        summary.add(&outcome);
-        if progress {
-            let done = n + 1;
-            let width = 40;
-            let filled = done * width / seeds.len();
-            eprint!(
-                "\r[{}{}] {done}/{} seeds, {} failed",
-                "#".repeat(filled),
-                " ".repeat(width - filled),
-                seeds.len(),
-                summary.failed_seeds.len()
-            );
-        }
-        if args.fail_fast && !outcome.passed() {
-            break;
-        }
-    }
+            if args.fail_fast && !outcome.passed() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        },
+    );
     if progress {
         eprintln!();
     }
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if let Some(path) = &args.summary_json {
+        std::fs::write(path, serde_json::to_string(&summary)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     print!("{}", summary.render(Some(started.elapsed())));
+    println!(
+        "threads          {threads}, shard {}/{}",
+        args.shard.index, args.shard.count
+    );
+    fail_if_any(&summary)
+}
+
+/// Prints one outcome's trace, timeline and fixture as asked.
+fn report_one(args: &Args, outcome: &stuckless_sim::RunOutcome) -> anyhow::Result<()> {
+    if args.verbose {
+        if let Some(trace) = &outcome.trace {
+            print!("{trace}");
+        }
+        println!("{}", serde_json::to_string_pretty(&outcome.plan)?);
+        println!(
+            "seed {} simulated {:.0}s jobs {} status {:?} ops {} trace {:016x}",
+            outcome.seed,
+            outcome.simulated.as_secs_f64(),
+            outcome.jobs,
+            outcome.by_status,
+            outcome.ops,
+            outcome.trace_hash
+        );
+    }
+    if let (Some(path), Some(timeline)) = (&args.timeline, &outcome.timeline) {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, stuckless_timeline::render_svg(timeline))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "timeline: {} ({} attempts, {} marks, {} waits)",
+            path.display(),
+            timeline.attempts.len(),
+            timeline.marks.len(),
+            timeline.waits.len()
+        );
+    }
+    if let Some(path) = &args.save_fixture {
+        let fixture = stuckless_sim::Fixture {
+            why: args.why.clone(),
+            scenario: outcome.scenario.clone(),
+            seed: outcome.seed,
+            variant: outcome.variant,
+            expect: if outcome.passed() {
+                stuckless_sim::Expect::Pass
+            } else {
+                stuckless_sim::Expect::Violation
+            },
+            plan: outcome.plan.clone(),
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&fixture)? + "\n")?;
+    }
+    Ok(())
+}
+
+/// Prints the merged summary of shards' --summary-json files.
+fn merge(paths: &[PathBuf]) -> anyhow::Result<()> {
+    let mut summary = Summary::default();
+    for path in paths {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let shard: Summary = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a --summary-json file", path.display()))?;
+        summary.merge(&shard);
+    }
+    print!("{}", summary.render(None));
+    fail_if_any(&summary)
+}
+
+fn fail_if_any(summary: &Summary) -> anyhow::Result<()> {
     if !summary.failed_seeds.is_empty() {
         bail!(
             "{} seed(s) failed: {:?}",
