@@ -275,3 +275,42 @@ async fn a_row_no_claim_can_read_is_buried_and_the_job_behind_it_runs() {
     assert_eq!((buried.status, buried.attempt), (JobStatus::Dead, 0));
     assert!(buried.last_error.unwrap().contains("unreadable row: run_at"));
 }
+
+/// Guards a retry waiting for the next poll: no NOTIFY announces that a
+/// failed job is due again, so with a long poll interval its retry sat
+/// queued and due for up to the whole interval.
+#[tokio::test(start_paused = true)]
+async fn a_retry_is_claimed_when_it_is_due_not_at_the_next_poll() {
+    let world = World::new();
+    let id = world
+        .enqueue(stuckless_core::NewJob::new("default", "flaky", json!({})))
+        .await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let worker = world
+        .worker("w1")
+        .poll_interval(Duration::from_secs(3600))
+        .handler("flaky", {
+            let calls = calls.clone();
+            move |_: JobContext| {
+                let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    if first {
+                        Err(JobError::retry_after("429", Duration::from_secs(5)))
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
+        });
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    let job = world.until_terminal(id, Duration::from_secs(30)).await;
+    shutdown.graceful();
+    running.await.unwrap();
+    assert_eq!((job.status, job.attempt), (JobStatus::Succeeded, 2), "{job:?}");
+    let retried_at = job.claimed_at.unwrap();
+    assert!(
+        retried_at.saturating_since(job.created_at) < Duration::from_secs(7),
+        "retried {:?} after enqueue, not at the hourly poll",
+        retried_at.saturating_since(job.created_at)
+    );
+}

@@ -277,6 +277,13 @@ async fn fail(shared: &Shared, this: &AttemptRef, error: JobError, deadline: Tim
     match result {
         Ok(FailOutcome::Retried { run_at }) => {
             info!(%run_at, error = %message, "attempt failed; will retry");
+            // No NOTIFY announces a retry becoming due: claim again then
+            // ourselves rather than at the next poll, up to a minute later.
+            // Counted from the reply, which came after the storage set
+            // run_at, so the claim does not come early.
+            if let Some(delay) = retry_after {
+                shared.retry_due_at(shared.now() + delay);
+            }
             shared.emit(WorkerEvent::Retried {
                 attempt: this.clone(),
                 error: message,

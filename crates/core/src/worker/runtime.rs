@@ -49,6 +49,7 @@ pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
         completions: completion_tx,
         in_flight: AtomicU32::new(0),
         health,
+        retries_due: Mutex::new(Default::default()),
         config,
     });
     async move {
@@ -202,7 +203,14 @@ async fn claim_loop(
             }
             continue;
         }
-        let until_poll = next_poll.saturating_since(shared.now());
+        // The next claim without a wake-up: the poll, or earlier when a job
+        // this worker failed becomes due again.
+        let last_claim = next_poll - config.poll_interval;
+        let next_claim = match shared.next_retry(Some(last_claim)) {
+            Some(retry) => next_poll.min(retry),
+            None => next_poll,
+        };
+        let until_poll = next_claim.saturating_since(shared.now());
         tokio::select! {
             biased;
             _ = phase.changed() => {}

@@ -1,7 +1,7 @@
 //! State shared by a worker's main loop, its background tasks and every
 //! attempt, and the report it fills in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
@@ -87,7 +87,13 @@ pub(crate) struct Shared {
     pub completions: mpsc::Sender<CompletionSlot>,
     pub in_flight: AtomicU32,
     pub health: HealthHandle,
+    /// When jobs this worker failed become due again (worker clock): the
+    /// claim loop wakes then. Bounded: past the cap, the poll catches them.
+    pub retries_due: Mutex<BTreeSet<Timestamp>>,
 }
+
+/// Most retry wake-ups a worker remembers.
+const MAX_RETRY_WAKEUPS: usize = 1024;
 
 impl Shared {
     /// Counts an event and hands it to the observer.
@@ -142,6 +148,24 @@ impl Shared {
             error: message,
             consecutive,
         });
+    }
+
+    /// Remembers that a job this worker failed is due again at `at`.
+    pub fn retry_due_at(&self, at: Timestamp) {
+        let mut due = self.retries_due.lock().expect("retries lock");
+        if due.len() < MAX_RETRY_WAKEUPS {
+            due.insert(at);
+        }
+    }
+
+    /// The earliest remembered retry time, after forgetting those a claim
+    /// sent at `claimed_at` or later already covers.
+    pub fn next_retry(&self, claimed_at: Option<Timestamp>) -> Option<Timestamp> {
+        let mut due = self.retries_due.lock().expect("retries lock");
+        if let Some(at) = claimed_at {
+            due.retain(|t| *t > at);
+        }
+        due.first().copied()
     }
 
     /// The worker clock's now.
