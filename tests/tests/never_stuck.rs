@@ -192,16 +192,19 @@ async fn sql_agrees(
 }
 
 /// A row the claim can convert but Rust cannot read: jsonb holds numbers
-/// beyond `f64` (`1e400`, accepted by `stuckless.enqueue`), which
-/// `serde_json` refuses. Before, the claim's answer failed as a whole after
+/// beyond `f64` (`1e400`, which `stuckless.enqueue` accepted before
+/// migration 4), which `serde_json` refuses. Before, the claim's answer failed as a whole after
 /// the statement had marked every picked job running, so the good jobs
 /// beside it waited for their leases to expire, again and again. Now the
 /// unreadable job goes dead with the reason and the others are handed out.
 #[tokio::test]
 async fn a_claimed_row_rust_cannot_read_goes_dead_and_the_others_run() {
     let db = stuckless_tests::test_db!("a_claimed_row_rust_cannot_read_goes_dead_and_the_others_run");
+    // Migration 4 refuses such a payload at the door; switch that off to
+    // stand for a row written before it, or by a writer that bypassed it.
     sqlx::raw_sql(
-        "select stuckless.enqueue('default', 'noop', '{\"n\": 1e400}'::jsonb, priority => 5::smallint);
+        "alter table stuckless.jobs disable trigger jobs_refuse_unreadable_payload;
+         select stuckless.enqueue('default', 'noop', '{\"n\": 1e400}'::jsonb, priority => 5::smallint);
          select stuckless.enqueue('default', 'noop');",
     )
     .execute(db.pool())
@@ -231,4 +234,45 @@ async fn a_claimed_row_rust_cannot_read_goes_dead_and_the_others_run() {
         storage.job_claim(claim).await.unwrap().is_empty(),
         "nothing left to claim"
     );
+}
+
+/// Guards the SQL API accepting what no worker can read: `'{"n": 1e400}'`
+/// went in through `stuckless.enqueue` and only failed at the claim. Every
+/// writer is now refused at insert with 22023 naming the payload; numbers
+/// a 64-bit float holds still go in.
+#[tokio::test]
+async fn a_payload_number_no_worker_can_read_is_refused_at_insert() {
+    let db = stuckless_tests::test_db!("a_payload_number_no_worker_can_read_is_refused_at_insert");
+    for payload in [r#"{"n": 1e400}"#, r#"[1, {"deep": [-2e308]}]"#] {
+        let through_api = sqlx::query("select stuckless.enqueue('q', 'k', $1::jsonb)")
+            .bind(payload)
+            .execute(db.pool())
+            .await
+            .unwrap_err();
+        let direct = sqlx::query(
+            "insert into stuckless.jobs (queue, kind, payload, run_at, created_at, updated_at)
+             values ('q', 'k', $1::jsonb, now(), now(), now())",
+        )
+        .bind(payload)
+        .execute(db.pool())
+        .await
+        .unwrap_err();
+        for err in [through_api, direct] {
+            assert_eq!(sqlstate(&err).as_deref(), Some("22023"), "{payload}: {err}");
+            assert!(err.to_string().contains("invalid payload"), "{payload}: {err}");
+        }
+    }
+    let fine: i64 =
+        sqlx::query_scalar("select stuckless.enqueue('q', 'k', '{\"n\": 1.7e308, \"m\": 1e-400}'::jsonb)")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let job = db
+        .storage()
+        .job_get(stuckless_core::driver::JobGet { id: JobId(fine) })
+        .await
+        .unwrap()
+        .unwrap();
+    let n = job.payload["n"].as_f64().expect("a worker reads it");
+    assert!(n.is_finite() && n > 1.69e308, "{n}");
 }
