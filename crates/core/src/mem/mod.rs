@@ -58,6 +58,13 @@ impl MemStore {
         self.lock().jobs.values().cloned().collect()
     }
 
+    /// Reads every job in id order without copying them: for a simulator
+    /// that looks at the whole table after every step.
+    pub fn with_jobs<R>(&self, read: impl FnOnce(&mut dyn Iterator<Item = &Job>) -> R) -> R {
+        let state = self.lock();
+        read(&mut state.jobs.values())
+    }
+
     /// Number of jobs stored.
     pub fn job_count(&self) -> usize {
         self.lock().jobs.len()
