@@ -68,6 +68,10 @@ struct Args {
     /// positions k-1, k-1+n, … Merge the shards' --summary-json files with --merge.
     #[arg(long, value_parser = Shard::parse, default_value = "1/1")]
     shard: Shard,
+    /// Print one line per seed (seed, verdict, storage ops, trace hash), in
+    /// seed order: two batches can be diffed seed by seed.
+    #[arg(long)]
+    per_seed: bool,
     /// Also write the summary as JSON to this file (for --merge).
     #[arg(long)]
     summary_json: Option<PathBuf>,
@@ -137,6 +141,15 @@ fn main() -> anyhow::Result<()> {
         |seed| builder(&args, seed).expect("checked before the batch"),
         |outcome| {
             done += 1;
+            if args.per_seed {
+                println!(
+                    "seed {} {} ops {} trace {:016x}",
+                    outcome.seed,
+                    if outcome.passed() { "pass" } else { "FAIL" },
+                    outcome.ops,
+                    outcome.trace_hash
+                );
+            }
             if let Err(e) = report_one(&args, outcome) {
                 error = Some(e);
                 return Flow::Stop;
