@@ -60,10 +60,12 @@ struct Args {
     /// worker, a bar per attempt, faults marked, waits shown. Needs --seed.
     #[arg(long, requires = "seed")]
     timeline: Option<PathBuf>,
-    /// Threads running seeds at once. Default: every core. The results and
-    /// their order are those of --threads 1.
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Threads running seeds at once. Default 1: worlds on several threads
+    /// share tokio's task-id counter, so a seed's run can differ by a few
+    /// operations from its run alone (see docs/simulator.md, Determinism);
+    /// more threads are faster and print in the same order.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Run only this machine's part of the batch, k of n (e.g. 2/4): seeds at
     /// positions k-1, k-1+n, … Merge the shards' --summary-json files with --merge.
     #[arg(long, value_parser = Shard::parse, default_value = "1/1")]
@@ -125,9 +127,7 @@ fn main() -> anyhow::Result<()> {
     };
     // Check the arguments once, before any thread starts.
     builder(&args, seeds.first().copied().unwrap_or(0))?;
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = args.threads;
     let progress = std::io::stderr().is_terminal() && seeds.len() > 1;
     let mut failed = 0;
     let mut done = 0;
