@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 use stuckless_core::driver::{
-    is_reapable, CompleteOutcome, FailOutcome, InsertOutcome, JobCancel, JobClaim, JobComplete,
+    requeue_detail, CompleteOutcome, FailOutcome, InsertOutcome, JobCancel, JobClaim, JobComplete,
     JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat, JobInsert, JobInsertMany, JobPrune,
     JobReapExpired, JobRelease, JobRequeue, KindStats, PruneOutcome, QueueKindsGet, QueueStats,
     QueueStatsGet, ReapOutcome, Storage, StorageNow, StorageResult, WorkerDeregister, WorkerHeartbeat,
@@ -316,23 +316,9 @@ impl Storage for PgStorage {
             return end(tx, Err(StorageError::NotFound(id))).await;
         };
         let reset = job.status == JobStatus::Dead;
-        let detail = match job.status {
-            JobStatus::Dead => "dead job requeued by operator",
-            JobStatus::Running if is_reapable(&job, now) => "expired lease requeued by operator",
-            JobStatus::Running if force => "live lease revoked by operator (--force)",
-            status => {
-                let refused = StorageError::WrongStatus {
-                    id,
-                    status,
-                    operation: "requeue",
-                    expected: if status == JobStatus::Running {
-                        "dead, or running with an expired lease (or force)"
-                    } else {
-                        "dead, or running with an expired lease"
-                    },
-                };
-                return end(tx, Err(refused)).await;
-            }
+        let detail = match requeue_detail(&job, now, force) {
+            Ok(detail) => detail,
+            Err(refused) => return end(tx, Err(refused)).await,
         };
         sqlx::query(sql::REQUEUE)
             .bind(None::<i64>)

@@ -47,8 +47,8 @@ mod remote;
 pub use hooked::{Flow, Hook, Hooked};
 pub use ops::{Op, Operation, Reply, Storage, StorageResult};
 pub use outcomes::{
-    is_reapable, CompleteOutcome, FailOutcome, InsertOutcome, KindStats, PruneOutcome, QueueStats,
-    ReapOutcome, WorkerRecord,
+    is_reapable, requeue_detail, CompleteOutcome, FailOutcome, InsertOutcome, KindStats, PruneOutcome,
+    QueueStats, ReapOutcome, WorkerRecord,
 };
 pub use params::{
     JobCancel, JobClaim, JobComplete, JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat, JobInsert,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::StorageError;
 use crate::job::{Job, JobId, JobStatus};
 use crate::time::Timestamp;
 
@@ -148,6 +149,27 @@ pub struct QueueStats {
     pub cancelled: u64,
     /// How long the oldest due job has been due.
     pub oldest_due_age: Option<Duration>,
+}
+
+/// Whether an operator may requeue `job` now, and the event detail that
+/// says why: a dead job, an expired lease, or (with `force`) a live one.
+/// Every storage decides with this one rule.
+pub fn requeue_detail(job: &Job, now: Timestamp, force: bool) -> Result<&'static str, StorageError> {
+    match job.status {
+        JobStatus::Dead => Ok("dead job requeued by operator"),
+        JobStatus::Running if is_reapable(job, now) => Ok("expired lease requeued by operator"),
+        JobStatus::Running if force => Ok("live lease revoked by operator (--force)"),
+        status => Err(StorageError::WrongStatus {
+            id: job.id,
+            status,
+            operation: "requeue",
+            expected: if status == JobStatus::Running {
+                "dead, or running with an expired lease (or force)"
+            } else {
+                "dead, or running with an expired lease"
+            },
+        }),
+    }
 }
 
 /// Whether a job is one a reap takes back: running with `lease_expires_at <= now`.

@@ -452,27 +452,11 @@ impl Storage for MemStore {
         let now = self.clock.now();
         let mut state = self.lock();
         let job = state.jobs.get_mut(&id).ok_or(StorageError::NotFound(id))?;
-        let detail = match job.status {
-            JobStatus::Dead => {
-                job.attempt = 0;
-                job.finished_at = None;
-                "dead job requeued by operator"
-            }
-            JobStatus::Running if is_reapable(job, now) => "expired lease requeued by operator",
-            JobStatus::Running if force => "live lease revoked by operator (--force)",
-            status => {
-                return Err(StorageError::WrongStatus {
-                    id,
-                    status,
-                    operation: "requeue",
-                    expected: if status == JobStatus::Running {
-                        "dead, or running with an expired lease (or force)"
-                    } else {
-                        "dead, or running with an expired lease"
-                    },
-                })
-            }
-        };
+        let detail = requeue_detail(job, now, force)?;
+        if job.status == JobStatus::Dead {
+            job.attempt = 0;
+            job.finished_at = None;
+        }
         to_queued(job, now, now);
         let job = job.clone();
         state.log(&job, JobEventKind::Requeued, now, None, Some(detail.to_string()));
