@@ -201,23 +201,13 @@ impl Storage for PgStorage {
         &self,
         JobCompleteMany { jobs }: JobCompleteMany,
     ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
-        // One transaction: one `now()` for the batch, as the model has, and
-        // one commit instead of one per job.
-        let now = self.pinned_now();
-        let mut tx = self.pool.begin().await.map_err(storage_error)?;
-        let mut out = Vec::with_capacity(jobs.len());
-        for JobComplete { id, epoch } in jobs {
-            let result = self.complete_one(&mut tx, id, epoch, now).await;
-            // A transport error aborts the whole batch; refusals are per job.
-            if let Err(e @ (StorageError::Unavailable(_) | StorageError::Other(_))) = &result {
-                // Roll back now, not lazily on drop: see `end`.
-                let _ = tx.rollback().await;
-                return Err(e.clone());
-            }
-            out.push(result);
+        // One autocommit statement: one `now()` for the batch, as the model
+        // has, one round trip and one commit (a WAL flush) for all of it.
+        if jobs.is_empty() {
+            return Ok(Vec::new());
         }
-        tx.commit().await.map_err(storage_error)?;
-        Ok(out)
+        let jobs: Vec<_> = jobs.into_iter().map(|j| (j.id, j.epoch)).collect();
+        self.complete_batch(&jobs).await
     }
 
     async fn job_fail(&self, request: JobFail) -> StorageResult<FailOutcome> {

@@ -71,29 +71,50 @@ impl PgStorage {
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(storage_error)?;
-            let refusal: Refusal = match &row {
-                Some(r) if r.try_get::<bool, _>("applied").map_err(storage_error)? => {
-                    return Ok(CompleteOutcome::Completed)
-                }
-                Some(r) => Some((
-                    Epoch(r.try_get("cur_epoch").map_err(storage_error)?),
-                    r.try_get("cur_status").map_err(storage_error)?,
-                )),
-                None => None,
-            };
-            // A retried completion by the same epoch is a success (the spec's
-            // idempotence), checked before fencing as the model does.
-            if let Some((current, status)) = &refusal {
-                if *current == epoch && status == "succeeded" {
-                    return Ok(CompleteOutcome::AlreadyCompleted);
-                }
-            }
-            match refusal_error(id, epoch, refusal, "complete")? {
-                Some(err) => return Err(err),
+            match completion_verdict(id, epoch, row.as_ref())? {
+                Some(verdict) => return verdict,
                 None => continue,
             }
         }
         Err(race_exhausted(id, "complete"))
+    }
+
+    /// Completes a batch in one autocommit statement, one result per job in
+    /// input order; the rare completion that raced a concurrent change is
+    /// re-run alone. A transport error fails the whole batch.
+    pub(crate) async fn complete_batch(
+        &self,
+        jobs: &[(JobId, Epoch)],
+    ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
+        let ids: Vec<i64> = jobs.iter().map(|(id, _)| id.0).collect();
+        let epochs: Vec<i64> = jobs.iter().map(|(_, epoch)| epoch.0).collect();
+        let rows = sqlx::query(sql::COMPLETE_MANY)
+            .bind(self.pinned_now())
+            .bind(&ids)
+            .bind(&epochs)
+            .bind(self.happy_path_events)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        if rows.len() != jobs.len() {
+            return Err(StorageError::Other(format!(
+                "complete_many answered {} rows for {} jobs",
+                rows.len(),
+                jobs.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for (&(id, epoch), row) in jobs.iter().zip(&rows) {
+            let verdict = match completion_verdict(id, epoch, Some(row))? {
+                Some(verdict) => verdict,
+                None => {
+                    let mut conn = self.pool.acquire().await.map_err(storage_error)?;
+                    self.complete_one(&mut conn, id, epoch, self.pinned_now()).await
+                }
+            };
+            out.push(verdict);
+        }
+        Ok(out)
     }
 
     /// Locks a job and reads the storage's now, inside `tx`.
@@ -116,6 +137,37 @@ impl PgStorage {
             }
         }
     }
+}
+
+/// A completion's answer from its statement's row (`None`: no such job):
+/// `Some(verdict)`, or `None` when the row looked writable, so the statement
+/// raced a concurrent change and must re-run.
+fn completion_verdict(
+    id: JobId,
+    epoch: Epoch,
+    row: Option<&PgRow>,
+) -> StorageResult<Option<StorageResult<CompleteOutcome>>> {
+    let refusal: Refusal = match row {
+        Some(r) if r.try_get::<bool, _>("applied").map_err(storage_error)? => {
+            return Ok(Some(Ok(CompleteOutcome::Completed)));
+        }
+        Some(r) => match r.try_get::<Option<i64>, _>("cur_epoch").map_err(storage_error)? {
+            Some(current) => Some((
+                Epoch(current),
+                r.try_get("cur_status").map_err(storage_error)?,
+            )),
+            None => None,
+        },
+        None => None,
+    };
+    // A retried completion by the same epoch is a success (the spec's
+    // idempotence), checked before fencing as the model does.
+    if let Some((current, status)) = &refusal {
+        if *current == epoch && status == "succeeded" {
+            return Ok(Some(Ok(CompleteOutcome::AlreadyCompleted)));
+        }
+    }
+    Ok(refusal_error(id, epoch, refusal, "complete")?.map(Err))
 }
 
 /// Why a fenced write was refused, in the spec's order; `Ok(None)` when the

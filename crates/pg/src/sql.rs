@@ -170,6 +170,43 @@ pub(crate) const COMPLETE: &str = concat!(
     refused!()
 );
 
+/// Complete a batch in one autocommit statement. $2 ids, $3 epochs (parallel
+/// arrays, the caller's order), $4 log events.
+///
+/// Answers one row per input, in input order: `applied`, or the row's epoch
+/// and status as the batch left it, so the caller classifies each refusal as
+/// the one-at-a-time statement would. Only a job's first entry in the batch
+/// may apply; a repeat of it then sees the row this statement wrote (its
+/// succeeded status and epoch), as it would after the first completion. A
+/// refusal whose row looks writable raced a concurrent change between the
+/// snapshot and the update; the caller re-runs those alone.
+pub(crate) const COMPLETE_MANY: &str = concat!(
+    "with ",
+    now_cte!(),
+    ", input as (
+        select i.id, i.epoch, i.ord from unnest($2::bigint[], $3::bigint[]) with ordinality as i(id, epoch, ord)
+    ), firsts as (
+        select distinct on (id) id, epoch, ord from input order by id, ord
+    ), upd as (
+        update stuckless.jobs j
+        set status = 'succeeded', lease_expires_at = null, updated_at = now_.t, finished_at = now_.t
+        from firsts f, now_
+        where j.id = f.id and j.epoch = f.epoch and j.status = 'running'
+        returning j.id, j.epoch, j.attempt, j.lease_owner, j.updated_at
+    ), ev as (
+        insert into stuckless.job_events (job_id, at, kind, epoch, attempt, worker_id)
+        select id, updated_at, 'completed', epoch, attempt, lease_owner from upd where $4 order by id
+    )
+    select (u.id is not null and f.ord = i.ord) as applied,
+           coalesce(u.epoch, c.epoch) as cur_epoch,
+           case when u.id is not null then 'succeeded' else c.status end as cur_status
+    from input i
+    join firsts f on f.id = i.id
+    left join upd u on u.id = i.id
+    left join stuckless.jobs c on c.id = i.id
+    order by i.ord"
+);
+
 /// Fail. $2 id, $3 epoch, $4 error, $5 retry delay micros or NULL (permanent).
 /// `value` is the next run_at when retried, NULL when dead.
 pub(crate) const FAIL: &str = concat!(
