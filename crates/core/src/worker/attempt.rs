@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
+use super::completer::QueuedCompletion;
 use super::shared::Shared;
 use crate::driver::{FailOutcome, JobFail, JobHeartbeat, JobRelease, StorageResult};
 use crate::error::{JobError, StorageError};
@@ -231,28 +231,17 @@ where
     }
 }
 
+/// Queues the completion for the completer and returns, freeing the slot:
+/// the completer records whether the storage accepted it. Waits only while
+/// the completer's queue is full.
 async fn complete(shared: &Shared, this: &AttemptRef, run_time: Duration, deadline: Timestamp) {
-    let result = write(shared, "job_complete", deadline, || async {
-        let (tx, rx) = oneshot::channel();
-        shared
-            .completions
-            .send((this.job_id, this.epoch, tx))
-            .await
-            .map_err(|_| StorageError::Unavailable("worker is stopping".into()))?;
-        rx.await
-            .unwrap_or_else(|_| Err(StorageError::Unavailable("completion batch dropped".into())))
-    })
-    .await;
-    match result {
-        Ok(_) => shared.emit(WorkerEvent::Completed {
-            attempt: this.clone(),
-            run_time,
-        }),
-        Err(error) if error.is_lease_lost() => {
-            warn!(%error, "completion refused: the job moved on without us");
-            stale(shared, this, "complete");
-        }
-        Err(error) => warn!(%error, "completion not confirmed; the reaper will rerun the job"),
+    let completion = QueuedCompletion {
+        attempt: this.clone(),
+        run_time,
+        deadline,
+    };
+    if shared.completions.send(completion).await.is_err() {
+        warn!("completion not queued: the worker is stopping; the reaper will rerun the job");
     }
 }
 

@@ -2,6 +2,7 @@
 //! shuts down without leaving anything running.
 
 mod attempt;
+mod completer;
 mod health;
 mod runtime;
 mod shared;
@@ -49,6 +50,7 @@ pub use shutdown::ShutdownHandle;
 /// | `prune_interval` | 10 min | time between prune passes (from a random offset) |
 /// | `prune_batch` | 1000 | most jobs deleted per prune statement |
 /// | `complete_batch` | 256 | most completions sent in one storage call |
+/// | `complete_pipeline` | 2 | completion batches in flight at once: while one commits, the next fills, so commits share WAL flushes |
 /// | `rng_seed` | a hash of the worker id | seeds retry jitter |
 ///
 /// Read a builder's with [`WorkerBuilder::settings`]; two builders with equal
@@ -75,6 +77,7 @@ pub struct Config {
     pub(crate) prune_interval: Duration,
     pub(crate) prune_batch: u32,
     pub(crate) complete_batch: usize,
+    pub(crate) complete_pipeline: usize,
     pub(crate) rng_seed: u64,
     pub(crate) metadata: Value,
 }
@@ -161,6 +164,7 @@ impl Config {
             prune_interval: Duration::from_secs(10 * 60),
             prune_batch: 1000,
             complete_batch: 256,
+            complete_pipeline: 2,
             rng_seed,
             metadata: Value::Null,
         }
@@ -203,8 +207,8 @@ impl Config {
                 return bad(format!("{name} must be non-zero"));
             }
         }
-        if self.reap_batch == 0 || self.complete_batch == 0 || self.prune_batch == 0 {
-            return bad("reap, prune and complete batch sizes must be at least 1".into());
+        if self.reap_batch == 0 || self.complete_batch == 0 || self.prune_batch == 0 || self.complete_pipeline == 0 {
+            return bad("reap, prune and complete batch sizes and the completion pipeline must be at least 1".into());
         }
         Ok(())
     }
@@ -311,6 +315,10 @@ impl WorkerBuilder {
     setter!(
         /// Most completions per storage call. Default 256.
         complete_batch: usize
+    );
+    setter!(
+        /// Completion batches in flight at once. Default 2.
+        complete_pipeline: usize
     );
     setter!(
         /// Seed of the retry jitter. Default: a hash of the worker id.

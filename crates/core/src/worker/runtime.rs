@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::attempt;
-use super::shared::{CompletionSlot, RunReport, Shared};
+use super::completer;
+use super::shared::{RunReport, Shared};
 use super::shutdown::Phase;
 use super::Worker;
 use crate::clock::Clock;
 use crate::driver::{
-    JobClaim, JobComplete, JobCompleteMany, JobPrune, JobReapExpired, Storage, WorkerDeregister,
+    JobClaim, JobPrune, JobReapExpired, Storage, WorkerDeregister,
     WorkerHeartbeat, WorkerRegister,
 };
 use crate::error::{StorageError, WorkerError};
@@ -66,8 +67,12 @@ pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
         if shared.config.retention.is_some() {
             background.spawn(pruner(shared.clone(), stop_background.clone()).in_current_span());
         }
-        let mut completer = JoinSet::new();
-        completer.spawn(complete_batches(shared.clone(), completion_rx).in_current_span());
+        let stop_completer = CancellationToken::new();
+        let completer = tokio::spawn(
+            completer::run(shared.clone(), completion_rx, stop_completer.clone()).in_current_span(),
+        );
+        // Aborts the completer if this future is dropped (a crash).
+        let mut completer = AbortOnDrop(completer);
 
         let mut attempts: JoinSet<()> = JoinSet::new();
         claim_loop(&shared, &mut phase, &mut attempts, waker.as_ref()).await;
@@ -75,7 +80,18 @@ pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
         drain(&shared, &mut phase, &mut attempts).await;
         stop_background.cancel();
         while background.join_next().await.is_some() {}
-        completer.abort_all();
+        // Completions queued by the last attempts are written before the
+        // worker says goodbye, for one storage timeout at most: past it the
+        // reaper reruns whatever was not confirmed.
+        stop_completer.cancel();
+        tokio::select! {
+            biased;
+            _ = &mut completer.0 => {}
+            _ = shared.clock.sleep(shared.config.storage_timeout) => {
+                warn!("completions still unconfirmed at shutdown; the reaper will rerun those jobs");
+            }
+        }
+        drop(completer);
         let deregistered = shared
             .bounded(
                 "worker_deregister",
@@ -94,6 +110,15 @@ pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
     }
     .instrument(span)
     .await
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn take_report(shared: &Shared) -> RunReport {
@@ -374,54 +399,6 @@ async fn registry_heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             }
             Err(error) if !error.is_transient() => warn!(%error, "registry heartbeat failed"),
             _ => {}
-        }
-    }
-}
-
-/// Sends completions in batches: whatever has queued up while the previous
-/// batch was in flight goes in the next call.
-async fn complete_batches(shared: Arc<Shared>, mut rx: mpsc::Receiver<CompletionSlot>) {
-    let max = shared.config.complete_batch;
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < max {
-            match rx.try_recv() {
-                Ok(slot) => batch.push(slot),
-                Err(_) => break,
-            }
-        }
-        let jobs = batch
-            .iter()
-            .map(|(id, epoch, _)| JobComplete {
-                id: *id,
-                epoch: *epoch,
-            })
-            .collect();
-        let call = shared.storage.job_complete_many(JobCompleteMany { jobs });
-        match shared
-            .bounded("job_complete_many", shared.config.storage_timeout, call)
-            .await
-        {
-            Ok(results) if results.len() == batch.len() => {
-                for ((_, _, reply), result) in batch.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
-            }
-            Ok(results) => {
-                let error = StorageError::Other(format!(
-                    "complete_many answered {} results for {} jobs",
-                    results.len(),
-                    batch.len()
-                ));
-                for (_, _, reply) in batch {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
-            Err(error) => {
-                for (_, _, reply) in batch {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
         }
     }
 }

@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::completer::QueuedCompletion;
 use super::{Config, HealthHandle};
 use crate::clock::Clock;
-use crate::driver::{CompleteOutcome, Storage, StorageResult};
+use crate::driver::{Storage, StorageResult};
 use crate::error::StorageError;
 use crate::handler::Handler;
-use crate::job::{Epoch, JobId};
 use crate::observer::{Observer, WorkerEvent};
 use crate::time::Timestamp;
 use tracing::{debug, warn};
@@ -68,9 +68,6 @@ impl RunReport {
     }
 }
 
-/// A completion waiting for the batcher.
-pub(crate) type CompletionSlot = (JobId, Epoch, oneshot::Sender<StorageResult<CompleteOutcome>>);
-
 /// State shared by the main loop and every attempt.
 pub(crate) struct Shared {
     pub storage: Arc<dyn Storage>,
@@ -84,7 +81,7 @@ pub(crate) struct Shared {
     pub release_now: CancellationToken,
     /// Wakes the main loop from inside (e.g. the reaper requeued jobs).
     pub kick: Notify,
-    pub completions: mpsc::Sender<CompletionSlot>,
+    pub completions: mpsc::Sender<QueuedCompletion>,
     pub in_flight: AtomicU32,
     pub health: HealthHandle,
     /// When jobs this worker failed become due again (worker clock): the
