@@ -285,6 +285,11 @@ impl SimBuilder {
         /// Overrides the workers' poll interval. Default: shipped (60 s).
         poll_interval: Duration
     );
+    override_setter!(
+        /// Overrides how many jobs workers claim ahead of a free slot.
+        /// Default: shipped (0).
+        prefetch: u32
+    );
     setter!(
         /// turmoil tick. Default 100 ms.
         tick: Duration

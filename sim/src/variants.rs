@@ -48,6 +48,11 @@ pub enum Variant {
     /// Postgres claim: "cannot convert infinity to bigint"), so one poison
     /// row stalls the whole queue.
     PoisonRow,
+    /// A batched completion writes its first job only but answers
+    /// `Completed` for all (a bug of one `update … from unnest(…)` statement
+    /// whose answers are read from its input instead of from the rows it
+    /// changed): the completer believes jobs done that still run.
+    BatchAcksUnwritten,
 }
 
 /// What the old Postgres claim answered while a poison row was due.
@@ -59,7 +64,7 @@ const SPLIT_GAP: Duration = Duration::from_millis(150);
 
 impl Variant {
     /// Every broken variant, in a fixed order.
-    pub const BROKEN: [Variant; 9] = [
+    pub const BROKEN: [Variant; 10] = [
         Variant::NoReaper,
         Variant::UnfencedComplete,
         Variant::ClaimReadThenWrite,
@@ -69,6 +74,7 @@ impl Variant {
         Variant::NoTimeLimit,
         Variant::KindBlindClaims,
         Variant::PoisonRow,
+        Variant::BatchAcksUnwritten,
     ];
 
     /// The snake_case name used on the command line and in fixtures.
@@ -84,6 +90,7 @@ impl Variant {
             Variant::NoTimeLimit => "no_time_limit",
             Variant::KindBlindClaims => "kind_blind_claims",
             Variant::PoisonRow => "poison_row",
+            Variant::BatchAcksUnwritten => "batch_acks_unwritten",
         }
     }
 
@@ -169,6 +176,20 @@ impl VariantHook {
             (Variant::UnfencedComplete, Op::JobCompleteMany(JobCompleteMany { jobs })) => {
                 let results = jobs.iter().map(|c| unfenced_complete(store, c.id, c.epoch));
                 Some(JobCompleteMany::into_reply(Ok(results.collect())))
+            }
+            (Variant::BatchAcksUnwritten, Op::JobCompleteMany(JobCompleteMany { jobs }))
+                if jobs.len() > 1 =>
+            {
+                let first = &jobs[0];
+                let written = store
+                    .job_complete(JobComplete {
+                        id: first.id,
+                        epoch: first.epoch,
+                    })
+                    .await;
+                let mut results = vec![written];
+                results.extend(jobs[1..].iter().map(|_| Ok(CompleteOutcome::Completed)));
+                Some(JobCompleteMany::into_reply(Ok(results)))
             }
             (Variant::ClaimReadThenWrite, Op::JobClaim(req)) => {
                 let now = store.storage_now(StorageNow {}).await.ok()?;

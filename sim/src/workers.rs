@@ -31,6 +31,8 @@ pub struct Overrides {
     pub reap_interval: Option<Duration>,
     /// Time between claims without a wake-up.
     pub poll_interval: Option<Duration>,
+    /// Jobs claimed ahead of a free slot.
+    pub prefetch: Option<u32>,
 }
 
 impl Overrides {
@@ -50,6 +52,9 @@ impl Overrides {
         }
         if let Some(v) = self.poll_interval {
             builder = builder.poll_interval(v);
+        }
+        if let Some(v) = self.prefetch {
+            builder = builder.prefetch(v);
         }
         builder
     }
@@ -89,6 +94,8 @@ pub struct Timing {
     pub poll_interval: Duration,
     /// How long in-flight jobs may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Jobs claimed ahead of a free slot.
+    pub prefetch: u32,
     /// The time limit on one attempt.
     pub default_timeout: Option<Duration>,
     /// Backoff between attempts.
@@ -111,6 +118,7 @@ impl Timing {
             reap_interval: shipped.reap_interval(),
             poll_interval: shipped.poll_interval(),
             shutdown_grace: shipped.shutdown_grace(),
+            prefetch: shipped.prefetch(),
             default_timeout: shipped.default_timeout(),
             retry: shipped.retry(),
             retention: shipped.retention(),
@@ -125,6 +133,7 @@ impl Timing {
             heartbeat_interval: o.heartbeat_interval.unwrap_or(self.heartbeat_interval),
             reap_interval: o.reap_interval.unwrap_or(self.reap_interval),
             poll_interval: o.poll_interval.unwrap_or(self.poll_interval),
+            prefetch: o.prefetch.unwrap_or(self.prefetch),
             ..self
         }
     }
@@ -143,6 +152,7 @@ impl Timing {
             .reap_interval(self.reap_interval)
             .poll_interval(self.poll_interval)
             .shutdown_grace(self.shutdown_grace)
+            .prefetch(self.prefetch)
             .default_timeout(self.default_timeout)
             .retry(self.retry)
             .retention(self.retention)

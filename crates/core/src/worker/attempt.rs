@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
@@ -74,6 +75,11 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
         return;
     };
 
+    // Held until the attempt ends; a job claimed ahead waits for it here.
+    let Some(_slot) = wait_for_slot(shared, &this, &mut lease_deadline).await else {
+        return;
+    };
+
     let ctx = JobContext::new(job);
     let started = shared.clock.now();
     let mut handle = AbortOnDrop(tokio::spawn({
@@ -95,22 +101,10 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
         if now >= next_heartbeat {
             next_heartbeat = now + config.heartbeat_interval;
             let progress = ctx.take_progress();
-            let budget = config.storage_timeout.min(lease_deadline.saturating_since(now));
-            let call = shared.storage.job_heartbeat(JobHeartbeat {
-                id: this.job_id,
-                epoch: this.epoch,
-                lease: config.lease,
-                progress: progress.clone(),
-            });
-            match shared.bounded("job_heartbeat", budget, call).await {
-                Ok(_) => lease_deadline = now + config.lease,
-                Err(error) if error.is_lease_lost() => {
-                    info!(%error, "heartbeat refused: lease lost");
-                    stale(shared, &this, "heartbeat");
-                    break End::Cancelled(CancelReason::LeaseLost);
-                }
-                Err(error) => {
-                    warn!(%error, "heartbeat failed; retrying soon, lease kept until the local deadline");
+            match heartbeat(shared, &this, progress.clone(), &mut lease_deadline).await {
+                Beat::Kept => {}
+                Beat::Lost => break End::Cancelled(CancelReason::LeaseLost),
+                Beat::Unconfirmed => {
                     // A transient failure (a dropped connection) must not wait a
                     // whole interval: three in a row would cost a healthy
                     // worker its lease. Retry at a quarter interval instead.
@@ -178,6 +172,102 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
             }
         }
     }
+}
+
+enum Beat {
+    /// The storage extended the lease.
+    Kept,
+    /// The storage refused: another epoch holds the job.
+    Lost,
+    /// No answer; the lease is kept until the local deadline.
+    Unconfirmed,
+}
+
+/// Extends the lease once, moving `lease_deadline` when the storage agrees.
+async fn heartbeat(
+    shared: &Shared,
+    this: &AttemptRef,
+    progress: Option<serde_json::Value>,
+    lease_deadline: &mut Timestamp,
+) -> Beat {
+    let config = &shared.config;
+    let now = shared.clock.now();
+    let budget = config.storage_timeout.min(lease_deadline.saturating_since(now));
+    let call = shared.storage.job_heartbeat(JobHeartbeat {
+        id: this.job_id,
+        epoch: this.epoch,
+        lease: config.lease,
+        progress,
+    });
+    match shared.bounded("job_heartbeat", budget, call).await {
+        Ok(_) => {
+            *lease_deadline = now + config.lease;
+            Beat::Kept
+        }
+        Err(error) if error.is_lease_lost() => {
+            info!(%error, "heartbeat refused: lease lost");
+            stale(shared, this, "heartbeat");
+            Beat::Lost
+        }
+        Err(error) => {
+            warn!(%error, "heartbeat failed; retrying soon, lease kept until the local deadline");
+            Beat::Unconfirmed
+        }
+    }
+}
+
+/// Waits for a free slot, keeping the lease of a job claimed ahead alive
+/// meanwhile. `None` when the job must not run here: shutdown started (the
+/// job is released), or the lease was lost or ran out while waiting.
+async fn wait_for_slot(
+    shared: &Shared,
+    this: &AttemptRef,
+    lease_deadline: &mut Timestamp,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = shared.slots.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    let config = &shared.config;
+    let mut next_heartbeat = shared.clock.now() + config.heartbeat_interval;
+    loop {
+        let now = shared.clock.now();
+        if now >= *lease_deadline {
+            warn!("claimed ahead, but no slot freed before the lease deadline; the reaper will take the job back");
+            lost(shared, this, CancelReason::LeaseDeadline);
+            return None;
+        }
+        if now >= next_heartbeat {
+            next_heartbeat = now + config.heartbeat_interval;
+            match heartbeat(shared, this, None, lease_deadline).await {
+                Beat::Kept => {}
+                Beat::Lost => {
+                    lost(shared, this, CancelReason::LeaseLost);
+                    return None;
+                }
+                Beat::Unconfirmed => next_heartbeat = shared.clock.now() + config.heartbeat_interval / 4,
+            }
+            continue;
+        }
+        let wake_at = next_heartbeat.min(*lease_deadline);
+        tokio::select! {
+            biased;
+            _ = shared.release_buffered.cancelled() => {
+                release(shared, this, *lease_deadline).await;
+                return None;
+            }
+            permit = shared.slots.clone().acquire_owned() => {
+                return Some(permit.expect("the slots semaphore is never closed"));
+            }
+            _ = shared.clock.sleep(wake_at.saturating_since(now)) => {}
+        }
+    }
+}
+
+fn lost(shared: &Shared, this: &AttemptRef, reason: CancelReason) {
+    shared.emit(WorkerEvent::LeaseLost {
+        attempt: this.clone(),
+        reason,
+    });
 }
 
 /// Gives a cancelled handler `cancel_grace` to return, then aborts it.

@@ -50,6 +50,7 @@ pub use shutdown::ShutdownHandle;
 /// | `prune_interval` | 10 min | time between prune passes (from a random offset) |
 /// | `prune_batch` | 1000 | most jobs deleted per prune statement |
 /// | `complete_batch` | 256 | most completions sent in one storage call |
+/// | `prefetch` | 0 | jobs claimed ahead of a free slot and held, heartbeated, until one frees; a buffered job's lease counts from its claim. Off by default: with long jobs (the seed's minutes of OpenAI calls) a buffered job would wait here while another worker idles. Raise it for many short jobs |
 /// | `complete_pipeline` | 2 | completion batches in flight at once: while one commits, the next fills, so commits share WAL flushes |
 /// | `rng_seed` | a hash of the worker id | seeds retry jitter |
 ///
@@ -78,6 +79,7 @@ pub struct Config {
     pub(crate) prune_batch: u32,
     pub(crate) complete_batch: usize,
     pub(crate) complete_pipeline: usize,
+    pub(crate) prefetch: u32,
     pub(crate) rng_seed: u64,
     pub(crate) metadata: Value,
 }
@@ -111,6 +113,8 @@ getter! {
     retention: Option<Retention>;
     /// Time between prune passes.
     prune_interval: Duration;
+    /// Jobs claimed ahead of a free slot.
+    prefetch: u32;
 }
 
 /// How long finished jobs are kept before a prune pass deletes them (with
@@ -165,6 +169,7 @@ impl Config {
             prune_batch: 1000,
             complete_batch: 256,
             complete_pipeline: 2,
+            prefetch: 0,
             rng_seed,
             metadata: Value::Null,
         }
@@ -207,8 +212,14 @@ impl Config {
                 return bad(format!("{name} must be non-zero"));
             }
         }
-        if self.reap_batch == 0 || self.complete_batch == 0 || self.prune_batch == 0 || self.complete_pipeline == 0 {
-            return bad("reap, prune and complete batch sizes and the completion pipeline must be at least 1".into());
+        if self.reap_batch == 0
+            || self.complete_batch == 0
+            || self.prune_batch == 0
+            || self.complete_pipeline == 0
+        {
+            return bad(
+                "reap, prune and complete batch sizes and the completion pipeline must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -319,6 +330,11 @@ impl WorkerBuilder {
     setter!(
         /// Completion batches in flight at once. Default 2.
         complete_pipeline: usize
+    );
+    setter!(
+        /// Jobs claimed ahead of a free slot, held and heartbeated until one
+        /// frees. Default 0.
+        prefetch: u32
     );
     setter!(
         /// Seed of the retry jitter. Default: a hash of the worker id.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -18,8 +18,7 @@ use super::shutdown::Phase;
 use super::Worker;
 use crate::clock::Clock;
 use crate::driver::{
-    JobClaim, JobPrune, JobReapExpired, Storage, WorkerDeregister,
-    WorkerHeartbeat, WorkerRegister,
+    JobClaim, JobPrune, JobReapExpired, Storage, WorkerDeregister, WorkerHeartbeat, WorkerRegister,
 };
 use crate::error::{StorageError, WorkerError};
 use crate::observer::WorkerEvent;
@@ -46,6 +45,8 @@ pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
         report: Mutex::new(RunReport::default()),
         rng: Mutex::new(ChaCha8Rng::seed_from_u64(config.rng_seed)),
         release_now: CancellationToken::new(),
+        release_buffered: CancellationToken::new(),
+        slots: Arc::new(Semaphore::new(config.concurrency as usize)),
         kick: Notify::new(),
         completions: completion_tx,
         in_flight: AtomicU32::new(0),
@@ -76,6 +77,7 @@ pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
 
         let mut attempts: JoinSet<()> = JoinSet::new();
         claim_loop(&shared, &mut phase, &mut attempts, waker.as_ref()).await;
+        shared.release_buffered.cancel();
 
         drain(&shared, &mut phase, &mut attempts).await;
         stop_background.cancel();
@@ -174,6 +176,10 @@ async fn claim_loop(
     waker: &dyn crate::waker::Waker,
 ) {
     let config = &shared.config;
+    let capacity = config.concurrency + config.prefetch;
+    // With a buffer, refill it once half is used, so one claim fetches
+    // several jobs; an idle slot claims at once.
+    let refill_at = (config.prefetch / 2).max(1);
     let mut want_claim = true;
     let mut next_poll = shared.now() + config.poll_interval;
     loop {
@@ -183,8 +189,10 @@ async fn claim_loop(
         // Finished attempts still count in `len()` until joined: join them
         // all, so one claim takes every freed slot instead of one per claim.
         while attempts.try_join_next().is_some() {}
-        let free = config.concurrency.saturating_sub(attempts.len() as u32);
-        if want_claim && free > 0 {
+        let free = capacity.saturating_sub(attempts.len() as u32);
+        let slot_idle = shared.slots.available_permits() > 0;
+        let room = free > 0 && (slot_idle || free >= refill_at);
+        if want_claim && room {
             let request = JobClaim {
                 worker_id: config.worker_id.clone(),
                 queues: config.queues.clone(),
@@ -241,12 +249,12 @@ async fn claim_loop(
             _ = phase.changed() => {}
             Some(_) = attempts.join_next(), if !attempts.is_empty() => want_claim = true,
             _ = shared.kick.notified() => want_claim = true,
-            _ = waker.wait(), if free > 0 => want_claim = true,
-            // Off while no slot is free: past the poll time `until_poll` is
-            // zero, and a claim is skipped without a free slot, so this arm
+            _ = waker.wait(), if room => want_claim = true,
+            // Off while there is no room: past the poll time `until_poll` is
+            // zero, and a claim is skipped without room, so this arm
             // would complete at once forever (a busy loop that, on simulated
             // time, stops time itself). A finishing attempt wakes us instead.
-            _ = shared.clock.sleep(until_poll), if free > 0 => want_claim = true,
+            _ = shared.clock.sleep(until_poll), if room => want_claim = true,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::completer::QueuedCompletion;
@@ -79,6 +79,12 @@ pub(crate) struct Shared {
     pub rng: Mutex<ChaCha8Rng>,
     /// Fired when the shutdown grace is over: attempts release their jobs.
     pub release_now: CancellationToken,
+    /// Fired when shutdown starts: jobs claimed ahead and still waiting for
+    /// a slot are released at once instead of started in the grace period.
+    pub release_buffered: CancellationToken,
+    /// One permit per concurrent handler; an attempt claimed ahead
+    /// (`prefetch`) waits here, heartbeating, until one frees.
+    pub slots: Arc<Semaphore>,
     /// Wakes the main loop from inside (e.g. the reaper requeued jobs).
     pub kick: Notify,
     pub completions: mpsc::Sender<QueuedCompletion>,
