@@ -263,6 +263,11 @@ pub struct WorkerArgs {
     /// Jobs run at once [default: 10]
     #[arg(long, env = "CONCURRENCY")]
     pub concurrency: Option<u32>,
+    /// Jobs claimed ahead of a free slot, held with their lease kept alive
+    /// until one frees: more throughput for many short jobs; leave it 0 for
+    /// long ones, which would wait here while another worker idles [default: 0]
+    #[arg(long, env = "PREFETCH")]
+    pub prefetch: Option<u32>,
     /// Lease length, at most 24h: a crashed worker's jobs come back within
     /// lease + reap interval [default: 30s]
     #[arg(long, env = "LEASE", value_parser = lease_arg)]

@@ -91,6 +91,9 @@ pub fn configure(builder: WorkerBuilder, args: &WorkerArgs, plan: &Plan) -> Work
     if let Some(n) = args.concurrency {
         b = b.concurrency(n);
     }
+    if let Some(n) = args.prefetch {
+        b = b.prefetch(n);
+    }
     if let Some(d) = args.lease {
         b = b.lease(d);
     }

@@ -23,11 +23,11 @@
 //!   the database clock, from just before the kill to the job's completion by
 //!   the other worker process.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -159,12 +159,21 @@ fn noop_worker(builder: WorkerBuilder) -> anyhow::Result<Worker> {
 }
 
 /// Bulk-enqueues `jobs` no-op jobs, then processes them with one in-process
-/// worker of `concurrency`; returns the throughput line.
-pub async fn throughput(server_url: &str, jobs: usize, concurrency: u32) -> anyhow::Result<Line> {
-    on_fresh_db(server_url, |db| Box::pin(throughput_on(db, jobs, concurrency))).await
+/// worker of `concurrency` that claims `prefetch` ahead; returns the
+/// throughput line.
+pub async fn throughput(
+    server_url: &str,
+    jobs: usize,
+    concurrency: u32,
+    prefetch: u32,
+) -> anyhow::Result<Line> {
+    on_fresh_db(server_url, |db| {
+        Box::pin(throughput_on(db, jobs, concurrency, prefetch))
+    })
+    .await
 }
 
-async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> anyhow::Result<Line> {
+async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32, prefetch: u32) -> anyhow::Result<Line> {
     let pool = pool(&db.direct_url(), concurrency + 4, "bench pool").await?;
     let storage = Arc::new(timed(PgStorage::new(pool.clone())));
     let client = Client::new(storage.clone());
@@ -199,6 +208,7 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> anyhow::Res
     let worker = noop_worker(
         Worker::builder("bench-throughput", storage.clone())
             .concurrency(concurrency)
+            .prefetch(prefetch)
             .poll_interval(Duration::from_secs(1))
             .waker(waker)
             .observer(Arc::new(observer)),
@@ -227,13 +237,17 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> anyhow::Res
         .kv("mode", "in_process_core_worker_over_PgStorage")
         .kv("jobs", jobs)
         .kv("concurrency", concurrency)
+        .kv("prefetch", prefetch)
         .kv("enqueue_batch", batch)
         .kv("enqueue_jobs_per_s", format!("{:.0}", jobs as f64 / enqueue_s))
         .kv("process_jobs_per_s", format!("{process_rate:.0}"))
         .kv("target_process_jobs_per_s", 25000)
         .kv("meets_target", process_rate >= 25000.0)
         .kv("commits_per_job", per_job(commits_during as f64))
-        .kv("claim_and_complete_statements_per_job", per_job((claims.calls() + completions.calls()) as f64))
+        .kv(
+            "claim_and_complete_statements_per_job",
+            per_job((claims.calls() + completions.calls()) as f64),
+        )
         .kv("target_per_job", 0.05)
         .kv("claim_calls", claims.calls())
         .kv("claim_mean_jobs", format!("{:.1}", claims.mean_size()))
@@ -263,7 +277,10 @@ async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> anyhow::Result<Lin
         .handler("noop", {
             let started_at = started_at.clone();
             move |ctx: JobContext| {
-                started_at.lock().expect("pickup map").insert(ctx.id(), Instant::now());
+                started_at
+                    .lock()
+                    .expect("pickup map")
+                    .insert(ctx.id(), Instant::now());
                 async { Ok::<(), JobError>(()) }
             }
         })
@@ -312,7 +329,11 @@ async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> anyhow::Result<Lin
         let started_at = started_at.lock().expect("pickup map");
         sent_at
             .iter()
-            .filter_map(|(id, before)| started_at.get(id).map(|at| (*at - *before).as_secs_f64() * 1000.0))
+            .filter_map(|(id, before)| {
+                started_at
+                    .get(id)
+                    .map(|at| (*at - *before).as_secs_f64() * 1000.0)
+            })
             .collect()
     };
     client.sort_by(|a, b| a.total_cmp(b));
