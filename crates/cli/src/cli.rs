@@ -301,6 +301,12 @@ pub struct WorkerArgs {
     /// Safety-net poll when no wake-up comes [default: 60s]
     #[arg(long, env = "POLL_INTERVAL", value_parser = duration_arg)]
     pub poll_interval: Option<Duration>,
+    /// The poll interval used instead when the start-up probe finds that
+    /// LISTEN/NOTIFY wake-ups do not arrive (a transaction pooler such as
+    /// pgbouncer in transaction mode or Supavisor on port 6543); a shorter
+    /// --poll-interval is kept.
+    #[arg(long, env = "POLL_INTERVAL_WITHOUT_NOTIFY", value_parser = duration_arg, default_value = "2s")]
+    pub poll_interval_without_notify: Duration,
     /// Time between registry heartbeats ("this worker is alive") [default: 30s]
     #[arg(long, env = "REGISTRY_HEARTBEAT_INTERVAL", value_parser = duration_arg)]
     pub registry_heartbeat_interval: Option<Duration>,
