@@ -257,7 +257,10 @@ async fn postgres_refuses_bad_input_and_the_schema_is_intact() {
     .fetch_all(db.pool())
     .await
     .unwrap();
-    assert_eq!(tables, vec!["_sqlx_migrations", "job_events", "jobs", "workers"]);
+    assert_eq!(
+        tables,
+        vec!["_sqlx_migrations", "job_events", "jobs", "stuck_jobs", "workers"]
+    );
     let jobs: i64 = sqlx::query_scalar("select count(*) from stuckless.jobs")
         .fetch_one(db.pool())
         .await

@@ -75,6 +75,31 @@ pub enum Command {
     Bench(BenchArgs),
     /// Draw recent history as an SVG: a lane per worker, a bar per attempt, reaps and waits.
     Timeline(TimelineArgs),
+    /// Move the rows of an old jobs table (UUID id, upper-case status) into stuckless, keeping each old id as external id.
+    Import(ImportArgs),
+}
+
+/// `import` arguments.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The table to read, e.g. jobs or public.jobs. It needs id, status
+    /// (QUEUED, PENDING, RUNNING, COMPLETED or FAILED), payload and
+    /// created_at; locked_by, lock_expires_at, scheduled_at, attempts,
+    /// updated_at and last_error are used when present.
+    #[arg(long)]
+    pub table: String,
+    /// The stuckless queue the jobs go to.
+    #[arg(long)]
+    pub queue: String,
+    /// The column holding each job's kind.
+    #[arg(long, conflicts_with = "kind", required_unless_present = "kind")]
+    pub kind_column: Option<String>,
+    /// One kind for every job.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Count what would be imported, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `timeline` arguments.
@@ -212,8 +237,8 @@ pub struct StaleArgs {
 /// `diagnose` arguments.
 #[derive(Debug, Args)]
 pub struct DiagnoseArgs {
-    /// The job's id.
-    pub job_id: i64,
+    /// The job's id, or its external id (an imported job's old UUID).
+    pub job_id: String,
     #[command(flatten)]
     pub stale: StaleArgs,
     /// Judge as if the database's clock read this instant (RFC 3339 or
@@ -281,6 +306,12 @@ pub struct WorkerArgs {
     /// Safety-net poll when no wake-up comes [default: 60s]
     #[arg(long, env = "POLL_INTERVAL", value_parser = duration_arg)]
     pub poll_interval: Option<Duration>,
+    /// The poll interval used instead when the start-up probe finds that
+    /// LISTEN/NOTIFY wake-ups do not arrive (a transaction pooler such as
+    /// pgbouncer in transaction mode or Supavisor on port 6543); a shorter
+    /// --poll-interval is kept.
+    #[arg(long, env = "POLL_INTERVAL_WITHOUT_NOTIFY", value_parser = duration_arg, default_value = "2s")]
+    pub poll_interval_without_notify: Duration,
     /// Time between registry heartbeats ("this worker is alive") [default: 30s]
     #[arg(long, env = "REGISTRY_HEARTBEAT_INTERVAL", value_parser = duration_arg)]
     pub registry_heartbeat_interval: Option<Duration>,

@@ -11,6 +11,7 @@ pub mod diagnose;
 pub mod gauges;
 pub mod handlers;
 pub mod http;
+pub mod import;
 pub mod logging;
 pub mod metrics;
 pub mod observability;
@@ -103,7 +104,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             print(&ops::enqueue(&Client::new(Arc::new(storage)), job).await?);
         }
         Command::Diagnose(args) => {
-            let id = ops::job_id(args.job_id)?;
+            let reference = import::parse_job_ref(&args.job_id)?;
             let pinned = args
                 .now
                 .as_deref()
@@ -115,6 +116,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(now));
                 storage = storage.with_pinned_clock(clock);
             }
+            let id = match reference {
+                Ok(id) => id,
+                Err(external) => import::resolve_external(storage.pool(), &external).await?,
+            };
             print(&diagnose::diagnose(&storage, id, args.stale.stale_after).await?);
         }
         Command::Reap(args) => {
@@ -167,6 +172,15 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 )
                 .await?,
             );
+        }
+        Command::Import(args) => {
+            let kind = match (args.kind, args.kind_column) {
+                (Some(kind), _) => import::KindFrom::Fixed(kind),
+                (None, Some(column)) => import::KindFrom::Column(column),
+                (None, None) => anyhow::bail!("give --kind or --kind-column"),
+            };
+            let storage = connect(url).await?;
+            print(&import::import(storage.pool(), &args.table, &args.queue, kind, args.dry_run).await?);
         }
     }
     Ok(())

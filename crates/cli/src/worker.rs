@@ -19,7 +19,7 @@ use crate::handlers::{self, Counted, HandlerSpec, HttpHandler};
 use crate::http::{self, Endpoints};
 use crate::metrics::Metrics;
 use crate::observability::{self, Observed, PgReads};
-use crate::util::{parse_duration, parse_pair};
+use crate::util::{human_duration, parse_duration, parse_pair};
 use crate::wake::WakeSecret;
 
 /// `<hostname>-<pid>`, restricted to the characters a worker id may hold.
@@ -148,6 +148,41 @@ pub fn time_limits_metadata(args: &WorkerArgs, plan: &Plan) -> serde_json::Value
     })
 }
 
+/// Probes LISTEN/NOTIFY once; when wake-ups would not arrive, warns and
+/// returns the poll interval to use instead (`--poll-interval-without-notify`,
+/// unless `--poll-interval` is already shorter).
+async fn notify_fallback(storage: &PgStorage, args: &WorkerArgs) -> Option<Duration> {
+    let fallback = match args.poll_interval {
+        Some(poll) if poll < args.poll_interval_without_notify => poll,
+        _ => args.poll_interval_without_notify,
+    };
+    let advice = "workers need a direct connection (port 5432) or a session pooler; a transaction pooler \
+                  (pgbouncer in transaction mode, Supabase's Supavisor on port 6543) drops LISTEN/NOTIFY";
+    match stuckless_pg::probe_notify(storage.pool(), stuckless_pg::PROBE_WAIT).await {
+        Ok(stuckless_pg::NotifyProbe::Delivered) => {
+            info!("LISTEN/NOTIFY works on this connection: wake-ups on");
+            None
+        }
+        Ok(stuckless_pg::NotifyProbe::NotDelivered { waited }) => {
+            warn!(
+                "a test notification did not arrive within {}: {advice}. Polling every {} instead \
+                 (--poll-interval-without-notify)",
+                human_duration(waited),
+                human_duration(fallback)
+            );
+            Some(fallback)
+        }
+        Err(e) => {
+            warn!(
+                "could not test LISTEN/NOTIFY ({e}): {advice}. Polling every {} until it is fixed \
+                 (--poll-interval-without-notify)",
+                human_duration(fallback)
+            );
+            Some(fallback)
+        }
+    }
+}
+
 /// Runs the worker until SIGTERM/SIGINT (twice: at once) and returns its exit.
 pub async fn run(args: WorkerArgs, plan: Plan, storage: PgStorage) -> anyhow::Result<()> {
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
@@ -167,6 +202,7 @@ pub async fn run(args: WorkerArgs, plan: Plan, storage: PgStorage) -> anyhow::Re
         .with_context(|| format!("cannot listen on {addr} (set PORT / --port to a free port)"))?;
     let local = listener.local_addr()?;
 
+    let notify_fallback = notify_fallback(&storage, &args).await;
     let metrics = Metrics::for_queues(&args.queues);
     let storage_arc: Arc<dyn Storage> = Arc::new(storage.clone());
     let waker = PgWaker::start(storage.pool().clone(), args.queues.clone());
@@ -183,6 +219,9 @@ pub async fn run(args: WorkerArgs, plan: Plan, storage: PgStorage) -> anyhow::Re
         "http": local.to_string(),
         "time_limits": time_limits_metadata(&args, &plan),
     }));
+    if let Some(poll) = notify_fallback {
+        builder = builder.poll_interval(poll);
+    }
     for (kind, spec) in &specs {
         let inner: Arc<dyn Handler> = match spec {
             HandlerSpec::Noop => Arc::new(handlers::noop),

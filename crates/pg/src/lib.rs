@@ -22,6 +22,7 @@ mod driver;
 mod error;
 mod fence;
 mod insert;
+mod notify_probe;
 mod rows;
 mod sql;
 mod storage;
@@ -35,6 +36,7 @@ pub mod plans {
 }
 
 pub use error::PgError;
+pub use notify_probe::{probe_channel, probe_listener, probe_notify, NotifyProbe, PROBE_WAIT};
 pub use storage::PgStorage;
 pub use waker::{PgWaker, CHANNEL};
 

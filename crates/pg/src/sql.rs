@@ -258,42 +258,15 @@ pub(crate) const RELEASE: &str = concat!(
     refused!()
 );
 
-/// Reap: expired leases back to queued, or dead on their last attempt. Rows
-/// another reaper (or a racing completion) holds are skipped, so concurrent
-/// reapers split the work and a job is never taken back twice.
-/// $2 limit. The detail matches `Timestamp`'s Display: RFC 3339, UTC, micros.
+/// Reap: expired leases back to queued, or dead on their last attempt,
+/// through `stuckless.reap_at` (migration 5), the one implementation that
+/// `stuckless.reap()` and pg_cron run too. Rows another reaper (or a racing
+/// completion) holds are skipped. $2 limit.
 pub(crate) const REAP: &str = concat!(
     "with ",
     now_cte!(),
-    ", expired as (
-        select j.id, j.attempt >= j.max_attempts as dead,
-               'lease expired at '
-                 || to_char(j.lease_expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
-                 || ' (owner ' || coalesce(j.lease_owner, '?') || ')' as detail
-        from stuckless.jobs j
-        where j.status = 'running' and j.lease_expires_at <= (select t from now_)
-        order by j.id
-        limit $2
-        for update of j skip locked
-    ), upd as (
-        update stuckless.jobs j
-        set status = case when e.dead then 'dead' else 'queued' end,
-            last_error = case when e.dead then e.detail else j.last_error end,
-            run_at = case when e.dead then j.run_at else now_.t end,
-            finished_at = case when e.dead then now_.t else j.finished_at end,
-            lease_expires_at = null, updated_at = now_.t
-        from expired e, now_
-        where j.id = e.id
-        returning j.id, j.queue, j.status, j.epoch, j.attempt, j.lease_owner, j.updated_at, e.detail
-    ), ev as (
-        insert into stuckless.job_events (job_id, at, kind, epoch, attempt, worker_id, detail)
-        select id, updated_at, case when status = 'dead' then 'dead' else 'reaped' end,
-               epoch, attempt, lease_owner, detail
-        from upd order by id
-    )
-    select id, status,
-           case when status = 'queued' then pg_notify('stuckless_jobs', queue)::text end as notified
-    from upd order by id"
+    " select r.job_id as id, r.outcome as status
+      from now_, stuckless.reap_at(now_.t, least($2::bigint, 2147483647)::integer) r order by r.job_id"
 );
 
 /// The job and the storage's now, row locked: operator operations (cancel,
@@ -435,30 +408,17 @@ pub const QUEUE_KINDS: &str = concat!(
       order by queue collate \"C\", kind collate \"C\""
 );
 
-/// Retention: deletes up to `$5` finished jobs older than their status's age
-/// ($2 succeeded, $3 cancelled, $4 dead, micros), oldest finish first, along
-/// the finished-jobs index; their events go by `on delete cascade`. Rows
-/// another pruner holds are skipped, so many workers may prune at once.
+/// Retention through `stuckless.prune_at` (migration 5), the one
+/// implementation `stuckless.prune()` runs too: deletes up to `$5` finished
+/// jobs older than their status's age ($2 succeeded, $3 cancelled, $4 dead,
+/// micros), oldest finish first, along the finished-jobs index; their events
+/// go by `on delete cascade`. Rows another pruner holds are skipped.
 pub const PRUNE: &str = concat!(
     "with ",
     now_cte!(),
-    ", doomed as (
-        select j.id from stuckless.jobs j, now_
-        where j.status in ('succeeded', 'cancelled', 'dead')
-          and j.finished_at <= now_.t - stuckless.micros(least($2::bigint, $3::bigint, $4::bigint))
-          and j.finished_at <= now_.t - stuckless.micros(case j.status
-                when 'succeeded' then $2::bigint when 'cancelled' then $3::bigint else $4::bigint end)
-        order by j.finished_at, j.id
-        limit $5
-        for update of j skip locked
-    ), gone as (
-        -- An id array, not a join: a join would hash the whole table.
-        delete from stuckless.jobs j where j.id = any(array(select id from doomed)) returning j.status
-    )
-    select count(*) filter (where status = 'succeeded') as succeeded,
-           count(*) filter (where status = 'cancelled') as cancelled,
-           count(*) filter (where status = 'dead') as dead
-    from gone"
+    " select p.succeeded, p.cancelled, p.dead
+      from now_, stuckless.prune_at(now_.t, stuckless.micros($2::bigint), stuckless.micros($3::bigint),
+                                    stuckless.micros($4::bigint), least($5::bigint, 2147483647)::integer) p"
 );
 
 /// The storage's now.
