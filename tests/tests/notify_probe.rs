@@ -27,9 +27,14 @@ async fn a_listener_that_never_hears_the_channel_is_reported_not_delivered() {
     listener.listen(&probe_channel()).await.unwrap();
     let probed = probe_channel();
     let wait = Duration::from_millis(300);
-    let seen = probe_listener(&mut listener, db.pool(), &probed, wait).await.unwrap();
+    let seen = probe_listener(&mut listener, db.pool(), &probed, wait)
+        .await
+        .unwrap();
     assert_eq!(seen, NotifyProbe::NotDelivered { waited: wait });
-    assert!(PROBE_WAIT >= Duration::from_secs(1), "the worker's wait leaves room for a slow link");
+    assert!(
+        PROBE_WAIT >= Duration::from_secs(1),
+        "the worker's wait leaves room for a slow link"
+    );
 }
 
 #[test]

@@ -157,7 +157,8 @@ async fn notify_fallback(storage: &PgStorage, args: &WorkerArgs) -> Option<Durat
         _ => args.poll_interval_without_notify,
     };
     let advice = "workers need a direct connection (port 5432) or a session pooler; a transaction pooler \
-                  (pgbouncer in transaction mode, Supabase's Supavisor on port 6543) drops LISTEN/NOTIFY";
+                  (pgbouncer in transaction mode, Supabase's Supavisor on port 6543) drops LISTEN/NOTIFY, and \
+                  errors such as `prepared statement \"sqlx_s_1\" already exists` mean one is in the way";
     match stuckless_pg::probe_notify(storage.pool(), stuckless_pg::PROBE_WAIT).await {
         Ok(stuckless_pg::NotifyProbe::Delivered) => {
             info!("LISTEN/NOTIFY works on this connection: wake-ups on");

@@ -64,8 +64,13 @@ fn every_rule_names_exported_metrics_and_promtool_accepts_the_file() {
         assert!(group["name"].as_str().is_some(), "every group has a name");
         for rule in group["rules"].as_vec().expect("a rules list") {
             let alert = rule["alert"].as_str().expect("alerting rules only").to_owned();
-            let expr = rule["expr"].as_str().unwrap_or_else(|| panic!("{alert}: no expr"));
-            assert!(rule["annotations"]["summary"].as_str().is_some(), "{alert}: no summary");
+            let expr = rule["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{alert}: no expr"));
+            assert!(
+                rule["annotations"]["summary"].as_str().is_some(),
+                "{alert}: no summary"
+            );
             assert!(matches!(rule["for"], Yaml::String(_)), "{alert}: no `for`");
             let names = names_in(expr);
             assert!(!names.is_empty(), "{alert} names no stuckless metric: {expr}");

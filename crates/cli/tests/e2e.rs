@@ -11,11 +11,17 @@ use stuckless_core::{JobEventKind, JobId, JobStatus};
 #[test]
 fn sql_enqueued_job_completes_and_cli_sees_it() {
     let env = Env::new();
-    let _w = WorkerProc::start(&env.url(), "w-basic", &[]);
+    let w = WorkerProc::start(&env.url(), "w-basic", &[]);
     let id = env.sql_enqueue("noop", r#"{"hello":"world"}"#);
     assert!(wait_until("job succeeded", Duration::from_secs(30), || env
         .status(id)
         == JobStatus::Succeeded));
+    // The start-up probe found LISTEN/NOTIFY working on a direct connection.
+    assert!(
+        w.logs().contains("LISTEN/NOTIFY works on this connection"),
+        "{}",
+        w.logs()
+    );
     let d = run(&env.url(), &["diagnose", &id.to_string(), "--json"]);
     assert!(d.status.success(), "{}", stderr(&d));
     let v: serde_json::Value = serde_json::from_str(&stdout(&d)).unwrap();
