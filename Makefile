@@ -9,7 +9,7 @@ SEEDS ?= 200
 SEED ?=
 SIM_ARGS ?=
 
-.PHONY: help test lint fmt sim sim-long bench chaos pg-start pg-status build
+.PHONY: help test test-containers lint fmt sim sim-long bench chaos pg-start pg-status build
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -19,6 +19,9 @@ build: ## Build everything (debug)
 
 test: ## Run every test (needs Postgres: see docs/testing.md)
 	$(CARGO) test --workspace --no-fail-fast
+
+test-containers: ## The Postgres suites through testcontainers (DATABASE_URL unset): sets up docker.io and a local image if missing
+	./tests/containers/run.sh
 
 lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
@@ -41,7 +44,9 @@ pg-status: ## Is Postgres reachable at DATABASE_URL?
 	@psql "$(DATABASE_URL)" -Atc 'select version()'
 
 # Real-process chaos and benchmarks (tests/harness). CHAOS_ARGS / BENCH_ARGS pass options, e.g.
-# `make chaos CHAOS_ARGS="--seed 7 --duration-s 300 --jobs 10000"`; `--restart-postgres` is opt-in.
+# `make chaos CHAOS_ARGS="--seed 7 --duration-s 300 --jobs 10000 --restarts 6"`. The chaos run starts a
+# throwaway Postgres cluster of its own (initdb as the postgres user) and restarts it (--restarts,
+# default 2); `--existing-server <url>` runs on a server you give it instead, never restarted.
 CHAOS_ARGS ?=
 BENCH_ARGS ?=
 

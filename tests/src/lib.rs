@@ -7,8 +7,9 @@
 //!    DATABASE` (e.g. `postgres://postgres@127.0.0.1:5432/postgres`). Each
 //!    test gets its own database `stuckless_t_<pid>_<n>` (ICU `en-US`
 //!    collation where available, as on managed Postgres), dropped afterwards.
-//! 2. Otherwise testcontainers starts `postgres:16-alpine` once per test
-//!    process, if a Docker engine is reachable.
+//! 2. Otherwise testcontainers starts `$STUCKLESS_PG_IMAGE` (default
+//!    `postgres:16-alpine`) once per test process, if a Docker engine is
+//!    reachable, and removes it when the process exits ([`container`]).
 //! 3. Otherwise the test panics with instructions, unless
 //!    `STUCKLESS_SKIP_PG=1` is set: then [`TestDb::new_or_skip`] prints that
 //!    the test was skipped and returns `None` (never silently).
@@ -17,6 +18,8 @@
 //! run (their owning pid is gone).
 
 #![deny(missing_docs)]
+
+pub mod container;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -34,13 +37,11 @@ use stuckless_pg::PgStorage;
 /// printed skip.
 pub const SKIP_ENV: &str = "STUCKLESS_SKIP_PG";
 
-/// The Postgres image testcontainers starts when `DATABASE_URL` is unset.
-pub const CONTAINER_TAG: &str = "16-alpine";
-
 const HOW_TO: &str = "stuckless tests need PostgreSQL 15 or newer. Provide one with\n    \
     export DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres\n\
     (a server where that user may CREATE DATABASE; `make pg-start` starts the machine's cluster), \
-    or make a Docker engine reachable for testcontainers, \
+    or make a Docker engine reachable for testcontainers (image: $STUCKLESS_PG_IMAGE, default postgres:16-alpine; \
+    `make test-containers` sets one up on Debian), \
     or set STUCKLESS_SKIP_PG=1 to skip the Postgres tests with a printed notice.";
 
 /// `let db = test_db!();` in an async test: a fresh [`TestDb`], or (with
@@ -289,63 +290,7 @@ fn server_url() -> Result<String, String> {
             return Ok(url);
         }
     }
-    CONTAINER_URL.get_or_init(start_container).clone()
-}
-
-fn docker_reachable() -> bool {
-    std::env::var_os("DOCKER_HOST").is_some() || std::path::Path::new("/var/run/docker.sock").exists()
-}
-
-/// Starts one Postgres container for the whole test process, on a thread of
-/// its own that keeps it (and its runtime) alive until the process exits.
-fn start_container() -> Result<String, String> {
-    if !docker_reachable() {
-        return Err(format!(
-            "DATABASE_URL is not set and no Docker engine is reachable.\n{HOW_TO}"
-        ));
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use testcontainers_modules::postgres::Postgres;
-        use testcontainers_modules::testcontainers::runners::AsyncRunner;
-        use testcontainers_modules::testcontainers::ImageExt;
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = tx.send(Err(format!("tokio runtime: {e}")));
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let started = Postgres::default()
-                .with_host_auth()
-                .with_tag(CONTAINER_TAG)
-                .start()
-                .await;
-            let container = match started {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = tx.send(Err(format!(
-                        "testcontainers could not start postgres:{CONTAINER_TAG}: {e}\n{HOW_TO}"
-                    )));
-                    return;
-                }
-            };
-            let url = match (
-                container.get_host().await,
-                container.get_host_port_ipv4(5432).await,
-            ) {
-                (Ok(host), Ok(port)) => Ok(format!("postgres://postgres@{host}:{port}/postgres")),
-                (h, p) => Err(format!("testcontainers: no host/port for postgres: {h:?} {p:?}")),
-            };
-            let _ = tx.send(url);
-            // Keep the container for the life of the process.
-            std::future::pending::<()>().await;
-            drop(container);
-        });
-    });
-    rx.recv()
-        .map_err(|_| "testcontainers thread ended without an answer".to_string())?
+    CONTAINER_URL.get_or_init(|| container::start(HOW_TO)).clone()
 }
 
 /// `url` with its database (path) replaced by `db`; query string kept.

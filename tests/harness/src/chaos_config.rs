@@ -121,6 +121,33 @@ impl WorkerCommand {
     }
 }
 
+/// Where a chaos run's database lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// A throwaway cluster of the run's own ([`crate::cluster`]), which it
+    /// may restart.
+    OwnCluster,
+    /// An existing server (a URL whose user may `CREATE DATABASE`); never
+    /// restarted, as others may be using it.
+    Existing(String),
+}
+
+/// The longest latency the slow-link fault adds per message.
+pub const MAX_LATENCY: Duration = Duration::from_millis(250);
+
+/// The default slack of the stuck-time check, 2.5 s. A reaper sleeps its
+/// interval *after* each call, so its period is the interval plus one reap
+/// call, and a reap statement starts one call's round trips after its tick.
+/// Under the slow-link fault a call costs up to two round trips (the pool's
+/// liveness check, then the statement) of 2 × [`MAX_LATENCY`] each: 1 s, in
+/// the period and again before the statement: 2 s. The other 0.5 s is CPU
+/// scheduling of the worker and Postgres on a loaded 2-core machine (seen:
+/// reaps 0.09 s and 0.28 s over a 1 s slack in a 10-minute run). The gap the
+/// check exists for (locks held by idle-in-transaction backends) showed as
+/// reaps 5.4–5.7 s after lease expiry, over the 4.5 s this allows with the
+/// default 2 s reap interval, so it would still be caught.
+pub const DEFAULT_SLACK: Duration = Duration::from_millis(2500);
+
 /// A chaos run's settings.
 #[derive(Clone, Debug)]
 pub struct ChaosConfig {
@@ -156,10 +183,14 @@ pub struct ChaosConfig {
     pub fault_every: Duration,
     /// How workers are started.
     pub worker: WorkerCommand,
-    /// Server the run's database is created on.
-    pub server_url: String,
-    /// Also restart the machine's Postgres (disturbs everyone on it).
-    pub restart_postgres: bool,
+    /// Where the run's database lives.
+    pub server: Server,
+    /// Postgres restarts at planned times (own cluster only).
+    pub restarts: u32,
+    /// `pg_terminate_backend` of every worker connection at planned times.
+    pub terminate_all: u32,
+    /// Each restart keeps the server down a uniform time in this range.
+    pub restart_down: (Duration, Duration),
     /// Where worker logs go.
     pub log_dir: PathBuf,
     /// How long after the faults stop every job must be terminal.
@@ -173,7 +204,8 @@ pub struct ChaosConfig {
 }
 
 impl ChaosConfig {
-    /// Short-run defaults: 3 workers, 300 jobs, 20 s of faults, 3 s lease.
+    /// Short-run defaults: 3 workers, 300 jobs, 20 s of faults, 3 s lease, on
+    /// a cluster of its own with one restart and one mass termination.
     pub fn short(seed: u64, worker: WorkerCommand) -> Self {
         ChaosConfig {
             seed,
@@ -187,12 +219,14 @@ impl ChaosConfig {
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(2),
             storage_timeout: Duration::from_secs(2),
-            slack: Duration::from_secs(1),
+            slack: DEFAULT_SLACK,
             job_sleep_ms: (20, 400),
             fault_every: Duration::from_millis(1200),
             worker,
-            server_url: crate::db::server_url(),
-            restart_postgres: false,
+            server: Server::OwnCluster,
+            restarts: 1,
+            terminate_all: 1,
+            restart_down: (Duration::from_secs(3), Duration::from_secs(6)),
             log_dir: std::env::temp_dir().join(format!("stuckless-chaos-{seed}")),
             settle_timeout: Duration::from_secs(60),
             idle_in_transaction_timeout: None,
@@ -217,8 +251,6 @@ pub enum FaultKind {
     Cut,
     /// `pg_terminate_backend` a worker's backends.
     TerminateBackend,
-    /// Restart Postgres (opt-in).
-    RestartPostgres,
 }
 
 impl FaultKind {
@@ -232,7 +264,6 @@ impl FaultKind {
             FaultKind::Latency => "latency",
             FaultKind::Cut => "cut_connections",
             FaultKind::TerminateBackend => "pg_terminate_backend",
-            FaultKind::RestartPostgres => "restart_postgres",
         }
     }
 }
@@ -260,6 +291,10 @@ pub struct ChaosReport {
     pub log_dir: PathBuf,
     /// Findings that are not violations.
     pub notes: Vec<String>,
+    /// The server: `own cluster on port N` or the URL given.
+    pub server: String,
+    /// One entry per planned outage (restart or mass termination).
+    pub outages: Vec<crate::chaos::OutageReport>,
 }
 
 impl ChaosReport {
@@ -276,7 +311,9 @@ impl ChaosReport {
             self.log_dir.display()
         )];
         let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        out.push(format!("server {}", self.server));
         out.push(format!("faults {}", faults.join(" ")));
+        out.extend(self.outages.iter().map(|o| o.line()));
         out.extend(self.verdict.summary());
         out.push(format!("notes={}", self.notes.len()));
         out.extend(self.notes.iter().take(20).map(|n| format!("NOTE {n}")));

@@ -91,7 +91,7 @@ pub struct Facts {
 }
 
 /// The configuration the stuck-time bound derives from.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Bounds {
     /// Workers' lease.
     pub lease: Duration,
@@ -100,12 +100,33 @@ pub struct Bounds {
     /// Allowance for a reap statement's own latency and a reaper that had
     /// just started (stated in the report).
     pub slack: Duration,
+    /// Spans in which the database was down (restarts) or every worker
+    /// connection had just been cut: no reaper can reap then.
+    pub outages: Vec<crate::outage::Outage>,
 }
 
 impl Bounds {
     /// The most a job may sit with a dead holder: lease + reap interval + slack.
     pub fn stuck_limit(&self) -> Duration {
         self.lease + self.reap_interval + self.slack
+    }
+
+    /// The "late reaps" rule: from when a reap of a lease that expired at
+    /// `expired_us` is owed, µs. Normally from the expiry; but if an outage
+    /// began before the reap was due (expiry + reap interval + slack) and
+    /// ended after the expiry, no reaper could reach the row in between, so
+    /// it is owed from the server's return: reap interval + slack after it.
+    pub fn owed_from(&self, expired_us: i64) -> i64 {
+        let due_after = (self.reap_interval + self.slack).as_micros() as i64;
+        let mut owed = expired_us;
+        let mut outages = self.outages.clone();
+        outages.sort_by_key(|o| o.from_us);
+        for o in outages {
+            if o.from_us <= owed + due_after && o.back_us > owed {
+                owed = o.back_us;
+            }
+        }
+        owed
     }
 }
 
@@ -138,8 +159,14 @@ pub struct Verdict {
     pub max_stuck_ms: i64,
     /// The bound it was held to, ms.
     pub stuck_limit_ms: i64,
+    /// Reaps owed from a server's return rather than the expiry (late reaps rule).
+    pub reaps_after_outage: usize,
+    /// Of those, the longest from the return to the reap, ms.
+    pub max_reap_after_return_ms: i64,
     /// Extra violations found by the orchestrator during the run.
     pub run_violations: Vec<String>,
+    /// The lease the bound includes, ms.
+    pub lease_ms: i64,
 }
 
 impl Verdict {
@@ -191,6 +218,12 @@ impl Verdict {
                 self.max_stuck_ms,
                 self.stuck_limit_ms,
                 self.stuck.len()
+            ),
+            format!(
+                "check late_reaps reaps_after_outage={} max_after_return_ms={} limit_ms={}",
+                self.reaps_after_outage,
+                self.max_reap_after_return_ms,
+                self.stuck_limit_ms - self.lease_ms
             ),
             format!("check other_invariants count={}", self.other.len()),
         ]
@@ -258,6 +291,8 @@ pub async fn gather(pool: &PgPool, enqueued: Vec<i64>) -> anyhow::Result<Facts> 
 ///   the db granted that epoch to;
 /// - every reap came at most `reap_interval + slack` after the lease expired,
 ///   so a job sat with a dead holder at most `lease + reap_interval + slack`;
+///   a lease that expired during an outage (or too shortly before it to be
+///   reaped) is owed from the server's return instead ([`Bounds::owed_from`]);
 /// - no other invariant of the state machine was broken (transitions,
 ///   attempts, epochs moving one at a time).
 pub fn check(facts: &Facts, bounds: Bounds) -> Verdict {
@@ -265,8 +300,24 @@ pub fn check(facts: &Facts, bounds: Bounds) -> Verdict {
         jobs: facts.jobs.len(),
         executions: facts.executions.len(),
         stuck_limit_ms: bounds.stuck_limit().as_millis() as i64,
+        lease_ms: bounds.lease.as_millis() as i64,
         ..Verdict::default()
     };
+    // The late reaps rule: a reap owed from a server's return is judged from
+    // then, by moving the expiry the checkers see to the return.
+    let mut moved = facts.clone();
+    for e in moved.events.iter_mut() {
+        let Some(expired) = e.lease_expired_at else {
+            continue;
+        };
+        let owed = bounds.owed_from(expired);
+        if owed != expired {
+            v.reaps_after_outage += 1;
+            v.max_reap_after_return_ms = v.max_reap_after_return_ms.max((e.at - owed) / 1000);
+            e.lease_expired_at = Some(owed);
+        }
+    }
+    let facts = &moved;
     for job in &facts.jobs {
         *v.statuses.entry(job.status.clone()).or_default() += 1;
     }
@@ -323,6 +374,7 @@ mod tests {
             lease: Duration::from_secs(3),
             reap_interval: Duration::from_secs(2),
             slack: Duration::from_secs(1),
+            outages: Vec::new(),
         }
     }
 
@@ -432,6 +484,39 @@ mod tests {
         }
         assert!(v.other.is_empty(), "{:?}", v.other);
         assert!(!v.passed());
+    }
+
+    #[test]
+    fn a_reap_late_because_the_server_was_down_is_judged_from_its_return() {
+        use crate::outage::Outage;
+        // Lease expired at 13 s, reaped at 17.5 s: 4.5 s, over the 3 s allowed.
+        let mut f = healthy();
+        f.events[1].at = 17 * S + S / 2;
+        f.events[2].at = 18 * S;
+        assert_eq!(check(&f, bounds()).stuck.len(), 1);
+        // The server was down 13.5-15.5 s: owed from 15.5 s, reaped 2 s after.
+        let mut b = bounds();
+        b.outages = vec![Outage {
+            from_us: 13 * S + S / 2,
+            back_us: 15 * S + S / 2,
+        }];
+        let v = check(&f, b.clone());
+        assert!(v.passed(), "{:?}", v.violations());
+        assert_eq!((v.reaps_after_outage, v.max_reap_after_return_ms), (1, 2000));
+        // Back at 15.5 but the reap at 19 s: 3.5 s after the return, too late.
+        let mut g = f.clone();
+        g.events[1].at = 19 * S;
+        g.events[2].at = 20 * S;
+        g.jobs[0].finished_at = Some(21 * S);
+        g.events[3].at = 21 * S;
+        assert_eq!(check(&g, b).stuck.len(), 1);
+        // An outage that began after the reap was due (13 + 3 s) excuses nothing.
+        let mut late = bounds();
+        late.outages = vec![Outage {
+            from_us: 16 * S + S / 2,
+            back_us: 17 * S,
+        }];
+        assert_eq!(check(&f, late).stuck.len(), 1);
     }
 
     #[test]

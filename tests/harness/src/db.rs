@@ -30,6 +30,10 @@ create index if not exists executions_job_idx on stuckless_chaos.executions (job
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The `application_name` of the harness's own connections, which mass
+/// terminations spare.
+pub const HARNESS_APP: &str = "stuckless-harness";
+
 /// `DATABASE_URL`, or [`DEFAULT_SERVER_URL`].
 pub fn server_url() -> String {
     std::env::var("DATABASE_URL")
@@ -70,7 +74,7 @@ impl RunDb {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(admin.clone().database(&name))
+            .connect_with(admin.clone().database(&name).application_name(HARNESS_APP))
             .await
             .context(format!("connecting to {name}"))?;
         stuckless_pg::migrate(&pool).await.context("migrating")?;
@@ -141,6 +145,21 @@ impl RunDb {
         .fetch_one(&self.pool)
         .await
         .context("pg_terminate_backend")?;
+        Ok(n as u64)
+    }
+
+    /// Terminates every backend of this database but the harness's own (the
+    /// workers' pools, LISTEN connections and endpoint pools); returns how many.
+    pub async fn terminate_all_but_harness(&self) -> anyhow::Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+             where datname = current_database() and pid <> pg_backend_pid()
+               and application_name <> $1) t",
+        )
+        .bind(HARNESS_APP)
+        .fetch_one(&self.pool)
+        .await
+        .context("pg_terminate_backend of every worker connection")?;
         Ok(n as u64)
     }
 

@@ -144,6 +144,7 @@ async fn checks_flag_each_sabotage_and_pass_the_clean_job() {
         lease: Duration::from_secs(3),
         reap_interval: Duration::from_secs(2),
         slack: Duration::from_secs(1),
+        outages: Vec::new(),
     };
     let v = checks::check(&facts, bounds);
     for line in v.summary().iter().chain(v.violations().iter()) {

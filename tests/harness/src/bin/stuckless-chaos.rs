@@ -1,14 +1,16 @@
 //! `make chaos`: a long chaos run against real worker processes and real
-//! Postgres. Prints the seed first, the checks and fault counts at the end;
-//! exits non-zero on any violation.
+//! Postgres: a throwaway cluster of its own, which it restarts, or with
+//! `--existing-server` a server you give it (never restarted). Prints the
+//! seed first, the checks and fault counts at the end; exits non-zero on any
+//! violation.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use stuckless_harness::chaos::{self, ChaosConfig, WorkerCommand};
-use stuckless_harness::chaos_config::WorkerTimingArgs;
+use stuckless_harness::chaos::{self, ChaosConfig, Server, WorkerCommand};
+use stuckless_harness::chaos_config::{WorkerTimingArgs, DEFAULT_SLACK};
 use stuckless_harness::process::workspace_binary;
 
 #[derive(Parser, Debug)]
@@ -46,12 +48,27 @@ struct Args {
     /// server without it.
     #[arg(long)]
     idle_in_transaction_timeout_ms: Option<u64>,
-    /// Slack over lease + reap interval allowed in the stuck-time check, ms.
-    #[arg(long, default_value_t = 1000)]
+    /// Slack over lease + reap interval allowed in the stuck-time check, ms
+    /// (default 2500: see DEFAULT_SLACK in chaos_config.rs for the derivation).
+    #[arg(long, default_value_t = DEFAULT_SLACK.as_millis() as u64)]
     slack_ms: u64,
-    /// Also restart the machine's Postgres (disturbs everything using it).
+    /// Postgres restarts at planned times (default 2 on the run's own
+    /// cluster; none, and refused, with --existing-server).
     #[arg(long)]
-    restart_postgres: bool,
+    restarts: Option<u32>,
+    /// `pg_terminate_backend` of every worker connection at planned times.
+    #[arg(long, default_value_t = 2)]
+    terminate_all: u32,
+    /// Shortest time a restart keeps Postgres down, ms.
+    #[arg(long, default_value_t = 3000)]
+    restart_down_min_ms: u64,
+    /// Longest time a restart keeps Postgres down, ms.
+    #[arg(long, default_value_t = 6000)]
+    restart_down_max_ms: u64,
+    /// Run on this server (a URL whose user may CREATE DATABASE) instead of a
+    /// throwaway cluster of the run's own; it is never restarted.
+    #[arg(long)]
+    existing_server: Option<String>,
     /// Where worker logs go (default: a temp dir named after the seed).
     #[arg(long)]
     log_dir: Option<PathBuf>,
@@ -97,12 +114,32 @@ async fn main() -> anyhow::Result<()> {
     config.reap_interval = ms(args.timing.reap_ms);
     config.poll_interval = ms(args.timing.poll_ms);
     config.fault_every = ms(args.fault_every_ms);
-    config.restart_postgres = args.restart_postgres;
+    match args.existing_server {
+        Some(url) => {
+            if args.restarts.is_some_and(|n| n > 0) {
+                anyhow::bail!(
+                    "--restarts needs the run's own cluster: an --existing-server is never restarted"
+                );
+            }
+            config.server = Server::Existing(url);
+            config.restarts = 0;
+        }
+        None => {
+            config.server = Server::OwnCluster;
+            config.restarts = args.restarts.unwrap_or(2);
+        }
+    }
+    config.terminate_all = args.terminate_all;
+    anyhow::ensure!(
+        args.restart_down_min_ms <= args.restart_down_max_ms,
+        "--restart-down-min-ms must not exceed --restart-down-max-ms"
+    );
+    config.restart_down = (ms(args.restart_down_min_ms), ms(args.restart_down_max_ms));
     if let Some(dir) = args.log_dir {
         config.log_dir = dir;
     }
     println!(
-        "chaos start seed={seed} worker={} workers={} jobs={} duration_s={} lease_ms={} reap_ms={} poll_ms={} slack_ms={} restart_postgres={} idle_in_transaction_timeout_ms={:?}",
+        "chaos start seed={seed} worker={} workers={} jobs={} duration_s={} lease_ms={} reap_ms={} poll_ms={} slack_ms={} server={} restarts={} terminate_all={} restart_down_ms={}-{} idle_in_transaction_timeout_ms={:?}",
         config.worker.name(),
         config.workers,
         config.jobs,
@@ -111,7 +148,14 @@ async fn main() -> anyhow::Result<()> {
         args.timing.reap_ms,
         args.timing.poll_ms,
         config.slack.as_millis(),
-        config.restart_postgres,
+        match &config.server {
+            Server::OwnCluster => "own-cluster".to_owned(),
+            Server::Existing(url) => url.clone(),
+        },
+        config.restarts,
+        config.terminate_all,
+        args.restart_down_min_ms,
+        args.restart_down_max_ms,
         args.idle_in_transaction_timeout_ms
     );
     // Every argument as given, with the seed made explicit.

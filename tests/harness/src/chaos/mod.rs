@@ -11,14 +11,19 @@ use stuckless_core::{Client, NewJob};
 use stuckless_pg::PgStorage;
 
 use crate::checks::{self, Bounds};
+use crate::cluster::Cluster;
 use crate::db::RunDb;
+use crate::outage::Outage;
 use crate::process::{ChildGuard, Signal};
 use crate::proxy::{Fault, FaultProxy};
 use crate::recorder::Recorder;
 use crate::recording::CHAOS_KIND;
 use anyhow::Context;
 
-pub use crate::chaos_config::{ChaosConfig, ChaosReport, FaultKind, WorkerCommand};
+mod scheduled;
+
+pub use crate::chaos_config::{ChaosConfig, ChaosReport, FaultKind, Server, WorkerCommand};
+pub use scheduled::{plan, OutageReport, Planned};
 
 /// What a slot is waiting for.
 #[derive(Clone, Copy, Debug)]
@@ -44,11 +49,17 @@ struct Slot {
     pending: Option<(Instant, Pending)>,
     /// Database time of the latest SIGTERM.
     term_at: Option<i64>,
+    /// The worker log's length when SIGTERM was sent.
+    term_log_len: u64,
 }
 
 impl Slot {
     fn app_name(&self) -> String {
         format!("chaos-w{}-", self.index)
+    }
+
+    fn log(&self, config: &ChaosConfig) -> std::path::PathBuf {
+        config.log_dir.join(format!("{}.log", self.worker_id))
     }
 
     fn healthy(&self) -> bool {
@@ -66,7 +77,16 @@ struct Run<'a> {
     violations: Vec<String>,
     notes: Vec<String>,
     workers_started: u64,
-    max_restart: Duration,
+    /// The run's own cluster (None on an existing server, or while a
+    /// blocking operation holds it).
+    cluster: Option<Cluster>,
+    /// Planned faults still to come, soonest first.
+    planned: Vec<(Instant, Planned)>,
+    /// Outages so far, on the database clock.
+    outages: Vec<Outage>,
+    outage_reports: Vec<OutageReport>,
+    /// Database clock minus this machine's, µs.
+    clock_offset_us: i64,
 }
 
 impl Run<'_> {
@@ -113,32 +133,51 @@ impl Run<'_> {
     }
 
     /// After a graceful exit: jobs still `running` under the worker's name.
-    /// One it was still heartbeating when SIGTERM came (last heartbeat at most
-    /// a heartbeat interval + 1 s before it) is a violation: shutdown must
-    /// finish or release what it holds. One it had already given up on (its
-    /// local lease deadline passed while the database was unreachable, so the
-    /// database lease outlives the worker's interest in it) waits for the
-    /// reaper like any abandoned lease; that is noted, not a violation.
-    async fn check_left_running(&mut self, worker_id: &str, term_at: i64) -> anyhow::Result<()> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "select id, stuckless.to_micros(heartbeat_at) from stuckless.jobs
+    /// Shutdown must finish or release what the worker holds, so each is a
+    /// violation, except:
+    /// - one the worker had given up before SIGTERM: its log says so (its
+    ///   local lease deadline passed with its calls stuck behind a fault; a
+    ///   heartbeat it had sent may still have landed and extended the lease
+    ///   in the database, so the row's heartbeat can be recent). It waits for
+    ///   the reaper like any abandoned lease: a note ([`crate::worker_log`]);
+    /// - one it could not release because the database was down (an outage
+    ///   overlapped its shutdown): a note; the reaper takes it back.
+    async fn check_left_running(
+        &mut self,
+        worker_id: &str,
+        term_at: i64,
+        log_len: u64,
+    ) -> anyhow::Result<()> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "select id, epoch, stuckless.to_micros(heartbeat_at) from stuckless.jobs
              where status = 'running' and lease_owner = $1 order by id",
         )
         .bind(worker_id)
         .fetch_all(self.db.pool())
         .await
         .context("listing jobs left running")?;
-        let live_since = term_at - (self.config.heartbeat + Duration::from_secs(1)).as_micros() as i64;
-        for (id, heartbeat_at) in rows {
+        let log = self.config.log_dir.join(format!("{worker_id}.log"));
+        let now = self.db_now().await?;
+        let grace = (self.config.shutdown_grace + self.config.storage_timeout * 2).as_micros() as i64;
+        let outage_during = self
+            .outages
+            .iter()
+            .any(|o| o.from_us <= now && o.back_us + grace >= term_at);
+        for (id, epoch, heartbeat_at) in rows {
             let ago_ms = (term_at - heartbeat_at) / 1000;
-            if heartbeat_at >= live_since {
-                self.violations.push(format!(
-                    "graceful shutdown: {worker_id} left job {id} running (last heartbeat {ago_ms} ms before SIGTERM)"
+            if crate::worker_log::gave_up_before(&log, log_len, id, epoch) {
+                self.notes.push(format!(
+                    "{worker_id} exited with job {id} (epoch {epoch}) still running under its name: it had given \
+                     it up before SIGTERM (lease deadline; last heartbeat landed {ago_ms} ms before SIGTERM); the reaper takes it back"
+                ));
+            } else if outage_during {
+                self.notes.push(format!(
+                    "{worker_id} exited with job {id} still running under its name: the database was down during \
+                     its shutdown; the reaper takes it back"
                 ));
             } else {
-                self.notes.push(format!(
-                    "{worker_id} exited with job {id} still running under its name, abandoned before SIGTERM \
-                     (last heartbeat {ago_ms} ms before it); the reaper takes it back"
+                self.violations.push(format!(
+                    "graceful shutdown: {worker_id} left job {id} (epoch {epoch}) running (last heartbeat {ago_ms} ms before SIGTERM)"
                 ));
             }
         }
@@ -163,7 +202,8 @@ impl Run<'_> {
                     ));
                 }
                 let term_at = self.slots[i].term_at.take().unwrap_or(i64::MAX);
-                self.check_left_running(&worker_id, term_at).await?;
+                let log_len = self.slots[i].term_log_len;
+                self.check_left_running(&worker_id, term_at, log_len).await?;
                 self.slots[i].child = None;
                 self.slots[i].pending = None;
                 self.spawn(i)?;
@@ -226,7 +266,7 @@ impl Run<'_> {
     }
 
     async fn inject(&mut self) -> anyhow::Result<()> {
-        let mut kinds = vec![
+        let kinds = [
             FaultKind::Kill,
             FaultKind::Zombie,
             FaultKind::Term,
@@ -235,9 +275,6 @@ impl Run<'_> {
             FaultKind::Cut,
             FaultKind::TerminateBackend,
         ];
-        if self.config.restart_postgres {
-            kinds.push(FaultKind::RestartPostgres);
-        }
         let kind = kinds[self.rng.random_range(0..kinds.len())];
         let healthy: Vec<usize> = (0..self.slots.len())
             .filter(|i| self.slots[*i].healthy())
@@ -272,6 +309,7 @@ impl Run<'_> {
             }
             FaultKind::Term => {
                 self.slots[i].term_at = Some(self.db_now().await?);
+                self.slots[i].term_log_len = crate::worker_log::length(&self.slots[i].log(self.config));
                 if let Some(child) = self.slots[i].child.as_mut() {
                     child.signal(Signal::Term)?;
                 }
@@ -284,7 +322,7 @@ impl Run<'_> {
                 self.slots[i].pending = Some((now + span, Pending::Heal));
             }
             FaultKind::Latency => {
-                let delay = self.jitter(Duration::from_millis(10), Duration::from_millis(250));
+                let delay = self.jitter(Duration::from_millis(10), crate::chaos_config::MAX_LATENCY);
                 self.slots[i].proxy.set_fault(Fault::Latency(delay));
                 let span = self.jitter(Duration::from_secs(1), Duration::from_secs(4));
                 self.slots[i].pending = Some((now + span, Pending::ClearLatency));
@@ -294,34 +332,10 @@ impl Run<'_> {
                 let prefix = self.slots[i].app_name();
                 self.db.terminate_backends(&prefix).await?;
             }
-            FaultKind::RestartPostgres => {
-                let started = Instant::now();
-                restart_postgres().await?;
-                self.max_restart = self.max_restart.max(started.elapsed());
-            }
         }
         self.count(kind);
         Ok(())
     }
-}
-
-/// Restarts the machine's Postgres cluster with `pg_ctlcluster`.
-pub async fn restart_postgres() -> anyhow::Result<()> {
-    let versions = std::fs::read_dir("/etc/postgresql").context("listing /etc/postgresql")?;
-    let version = versions
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .max()
-        .ok_or_else(|| anyhow::anyhow!("no cluster under /etc/postgresql"))?;
-    let status = tokio::process::Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
-        .status()
-        .await
-        .context("running pg_ctlcluster")?;
-    if !status.success() {
-        return Err(anyhow::anyhow!("pg_ctlcluster restart failed: {status}"));
-    }
-    Ok(())
 }
 
 async fn not_terminal(db: &RunDb) -> anyhow::Result<i64> {
@@ -340,16 +354,58 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
         return Err(anyhow::anyhow!("at least 2 workers are needed"));
     }
     std::fs::create_dir_all(&config.log_dir).context(format!("creating {}", config.log_dir.display()))?;
+    if config.restarts > 0 && config.server != Server::OwnCluster {
+        return Err(anyhow::anyhow!(
+            "restarts need the run's own cluster; an existing server is never restarted (pass --restarts 0)"
+        ));
+    }
     let started = Instant::now();
-    let db = RunDb::create(&config.server_url, "stuckless_chaos").await?;
-    let result = run_on(config, &db, started).await;
+    // The cluster outlives the database (dropped after it) and is stopped
+    // and removed on every path out of here, panics included.
+    let (cluster, server_url, server) = match &config.server {
+        Server::OwnCluster => {
+            let cluster = tokio::task::spawn_blocking(Cluster::start)
+                .await
+                .context("cluster task")?
+                .context("starting the run's own Postgres cluster")?;
+            let url = cluster.url();
+            let said = format!(
+                "own cluster on port {} ({})",
+                cluster.port(),
+                cluster.dir().display()
+            );
+            (Some(cluster), url, said)
+        }
+        Server::Existing(url) => (None, url.clone(), format!("existing {url}")),
+    };
+    let db = RunDb::create(&server_url, "stuckless_chaos").await?;
+    let (result, cluster) = run_on(config, &db, started, cluster, server).await;
     let dropped = db.drop_now().await;
+    drop(cluster);
     let report = result?;
     dropped?;
     Ok(report)
 }
 
-async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> anyhow::Result<ChaosReport> {
+async fn run_on(
+    config: &ChaosConfig,
+    db: &RunDb,
+    started: Instant,
+    cluster: Option<Cluster>,
+    server: String,
+) -> (anyhow::Result<ChaosReport>, Option<Cluster>) {
+    let mut cluster = cluster;
+    let result = run_faults(config, db, started, &mut cluster, server).await;
+    (result, cluster)
+}
+
+async fn run_faults(
+    config: &ChaosConfig,
+    db: &RunDb,
+    started: Instant,
+    cluster: &mut Option<Cluster>,
+    server: String,
+) -> anyhow::Result<ChaosReport> {
     if let Some(timeout) = config.idle_in_transaction_timeout {
         let sql = format!(
             "alter database \"{}\" set idle_in_transaction_session_timeout = {}",
@@ -372,6 +428,7 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> anyhow::R
             worker_id: String::new(),
             pending: None,
             term_at: None,
+            term_log_len: 0,
         });
     }
     let mut run = Run {
@@ -384,8 +441,37 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> anyhow::R
         violations: Vec::new(),
         notes: Vec::new(),
         workers_started: 0,
-        max_restart: Duration::ZERO,
+        cluster: cluster.take(),
+        planned: Vec::new(),
+        outages: Vec::new(),
+        outage_reports: Vec::new(),
+        clock_offset_us: 0,
     };
+    let result = drive(&mut run, config, db, started, server).await;
+    *cluster = run.cluster.take();
+    result
+}
+
+/// The run proper: workers, enqueues, faults, settling, checks.
+async fn drive(
+    run: &mut Run<'_>,
+    config: &ChaosConfig,
+    db: &RunDb,
+    started: Instant,
+    server: String,
+) -> anyhow::Result<ChaosReport> {
+    run.measure_clock_offset().await?;
+    let begin = Instant::now();
+    run.planned = plan(
+        &mut run.rng,
+        config.duration,
+        config.restarts,
+        config.terminate_all,
+        config.restart_down,
+    )
+    .into_iter()
+    .map(|(after, p)| (begin + after, p))
+    .collect();
     for i in 0..config.workers {
         run.spawn(i)?;
     }
@@ -429,6 +515,15 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> anyhow::R
                 to_enqueue -= n;
             }
             next_batch = now + batch_every;
+        }
+        if run
+            .planned
+            .first()
+            .is_some_and(|(at, _)| now >= *at && !run.defer_planned(*at))
+        {
+            let (_, planned) = run.planned.remove(0);
+            run.apply_planned(planned).await?;
+            continue;
         }
         if now >= next_fault {
             run.inject().await?;
@@ -487,6 +582,7 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> anyhow::R
     // Stop the workers gracefully; nothing may be left running.
     let term_at = run.db_now().await?;
     for slot in run.slots.iter_mut() {
+        slot.term_log_len = crate::worker_log::length(&slot.log(config));
         if let Some(child) = slot.child.as_mut() {
             child.signal(Signal::Cont)?;
             child.signal(Signal::Term)?;
@@ -497,7 +593,10 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> anyhow::R
         let limit = config.shutdown_grace + config.storage_timeout * 2;
         if let Some(child) = run.slots[i].child.as_mut() {
             match child.wait_for(limit).await {
-                Ok(status) if status.success() => run.check_left_running(&worker_id, term_at).await?,
+                Ok(status) if status.success() => {
+                    let log_len = run.slots[i].term_log_len;
+                    run.check_left_running(&worker_id, term_at, log_len).await?
+                }
                 Ok(status) => run.violations.push(format!(
                     "graceful shutdown: {worker_id} exited with {status} at the end"
                 )),
@@ -515,20 +614,23 @@ async fn run_on(config: &ChaosConfig, db: &RunDb, started: Instant) -> anyhow::R
     let bounds = Bounds {
         lease: config.lease,
         reap_interval: config.reap_interval,
-        slack: config.slack + run.max_restart,
+        slack: config.slack,
+        outages: run.outages.clone(),
     };
     let mut verdict = checks::check(&facts, bounds);
     verdict.run_violations = std::mem::take(&mut run.violations);
     Ok(ChaosReport {
         seed: config.seed,
         worker: config.worker.name(),
-        faults: run.faults,
+        faults: std::mem::take(&mut run.faults),
         enqueued: enqueued_ids.len(),
         workers_started: run.workers_started,
         verdict,
         elapsed: started.elapsed(),
         settle,
         log_dir: config.log_dir.clone(),
-        notes: run.notes,
+        notes: std::mem::take(&mut run.notes),
+        server,
+        outages: std::mem::take(&mut run.outage_reports),
     })
 }
