@@ -25,6 +25,10 @@ pub struct QueueDepth {
     pub running: u64,
     /// Running with an expired lease, waiting for a reaper.
     pub running_expired: u64,
+    /// Running on a live worker past the attempt's time limit (as
+    /// `stuckless.time_limit` judges it): the worker should have cancelled
+    /// it. Read on Postgres only; 0 from other storages.
+    pub running_over_time_limit: u64,
     /// Dead (until retention deletes them).
     pub dead: u64,
 }
@@ -68,6 +72,7 @@ impl QueueSnapshot {
             q.scheduled += part.scheduled;
             q.running += part.running;
             q.running_expired += part.running_expired;
+            q.running_over_time_limit += part.running_over_time_limit;
             q.dead += part.dead;
         }
         let mut unhandled: Vec<Unhandled> = due_by_kind
@@ -143,6 +148,11 @@ const QUEUE_GAUGES: &[QueueGauge] = &[
         "stuckless_queue_running_expired",
         "Running jobs whose lease expired (waiting for a reaper)",
         |q| q.running_expired,
+    ),
+    (
+        "stuckless_queue_running_over_time_limit",
+        "Running jobs on a live worker past their attempt's time limit (the handler hangs where it cannot be cancelled)",
+        |q| q.running_over_time_limit,
     ),
     (
         "stuckless_queue_dead",

@@ -308,6 +308,7 @@ mod tests {
         ("stuckless_queue_scheduled", "gauge"),
         ("stuckless_queue_running", "gauge"),
         ("stuckless_queue_running_expired", "gauge"),
+        ("stuckless_queue_running_over_time_limit", "gauge"),
         ("stuckless_queue_dead", "gauge"),
         ("stuckless_queue_unhandled", "gauge"),
     ];

@@ -107,6 +107,20 @@ const LIVE_WORKERS_SQL: &str = "
 select queues, kinds from stuckless.workers
  where last_heartbeat_at >= now() - $1::bigint * interval '1 microsecond'";
 
+/// Per queue, running jobs whose live holder should have cancelled them: the
+/// lease is live, the holder's registry heartbeat is at most `$1`
+/// microseconds old, and the attempt is past its time limit, judged by
+/// `stuckless.time_limit` (migration 5), as the `stuck_jobs` view judges it.
+/// Walks the lease index.
+const OVER_TIME_LIMIT_SQL: &str = "
+select j.queue, count(*) as over
+  from stuckless.jobs j
+  join stuckless.workers w on w.id = j.lease_owner
+ where j.status = 'running' and j.lease_expires_at > now()
+   and w.last_heartbeat_at >= now() - $1::bigint * interval '1 microsecond'
+   and j.claimed_at + stuckless.time_limit(j.timeout_us, j.kind, w.metadata) < now()
+ group by j.queue";
+
 /// [`Reads`] on Postgres, through the endpoints' own pool.
 pub struct PgReads {
     /// The endpoints' pool ([`pool_beside`]).
@@ -133,6 +147,10 @@ impl Reads for PgReads {
                 .bind(duration_micros(self.stale_after))
                 .fetch_all(&mut *conn)
                 .await?;
+            let over = sqlx::query(OVER_TIME_LIMIT_SQL)
+                .bind(duration_micros(self.stale_after))
+                .fetch_all(&mut *conn)
+                .await?;
             let mut parts = Vec::with_capacity(rows.len());
             let mut due_by_kind = Vec::new();
             for row in &rows {
@@ -144,11 +162,19 @@ impl Reads for PgReads {
                     running: count("running")?,
                     running_expired: count("running_expired")?,
                     dead: count("dead")?,
+                    running_over_time_limit: 0,
                 };
                 if let Some(kind) = row.try_get::<Option<String>, _>("kind")? {
                     due_by_kind.push((part.queue.clone(), kind, part.due));
                 }
                 parts.push(part);
+            }
+            for row in &over {
+                parts.push(QueueDepth {
+                    queue: row.try_get("queue")?,
+                    running_over_time_limit: row.try_get::<i64, _>("over")?.max(0) as u64,
+                    ..Default::default()
+                });
             }
             let live = live
                 .iter()
@@ -193,6 +219,8 @@ impl Reads for StorageReads {
                 running: q.running,
                 running_expired: q.running_expired,
                 dead: q.dead,
+                // Time limits are judged in SQL (stuckless.time_limit): Postgres only.
+                running_over_time_limit: 0,
             });
             let due_by_kind = kinds.into_iter().map(|k| (k.queue, k.kind, k.due));
             let coverage = Coverage::of_live(&registry, now, self.stale_after);

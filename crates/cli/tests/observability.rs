@@ -24,6 +24,7 @@ values ('default', 'noop',   '{}', now() - interval '1 minute', 'queued', 0, 0, 
        ('default', 'report', '{}', now() + interval '1 hour',   'queued', 0, 0, null, null, null, now(), now(), null),
        ('default', 'noop',   '{}', now(), 'running', 1, 1, 'w-live', now() + interval '1 minute', now(), now(), now(), null),
        ('default', 'noop',   '{}', now(), 'running', 1, 1, 'w-gone', now() - interval '1 minute', now(), now(), now(), null),
+       ('default', 'noop',   '{}', now(), 'running', 1, 1, 'w-live', now() + interval '1 minute', now() - interval '20 minutes', now(), now(), null),
        ('default', 'noop',   '{}', now(), 'dead',    5, 5, null, null, null, now(), now(), now()),
        ('mail',    'send',   '{}', now(), 'dead',    5, 5, null, null, null, now(), now(), now());
 insert into stuckless.workers (id, queues, concurrency, metadata, started_at, last_heartbeat_at, in_flight, kinds)
@@ -47,9 +48,12 @@ async fn the_gauges_count_unfinished_and_dead_jobs_and_name_unhandled_kinds() {
                 queue: "default".into(),
                 due: 3,
                 scheduled: 1,
-                running: 1,
+                running: 2,
                 running_expired: 1,
                 dead: 1,
+                // Claimed 20 minutes ago by a live worker that recorded no
+                // limits: past the assumed 15 minutes.
+                running_over_time_limit: 1,
             },
             QueueDepth {
                 queue: "mail".into(),

@@ -60,8 +60,8 @@ async fn both(sql: &str, now: &str) -> (Verdict, Verdict, bool, bool) {
         .await
         .expect("fixture loads");
     let url = db.url().to_owned();
-    let args = vec![
-        "diagnose".to_owned(),
+    let args: [String; 5] = [
+        "diagnose".into(),
         "42".into(),
         "--now".into(),
         now.into(),

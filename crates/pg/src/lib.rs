@@ -32,7 +32,7 @@ mod waker;
 /// indexes however many finished jobs the table holds). Not API.
 #[doc(hidden)]
 pub mod plans {
-    pub use crate::sql::{CLAIM_ONE_QUEUE, PRUNE, QUEUE_KINDS};
+    pub use crate::sql::{CLAIM_ONE_QUEUE, QUEUE_KINDS};
 }
 
 pub use error::PgError;

@@ -413,7 +413,7 @@ pub const QUEUE_KINDS: &str = concat!(
 /// jobs older than their status's age ($2 succeeded, $3 cancelled, $4 dead,
 /// micros), oldest finish first, along the finished-jobs index; their events
 /// go by `on delete cascade`. Rows another pruner holds are skipped.
-pub const PRUNE: &str = concat!(
+pub(crate) const PRUNE: &str = concat!(
     "with ",
     now_cte!(),
     " select p.succeeded, p.cancelled, p.dead
