@@ -370,6 +370,7 @@ mod tests {
             &["--no-prune"],
             &["--retention-dead", "8d"],
             &["--prune-interval", "1m"],
+            &["--prefetch", "4"],
             &["--kind-timeout", "noop=1m"],
         ] {
             assert_ne!(settings_from(changed), core_defaults(), "{changed:?}");
@@ -397,7 +398,7 @@ mod tests {
     fn every_default_the_help_states_is_the_cores() {
         let stated = stated_defaults();
         let names: Vec<&str> = stated.iter().map(|(f, _)| f.as_str()).collect();
-        assert_eq!(stated.len(), 12, "{names:?}");
+        assert_eq!(stated.len(), 13, "{names:?}");
         let mut all = Vec::new();
         for (flag, value) in &stated {
             // One at a time, so a wrong one is named...
