@@ -152,10 +152,7 @@ fn completion_verdict(
             return Ok(Some(Ok(CompleteOutcome::Completed)));
         }
         Some(r) => match r.try_get::<Option<i64>, _>("cur_epoch").map_err(storage_error)? {
-            Some(current) => Some((
-                Epoch(current),
-                r.try_get("cur_status").map_err(storage_error)?,
-            )),
+            Some(current) => Some((Epoch(current), r.try_get("cur_status").map_err(storage_error)?)),
             None => None,
         },
         None => None,

@@ -23,11 +23,11 @@
 //!   the database clock, from just before the kill to the job's completion by
 //!   the other worker process.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -233,7 +233,10 @@ async fn throughput_on(db: &RunDb, jobs: usize, concurrency: u32) -> anyhow::Res
         .kv("target_process_jobs_per_s", 25000)
         .kv("meets_target", process_rate >= 25000.0)
         .kv("commits_per_job", per_job(commits_during as f64))
-        .kv("claim_and_complete_statements_per_job", per_job((claims.calls() + completions.calls()) as f64))
+        .kv(
+            "claim_and_complete_statements_per_job",
+            per_job((claims.calls() + completions.calls()) as f64),
+        )
         .kv("target_per_job", 0.05)
         .kv("claim_calls", claims.calls())
         .kv("claim_mean_jobs", format!("{:.1}", claims.mean_size()))
@@ -263,7 +266,10 @@ async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> anyhow::Result<Lin
         .handler("noop", {
             let started_at = started_at.clone();
             move |ctx: JobContext| {
-                started_at.lock().expect("pickup map").insert(ctx.id(), Instant::now());
+                started_at
+                    .lock()
+                    .expect("pickup map")
+                    .insert(ctx.id(), Instant::now());
                 async { Ok::<(), JobError>(()) }
             }
         })
@@ -312,7 +318,11 @@ async fn pickup_on(db: &RunDb, jobs: usize, gap: Duration) -> anyhow::Result<Lin
         let started_at = started_at.lock().expect("pickup map");
         sent_at
             .iter()
-            .filter_map(|(id, before)| started_at.get(id).map(|at| (*at - *before).as_secs_f64() * 1000.0))
+            .filter_map(|(id, before)| {
+                started_at
+                    .get(id)
+                    .map(|at| (*at - *before).as_secs_f64() * 1000.0)
+            })
             .collect()
     };
     client.sort_by(|a, b| a.total_cmp(b));

@@ -207,8 +207,14 @@ impl Config {
                 return bad(format!("{name} must be non-zero"));
             }
         }
-        if self.reap_batch == 0 || self.complete_batch == 0 || self.prune_batch == 0 || self.complete_pipeline == 0 {
-            return bad("reap, prune and complete batch sizes and the completion pipeline must be at least 1".into());
+        if self.reap_batch == 0
+            || self.complete_batch == 0
+            || self.prune_batch == 0
+            || self.complete_pipeline == 0
+        {
+            return bad(
+                "reap, prune and complete batch sizes and the completion pipeline must be at least 1".into(),
+            );
         }
         Ok(())
     }

@@ -18,8 +18,7 @@ use super::shutdown::Phase;
 use super::Worker;
 use crate::clock::Clock;
 use crate::driver::{
-    JobClaim, JobPrune, JobReapExpired, Storage, WorkerDeregister,
-    WorkerHeartbeat, WorkerRegister,
+    JobClaim, JobPrune, JobReapExpired, Storage, WorkerDeregister, WorkerHeartbeat, WorkerRegister,
 };
 use crate::error::{StorageError, WorkerError};
 use crate::observer::WorkerEvent;
