@@ -48,6 +48,10 @@ pub enum Variant {
     /// Postgres claim: "cannot convert infinity to bigint"), so one poison
     /// row stalls the whole queue.
     PoisonRow,
+    /// A claim clears the checkpoint along with the progress, as a naive
+    /// "new attempt, fresh state" would: an interrupted resumable job starts
+    /// again at section 1 and pays for its finished sections twice.
+    ClaimWipesCheckpoint,
 }
 
 /// What the old Postgres claim answered while a poison row was due.
@@ -59,7 +63,7 @@ const SPLIT_GAP: Duration = Duration::from_millis(150);
 
 impl Variant {
     /// Every broken variant, in a fixed order.
-    pub const BROKEN: [Variant; 9] = [
+    pub const BROKEN: [Variant; 10] = [
         Variant::NoReaper,
         Variant::UnfencedComplete,
         Variant::ClaimReadThenWrite,
@@ -69,6 +73,7 @@ impl Variant {
         Variant::NoTimeLimit,
         Variant::KindBlindClaims,
         Variant::PoisonRow,
+        Variant::ClaimWipesCheckpoint,
     ];
 
     /// The snake_case name used on the command line and in fixtures.
@@ -84,6 +89,7 @@ impl Variant {
             Variant::NoTimeLimit => "no_time_limit",
             Variant::KindBlindClaims => "kind_blind_claims",
             Variant::PoisonRow => "poison_row",
+            Variant::ClaimWipesCheckpoint => "claim_wipes_checkpoint",
         }
     }
 
@@ -132,6 +138,22 @@ impl Hook for VariantHook {
             (Variant::PoisonRow, Op::JobClaim(claim)) if self.poison_due(&claim).await => Flow::Answer(
                 JobClaim::into_reply(Err(StorageError::Other(POISON_CLAIM_ERROR.to_owned()))),
             ),
+            (Variant::ClaimWipesCheckpoint, Op::JobClaim(claim)) => {
+                let claimed = self.store.job_claim(claim).await.map(|jobs| {
+                    jobs.into_iter()
+                        .map(|mut c| {
+                            self.store.unchecked_update(c.id(), |j| {
+                                j.checkpoint = None;
+                                j.checkpointed_at = None;
+                            });
+                            c.job.checkpoint = None;
+                            c.job.checkpointed_at = None;
+                            c
+                        })
+                        .collect()
+                });
+                Flow::Answer(JobClaim::into_reply(claimed))
+            }
             (_, op) => match self.broken(&op).await {
                 Some(reply) => Flow::Answer(reply),
                 None => Flow::Continue(op),
