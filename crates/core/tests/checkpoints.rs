@@ -17,6 +17,9 @@ use tokio::sync::Notify;
 /// Sections each worker finished, in order: `(worker, section)`.
 type Log = Arc<Mutex<Vec<(String, u32)>>>;
 
+/// What a zombie handler saw: the refusal's message and its cancel reason.
+type Seen = Arc<Mutex<Option<(String, Option<CancelReason>)>>>;
+
 /// A handler that runs `payload.sections` one-second sections, resuming after
 /// the last checkpointed one, and checkpoints after each.
 fn sections(worker: &'static str, log: Log) -> impl stuckless_core::Handler {
@@ -99,7 +102,7 @@ async fn a_zombies_checkpoint_is_refused_and_cancels_its_attempt() {
     let world = World::new();
     let id = world.insert("zombie", json!({})).await;
     let go = Arc::new(Notify::new());
-    let outcome: Arc<Mutex<Option<(String, Option<CancelReason>)>>> = Arc::default();
+    let outcome: Seen = Arc::default();
     let handler = {
         let (go, outcome) = (go.clone(), outcome.clone());
         move |ctx: JobContext| {
