@@ -2,7 +2,8 @@
 //!
 //! It answers with seeded latency, and the fault plan can switch it to slow
 //! (answers beyond the lease), hung (never answers), rate-limited (429) or
-//! failing (500). It counts each job's successful calls: more than one is an
+//! failing (500). It counts each job's successful calls per section (a
+//! resumable job makes one call per section): more than one is an
 //! at-least-once duplicate effect.
 
 use std::collections::BTreeMap;
@@ -65,6 +66,8 @@ pub enum ApiReply {
 struct ApiRequest {
     job: JobId,
     epoch: Epoch,
+    /// The section of a resumable job; 0 for a one-call job.
+    section: u64,
 }
 
 /// The API's state: its mode, its randomness and the effects it performed.
@@ -72,8 +75,8 @@ pub struct ApiState {
     /// Current behaviour.
     pub mode: ApiMode,
     rng: ChaCha8Rng,
-    /// Successful calls per job.
-    pub effects: BTreeMap<JobId, u32>,
+    /// Successful calls per job and section.
+    pub effects: BTreeMap<(JobId, u64), u32>,
     /// Calls received.
     pub calls: u64,
 }
@@ -92,7 +95,7 @@ impl ApiState {
         }))
     }
 
-    /// Jobs whose effect happened more than once, and the extra effects.
+    /// Job sections whose effect happened more than once, and the extra effects.
     pub fn duplicates(&self) -> (u64, u64) {
         let dup: Vec<u32> = self.effects.values().copied().filter(|n| *n > 1).collect();
         (dup.len() as u64, dup.iter().map(|n| u64::from(n - 1)).sum())
@@ -150,7 +153,7 @@ pub async fn serve(state: SharedApi) -> turmoil::Result {
                     .lock()
                     .expect("api lock")
                     .effects
-                    .entry(request.job)
+                    .entry((request.job, request.section))
                     .or_insert(0) += 1;
             }
             let _ = write_frame(&mut conn, &reply).await;
@@ -158,10 +161,10 @@ pub async fn serve(state: SharedApi) -> turmoil::Result {
     }
 }
 
-/// Calls the API for one attempt.
-pub async fn call(job: JobId, epoch: Epoch) -> std::io::Result<ApiReply> {
+/// Calls the API for one attempt, or one section (from 1) of a resumable job.
+pub async fn call(job: JobId, epoch: Epoch, section: u64) -> std::io::Result<ApiReply> {
     let mut conn = TcpStream::connect(("api", API_PORT)).await?;
-    write_frame(&mut conn, &ApiRequest { job, epoch }).await?;
+    write_frame(&mut conn, &ApiRequest { job, epoch, section }).await?;
     read_frame(&mut conn).await
 }
 
@@ -175,8 +178,14 @@ pub async fn handler(ctx: JobContext) -> Result<(), JobError> {
     let reply = tokio::select! {
         biased;
         _ = ctx.cancelled() => return Err(JobError::retryable("cancelled")),
-        reply = call(ctx.id(), ctx.epoch()) => reply,
+        reply = call(ctx.id(), ctx.epoch(), 0) => reply,
     };
+    outcome(reply)
+}
+
+/// What an attempt returns for one call's reply: done, or a retry (after
+/// a 429's `Retry-After`).
+pub fn outcome(reply: std::io::Result<ApiReply>) -> Result<(), JobError> {
     match reply {
         Ok(ApiReply::Ok) => Ok(()),
         Ok(ApiReply::TooManyRequests { retry_after_ms }) => Err(JobError::retry_after(

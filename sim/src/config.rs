@@ -8,6 +8,7 @@ use stuckless_core::{limits, WorkerBuilder};
 
 use crate::api::{NORMAL_MAX, RETRY_AFTER_MAX};
 use crate::plan::FaultPlan;
+use crate::sections::MAX_SECTIONS;
 use crate::variants::Variant;
 use crate::workers::{self, Overrides, Timing};
 
@@ -118,7 +119,7 @@ impl Config {
     /// interval, a hung attempt ends within the time limit, backoff adds at
     /// most the sum of its delays (or a 429's Retry-After), pickup takes at
     /// most a poll, and the queue drains in waves of `workers × concurrency`
-    /// normal-length jobs.
+    /// normal-length jobs, the longest resumable one making a call per section.
     pub fn liveness_bound(&self) -> Duration {
         let t = self.timing();
         let limit = t
@@ -135,6 +136,8 @@ impl Config {
                 .max(RETRY_AFTER_MAX)
             + t.shutdown_grace
             + NORMAL_MAX * waves
+            // A resumable job's attempt makes one call per section.
+            + NORMAL_MAX * (MAX_SECTIONS as u32 - 1)
             + Duration::from_secs(60)
     }
 

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::deploy::Release;
 use crate::net_store::{listen, NetStore};
 use crate::observe::{from_worker_event, Observation, Sink};
+use crate::sections;
 
 /// The db host's name.
 pub const DB: &str = "db";
@@ -115,7 +116,16 @@ impl WorkerHost {
                 job: ctx.id(),
                 epoch: ctx.epoch(),
             });
-            Box::pin(api::handler(ctx))
+            match sections::sections(&ctx) {
+                Some(total) => Box::pin(sections::handler(
+                    ctx,
+                    total,
+                    observer.clone(),
+                    worker.clone(),
+                    clock.clone(),
+                )),
+                None => Box::pin(api::handler(ctx)),
+            }
         }
     }
 }

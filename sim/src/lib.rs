@@ -31,6 +31,7 @@ pub mod outcome;
 pub mod plan;
 pub mod recorder;
 pub mod report;
+pub mod sections;
 pub mod timeline;
 pub mod variants;
 pub mod wire;

@@ -3,7 +3,7 @@
 
 use stuckless_core::JobId;
 
-use crate::check::{Checkers, Deaths, Limits, Violation};
+use crate::check::{Checkers, Checkpoints, Deaths, Limits, Violation};
 use crate::observe::Observation;
 use crate::recorder::Recorder;
 
@@ -16,11 +16,14 @@ pub struct Oracle {
 }
 
 impl Oracle {
-    /// The simulator's oracle: the standard checkers with these limits,
-    /// and the deaths checker, which needs what only the simulator observes.
+    /// The simulator's oracle: the standard checkers with these limits, and
+    /// the deaths and checkpoint checkers, which need what only the
+    /// simulator observes (handler starts, sections).
     pub fn new(limits: Limits) -> Self {
         Oracle {
-            checkers: Checkers::new(limits).with(Box::new(Deaths::default())),
+            checkers: Checkers::new(limits)
+                .with(Box::new(Deaths::default()))
+                .with(Box::new(Checkpoints::default())),
             recorder: Recorder::new(),
         }
     }

@@ -244,6 +244,47 @@ impl Recorder {
                 };
                 self.ended(*at, worker, *job, *epoch, end, Some(error.clone()));
             }
+            Observation::CheckpointSaved {
+                at,
+                worker,
+                job,
+                epoch,
+                checkpoint,
+            } => self.note(
+                known(*job),
+                *at,
+                *job,
+                format!("{worker} checkpoint e{epoch} {checkpoint}"),
+            ),
+            Observation::Resumed {
+                at,
+                worker,
+                job,
+                epoch,
+                checkpoint,
+            } => {
+                let from = checkpoint
+                    .as_ref()
+                    .map_or("scratch".to_owned(), |c| c.to_string());
+                self.note(
+                    known(*job),
+                    *at,
+                    *job,
+                    format!("{worker} e{epoch} resumes from {from}"),
+                );
+            }
+            Observation::SectionStarted {
+                at,
+                worker,
+                job,
+                epoch,
+                section,
+            } => self.note(
+                known(*job),
+                *at,
+                *job,
+                format!("{worker} e{epoch} starts section {section}"),
+            ),
             Observation::Released {
                 at,
                 worker,

@@ -53,6 +53,10 @@ pub enum Variant {
     /// whose answers are read from its input instead of from the rows it
     /// changed): the completer believes jobs done that still run.
     BatchAcksUnwritten,
+    /// A claim clears the checkpoint along with the progress, as a naive
+    /// "new attempt, fresh state" would: an interrupted resumable job starts
+    /// again at section 1 and pays for its finished sections twice.
+    ClaimWipesCheckpoint,
 }
 
 /// What the old Postgres claim answered while a poison row was due.
@@ -64,7 +68,7 @@ const SPLIT_GAP: Duration = Duration::from_millis(150);
 
 impl Variant {
     /// Every broken variant, in a fixed order.
-    pub const BROKEN: [Variant; 10] = [
+    pub const BROKEN: [Variant; 11] = [
         Variant::NoReaper,
         Variant::UnfencedComplete,
         Variant::ClaimReadThenWrite,
@@ -75,6 +79,7 @@ impl Variant {
         Variant::KindBlindClaims,
         Variant::PoisonRow,
         Variant::BatchAcksUnwritten,
+        Variant::ClaimWipesCheckpoint,
     ];
 
     /// The snake_case name used on the command line and in fixtures.
@@ -91,6 +96,7 @@ impl Variant {
             Variant::KindBlindClaims => "kind_blind_claims",
             Variant::PoisonRow => "poison_row",
             Variant::BatchAcksUnwritten => "batch_acks_unwritten",
+            Variant::ClaimWipesCheckpoint => "claim_wipes_checkpoint",
         }
     }
 
@@ -139,6 +145,22 @@ impl Hook for VariantHook {
             (Variant::PoisonRow, Op::JobClaim(claim)) if self.poison_due(&claim).await => Flow::Answer(
                 JobClaim::into_reply(Err(StorageError::Other(POISON_CLAIM_ERROR.to_owned()))),
             ),
+            (Variant::ClaimWipesCheckpoint, Op::JobClaim(claim)) => {
+                let claimed = self.store.job_claim(claim).await.map(|jobs| {
+                    jobs.into_iter()
+                        .map(|mut c| {
+                            self.store.unchecked_update(c.id(), |j| {
+                                j.checkpoint = None;
+                                j.checkpointed_at = None;
+                            });
+                            c.job.checkpoint = None;
+                            c.job.checkpointed_at = None;
+                            c
+                        })
+                        .collect()
+                });
+                Flow::Answer(JobClaim::into_reply(claimed))
+            }
             (_, op) => match self.broken(&op).await {
                 Some(reply) => Flow::Answer(reply),
                 None => Flow::Continue(op),

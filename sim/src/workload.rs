@@ -15,6 +15,7 @@ use crate::clock::{SimClock, BASE};
 use crate::deploy::NEW_KIND;
 use crate::net_store::NetStore;
 use crate::observe::{Observation, Sink};
+use crate::sections::MAX_SECTIONS;
 
 /// The kind every job has: one call to the external API.
 pub const KIND: &str = "report";
@@ -56,21 +57,29 @@ pub struct Extras {
 
 /// The schedule a seed stands for: `jobs` enqueues over the first 80 % of
 /// `chaos`; 20 % scheduled up to a minute ahead, 30 % with an idempotency key
-/// (a third of those sent twice), 5 % cancelled within 30 s; every job with
-/// the shipped number of attempts. Plus the [`Extras`].
+/// (a third of those sent twice), 5 % cancelled within 30 s, a third written
+/// in 2 to [`MAX_SECTIONS`] checkpointed sections; every job with the shipped
+/// number of attempts. Plus the [`Extras`].
 pub fn schedule(seed: u64, jobs: usize, chaos: Duration, extras: Extras) -> Vec<Enqueue> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x574f_524b_4c4f_4144);
     // Kinds come from their own stream, so the rest of the schedule is the
     // same with or without a deploy.
     let mut kinds = ChaCha8Rng::seed_from_u64(seed ^ 0x4b49_4e44);
+    // Sections too: a third of the jobs are resumable reports.
+    let mut sections = ChaCha8Rng::seed_from_u64(seed ^ 0x5345_4354);
     let span = (chaos.as_millis() as u64 * 8 / 10).max(1);
     let mut out: Vec<Enqueue> = (0..jobs)
         .map(|n| {
             let at = Duration::from_millis(rng.random_range(0..span));
             let new_kind = extras.new_kind_from.is_some_and(|from| at >= from) && kinds.random_bool(0.3);
             let kind = if new_kind { NEW_KIND } else { KIND };
-            let mut job =
-                NewJob::new("default", kind, serde_json::json!({ "n": n })).priority(rng.random_range(0..3));
+            let payload = if sections.random_bool(1.0 / 3.0) {
+                let total = sections.random_range(2..=MAX_SECTIONS);
+                serde_json::json!({ "n": n, "sections": total })
+            } else {
+                serde_json::json!({ "n": n })
+            };
+            let mut job = NewJob::new("default", kind, payload).priority(rng.random_range(0..3));
             if rng.random_bool(0.2) {
                 job = job.run_at(BASE + at + Duration::from_millis(rng.random_range(0..60_000)));
             }

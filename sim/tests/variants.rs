@@ -34,6 +34,9 @@ fn bound(variant: Variant) -> (u64, &'static [Invariant]) {
         // Needs a batch of two or more completions: 32 of the first 100
         // seeds, the first at seed 1.
         Variant::BatchAcksUnwritten => (6, &[IllegalTransition, CompletedTwice]),
+        // Any resumable job interrupted after a checkpoint redoes a section:
+        // caught on the first seed, 20 of the first 20 failing.
+        Variant::ClaimWipesCheckpoint => (3, &[SectionRedone]),
         Variant::Stuckless => (0, &[]),
     }
 }

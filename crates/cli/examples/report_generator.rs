@@ -2,10 +2,13 @@
 //! `Report` is the payload ([`JobArgs`]) and runs itself ([`JobHandler`]).
 //!
 //! A report is several sections, each one a slow call to an OpenAI-style
-//! chat-completions API. The handler reports progress after every section (so
-//! `stuckless diagnose` shows how far it got), honours cancellation while a
-//! call is in flight, and maps the API's answers onto retry decisions: 429 and
-//! 5xx retry (429 after its `Retry-After`), other 4xx are permanent.
+//! chat-completions API. The handler checkpoints after every section (the
+//! sections written so far), so a retry, a crash or a scale-in resumes after
+//! the last finished section instead of paying for its calls again; it
+//! reports progress too (so `stuckless diagnose` shows how far it got),
+//! honours cancellation while a call is in flight, and maps the API's answers
+//! onto retry decisions: 429 and 5xx retry (429 after its `Retry-After`),
+//! other 4xx are permanent.
 //!
 //! It starts its own fake API on 127.0.0.1 (slow, and rate-limiting the
 //! third request once), so it needs only Postgres:
@@ -15,8 +18,10 @@
 //!   cargo run -p stuckless-cli --example report_generator
 //! ```
 //!
-//! It enqueues two reports, lets the first finish, cancels the second midway,
-//! and prints what happened.
+//! It enqueues two reports, lets the first finish (its third call is refused
+//! with 429; the retry resumes at section 3, so the API is called once per
+//! section plus the refused call), cancels the second midway, and prints
+//! what happened.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -34,6 +39,15 @@ use tokio::net::TcpListener;
 static API: OnceLock<(reqwest::Client, String)> = OnceLock::new();
 /// Whether a handler saw its job cancelled mid-call.
 static SAW_CANCEL: AtomicBool = AtomicBool::new(false);
+/// Requests the fake API received.
+static API_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// A report's checkpoint: the sections written so far, in order. Resuming
+/// from it costs no API call for any of them.
+#[derive(Default, Serialize, Deserialize)]
+struct Written {
+    sections: Vec<String>,
+}
 
 /// A report job: its payload, and (below) how to run it.
 #[derive(Serialize, Deserialize)]
@@ -47,10 +61,18 @@ impl JobArgs for Report {
 }
 
 impl JobHandler for Report {
-    /// Calls the completions API once per section.
+    /// Calls the completions API once per section not yet written,
+    /// checkpointing after each.
     async fn run(self, ctx: JobContext) -> Result<(), JobError> {
         let (client, api) = API.get().ok_or_else(|| JobError::permanent("API not set"))?;
-        for (i, section) in self.sections.iter().enumerate() {
+        let mut written: Written = ctx.last_checkpoint_as()?.unwrap_or_default();
+        if !written.sections.is_empty() {
+            tracing::info!(
+                done = written.sections.len(),
+                "resuming after the last finished section"
+            );
+        }
+        for (i, section) in self.sections.iter().enumerate().skip(written.sections.len()) {
             let call = client
                 .post(format!("{api}/v1/chat/completions"))
                 .timeout(Duration::from_secs(30))
@@ -80,6 +102,15 @@ impl JobHandler for Report {
             let body = response.text().await.unwrap_or_default();
             stuckless_cli::handlers::classify(status, retry_after.as_deref(), &body)?;
             tracing::info!(section = %section, "section written");
+            // Acknowledged by the database under this attempt's epoch: a later
+            // attempt starts after it. A refusal means the lease is lost.
+            written.sections.push(body);
+            if let Err(refused) = ctx.checkpoint_as(&written).await {
+                // Refused because the job was cancelled (or taken over): the
+                // context is cancelled now, as a lost lease would leave it.
+                SAW_CANCEL.store(ctx.is_cancelled(), Ordering::SeqCst);
+                return Err(refused.into());
+            }
             ctx.report_progress(json!({"section": i + 1, "of": self.sections.len(), "last": section}));
         }
         Ok(())
@@ -103,10 +134,9 @@ fn report_job(queue: &str, title: &str, sections: &[&str]) -> anyhow::Result<New
 async fn fake_api() -> anyhow::Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let count = Arc::new(AtomicU64::new(0));
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let n = API_CALLS.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 let _ = s.read(&mut buf).await;
@@ -182,12 +212,21 @@ async fn main() -> anyhow::Result<()> {
     let running = tokio::spawn(worker.run());
 
     let done = wait_for(&client, first.id, |j| j.status.is_terminal()).await?;
+    let calls = API_CALLS.load(Ordering::SeqCst);
     println!(
-        "report {} is {} after {} attempt(s); progress {}",
+        "report {} is {} after {} attempt(s) and {calls} API calls for {} sections; progress {}",
         done.id,
         done.status,
         done.attempt,
-        done.progress.unwrap_or_default()
+        sections.len(),
+        done.progress.clone().unwrap_or_default()
+    );
+    // One call per section plus the one refused with 429: the retry resumed
+    // from the checkpoint instead of writing sections 1 and 2 again.
+    anyhow::ensure!(
+        calls == sections.len() as u64 + 1,
+        "expected {} API calls, got {calls}: a section was paid for twice",
+        sections.len() + 1
     );
 
     let second = client

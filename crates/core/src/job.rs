@@ -186,6 +186,19 @@ pub struct Job {
     /// microseconds, like the column.
     #[serde(default, rename = "timeout_us", with = "crate::time::micros_opt")]
     pub timeout: Option<Duration>,
+    /// The latest checkpoint any attempt saved (see
+    /// [`JobContext::checkpoint`](crate::JobContext::checkpoint)): kept
+    /// across claims, retries, reaps, releases and requeues, so the next
+    /// attempt resumes from it. A JSON `null` is a value here, on the wire too.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::job::some_json"
+    )]
+    pub checkpoint: Option<Value>,
+    /// When the checkpoint was saved (storage clock).
+    #[serde(default)]
+    pub checkpointed_at: Option<Timestamp>,
 }
 
 pub use crate::validate::limits;

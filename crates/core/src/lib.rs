@@ -45,6 +45,7 @@
 //! ```
 
 mod args;
+pub mod checkpoint;
 mod client;
 pub mod clock;
 pub mod driver;
@@ -60,6 +61,7 @@ pub mod waker;
 pub mod worker;
 
 pub use args::{JobArgs, JobHandler};
+pub use checkpoint::CheckpointError;
 pub use client::Client;
 pub use clock::{Clock, ManualClock, SkewedClock, TokioClock};
 pub use driver::InsertOutcome;

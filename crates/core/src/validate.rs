@@ -40,6 +40,9 @@ pub mod limits {
     pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
     /// Largest progress value, as compact JSON, in bytes (64 KiB).
     pub const MAX_PROGRESS_BYTES: usize = 64 * 1024;
+    /// Largest checkpoint, as compact JSON, in bytes (1 MiB): a resumable
+    /// job's saved state, not a place for its output.
+    pub const MAX_CHECKPOINT_BYTES: usize = 1024 * 1024;
     /// Longest stored error message, in bytes; longer ones are truncated.
     pub const MAX_ERROR_BYTES: usize = 4096;
     /// Default attempts before a job is dead.

@@ -344,6 +344,20 @@ impl Sut {
                     assert_eq!(*expires, now + p.lease);
                 }
             }
+            (Call::Op(Op::JobCheckpoint(p)), Reply::JobCheckpoint(r)) => match p.validate() {
+                Err(e) => assert_eq!(r.as_ref().err(), Some(&StorageError::Invalid(e))),
+                Ok(()) => {
+                    self.check_fenced("checkpoint", (p.id, p.epoch), r);
+                    if let Ok(at) = r {
+                        assert_eq!(*at, now);
+                        let after = &self.snapshot()[&p.id];
+                        assert_eq!(
+                            (after.checkpoint.as_ref(), after.checkpointed_at),
+                            (Some(&p.checkpoint), Some(now))
+                        );
+                    }
+                }
+            },
             (Call::Op(Op::JobComplete(p)), Reply::JobComplete(r)) => {
                 self.check_fenced("complete", (p.id, p.epoch), r);
                 if let Ok(CompleteOutcome::Completed) = r {
@@ -491,6 +505,21 @@ impl StateMachineTest for QueueTest {
         let reply = block_on(call.clone().apply(&sut.store));
         sut.session.record(&reply);
         sut.check(&call, &reply, now);
+        // A checkpoint changes only by an accepted checkpoint of its job:
+        // claims, retries, reaps, releases, requeues and completions keep it.
+        let saved = match (&call, &reply) {
+            (Call::Op(Op::JobCheckpoint(p)), Reply::JobCheckpoint(Ok(_))) => Some(p.id),
+            _ => None,
+        };
+        for (id, after) in sut.snapshot() {
+            if let Some(before) = sut.before.get(&id).filter(|_| saved != Some(id)) {
+                assert_eq!(
+                    (&after.checkpoint, after.checkpointed_at),
+                    (&before.checkpoint, before.checkpointed_at),
+                    "{call:?} changed job {id}'s checkpoint"
+                );
+            }
+        }
         sut
     }
 

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 use stuckless_core::driver::{
-    requeue_detail, CompleteOutcome, FailOutcome, InsertOutcome, JobCancel, JobClaim, JobComplete,
-    JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat, JobInsert, JobInsertMany, JobPrune,
-    JobReapExpired, JobRelease, JobRequeue, KindStats, PruneOutcome, QueueKindsGet, QueueStats,
+    requeue_detail, CompleteOutcome, FailOutcome, InsertOutcome, JobCancel, JobCheckpoint, JobClaim,
+    JobComplete, JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat, JobInsert, JobInsertMany,
+    JobPrune, JobReapExpired, JobRelease, JobRequeue, KindStats, PruneOutcome, QueueKindsGet, QueueStats,
     QueueStatsGet, ReapOutcome, Storage, StorageNow, StorageResult, WorkerDeregister, WorkerHeartbeat,
     WorkerList, WorkerRecord, WorkerRegister,
 };
@@ -190,6 +190,27 @@ impl Storage for PgStorage {
             .await?;
         let expires: i64 = row.try_get("value").map_err(storage_error)?;
         Ok(Timestamp::from_micros(expires))
+    }
+
+    async fn job_checkpoint(&self, request: JobCheckpoint) -> StorageResult<Timestamp> {
+        request.validate()?;
+        let JobCheckpoint {
+            id,
+            epoch,
+            checkpoint,
+        } = request;
+        let now = self.pinned_now();
+        let row = self
+            .fenced(id, epoch, "checkpoint", || {
+                sqlx::query(sql::CHECKPOINT)
+                    .bind(now)
+                    .bind(id.0)
+                    .bind(epoch.0)
+                    .bind(checkpoint.clone())
+            })
+            .await?;
+        let at: i64 = row.try_get("value").map_err(storage_error)?;
+        Ok(Timestamp::from_micros(at))
     }
 
     async fn job_complete(&self, JobComplete { id, epoch }: JobComplete) -> StorageResult<CompleteOutcome> {

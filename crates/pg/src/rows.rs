@@ -17,7 +17,7 @@ macro_rules! job_cols {
          stuckless.to_micros(claimed_at) as claimed_at, stuckless.to_micros(heartbeat_at) as heartbeat_at, \
          progress, last_error, idempotency_key, stuckless.to_micros(created_at) as created_at, \
          stuckless.to_micros(updated_at) as updated_at, stuckless.to_micros(finished_at) as finished_at, \
-         timeout_us"
+         timeout_us, checkpoint, stuckless.to_micros(checkpointed_at) as checkpointed_at"
     };
 }
 pub(crate) use job_cols;
@@ -85,6 +85,8 @@ pub(crate) fn job(row: &PgRow) -> Result<Job, StorageError> {
                 timeout: row
                     .try_get::<Option<i64>, _>("timeout_us")?
                     .map(|us| Duration::from_micros(us.max(1) as u64)),
+                checkpoint: row.try_get::<Option<Value>, _>("checkpoint")?,
+                checkpointed_at: ts_opt(row, "checkpointed_at")?,
             },
             status_text,
         ))

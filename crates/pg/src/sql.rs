@@ -1,7 +1,7 @@
 //! The statements. Each is one round trip unless noted; `$1` is always the
 //! pinned time or NULL (see [`now_cte`]).
 //!
-//! Fenced writes (heartbeat, complete, fail, release) are one statement that
+//! Fenced writes (heartbeat, checkpoint, complete, fail, release) are one statement that
 //! updates only when `(id, epoch, status = 'running')` match, and otherwise
 //! returns the row's current epoch and status so the caller can say why the
 //! write was refused (NotFound → StaleEpoch → WrongStatus, the spec's order).
@@ -148,6 +148,23 @@ pub(crate) const HEARTBEAT: &str = concat!(
         returning j.lease_expires_at
     )
     select true as applied, stuckless.to_micros(lease_expires_at) as value,
+           null::bigint as cur_epoch, null::text as cur_status from upd",
+    refused!()
+);
+
+/// Checkpoint, fenced like a heartbeat; the lease is not extended.
+/// $2 id, $3 epoch, $4 checkpoint. `value` is `checkpointed_at`.
+pub(crate) const CHECKPOINT: &str = concat!(
+    "with ",
+    now_cte!(),
+    ", upd as (
+        update stuckless.jobs j
+        set checkpoint = $4::jsonb, checkpointed_at = now_.t, updated_at = now_.t
+        from now_
+        where j.id = $2 and j.epoch = $3 and j.status = 'running'
+        returning j.checkpointed_at
+    )
+    select true as applied, stuckless.to_micros(checkpointed_at) as value,
            null::bigint as cur_epoch, null::text as cur_status from upd",
     refused!()
 );

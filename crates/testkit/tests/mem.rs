@@ -46,7 +46,9 @@ async fn a_broken_storage_fails_naming_each_failed_case() {
         .await
         .unwrap_err();
     let message = panic.downcast_ref::<String>().expect("a formatted panic message");
-    let headline = format!("2 of {} conformance cases failed", cases().len());
+    // Three cases reap: the reap case itself, the zombie case, and the
+    // checkpoint case (a checkpoint kept across a reap).
+    let headline = format!("3 of {} conformance cases failed", cases().len());
     assert!(message.starts_with(&headline), "{message}");
     assert!(
         message.contains("job::reap_requeues_or_kills_expired_leases_once"),
@@ -54,6 +56,10 @@ async fn a_broken_storage_fails_naming_each_failed_case() {
     );
     assert!(
         message.contains("job::a_zombie_is_fenced_after_a_reclaim"),
+        "{message}"
+    );
+    assert!(
+        message.contains("job::a_checkpoint_survives_release_retry_reap_requeue_and_complete"),
         "{message}"
     );
 }

@@ -28,7 +28,7 @@ struct Args {
     verbose: bool,
     /// Broken variant to run (no_reaper, unfenced_complete, claim_read_then_write,
     /// no_heartbeat, shutdown_drops_jobs, reaper_ignores_completion, no_time_limit,
-    /// kind_blind_claims, poison_row, batch_acks_unwritten).
+    /// kind_blind_claims, poison_row, batch_acks_unwritten, claim_wipes_checkpoint).
     #[arg(long, default_value = "stuckless")]
     variant: String,
     /// With --scenario seed_document: run stuckless itself on that scenario.

@@ -5,6 +5,7 @@
 //! They know nothing of turmoil or Postgres: the simulator's world and the
 //! real-process harness both feed them.
 
+pub mod checkpoints;
 pub mod deaths;
 pub mod executions;
 pub mod fencing;
@@ -21,6 +22,7 @@ use crate::clock::BASE;
 use crate::model::Model;
 use crate::observe::Observation;
 
+pub use checkpoints::Checkpoints;
 pub use deaths::Deaths;
 pub use executions::Executions;
 pub use fencing::Fencing;
@@ -64,6 +66,12 @@ pub enum Invariant {
     /// 2. A handler ran an attempt the db never granted that worker, or ran
     ///    one twice (checked where executions are recorded: the harness).
     BogusExecution,
+    /// 9. A checkpoint from a stale epoch was accepted, or an attempt was
+    ///    handed a checkpoint other than the latest one accepted.
+    StaleCheckpointVisible,
+    /// 9. A job redid a section whose checkpoint the db had acknowledged
+    ///    (checked where handlers report their sections: the simulator).
+    SectionRedone,
 }
 
 impl Invariant {

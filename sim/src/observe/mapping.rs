@@ -1,8 +1,8 @@
 //! The wire protocol and the worker's events, turned into [`Observation`]s.
 
 use stuckless_core::driver::{
-    JobCancel, JobComplete, JobCompleteMany, JobFail, JobHeartbeat, JobPrune, JobRelease, JobRequeue, Op,
-    Reply,
+    JobCancel, JobCheckpoint, JobComplete, JobCompleteMany, JobFail, JobHeartbeat, JobPrune, JobRelease,
+    JobRequeue, Op, Reply,
 };
 use stuckless_core::{Epoch, Job, JobId, StorageError, Timestamp, WorkerEvent};
 
@@ -75,6 +75,7 @@ pub fn observations(at: Timestamp, from: &str, op: &Op, reply: &Reply) -> Vec<Ob
     if let Some(e) = reply.error() {
         let (job, epoch) = match op {
             Op::JobHeartbeat(JobHeartbeat { id, epoch, .. })
+            | Op::JobCheckpoint(JobCheckpoint { id, epoch, .. })
             | Op::JobComplete(JobComplete { id, epoch })
             | Op::JobFail(JobFail { id, epoch, .. })
             | Op::JobRelease(JobRelease { id, epoch }) => (Some(*id), Some(*epoch)),
@@ -116,6 +117,13 @@ pub fn observations(at: Timestamp, from: &str, op: &Op, reply: &Reply) -> Vec<Ob
                 lease_expires_at: *expires,
             })
         }
+        (Op::JobCheckpoint(p), Reply::JobCheckpoint(Ok(_))) => out.push(Observation::CheckpointSaved {
+            at,
+            worker,
+            job: p.id,
+            epoch: p.epoch,
+            checkpoint: p.checkpoint.clone(),
+        }),
         (Op::JobComplete(JobComplete { id, epoch }), Reply::JobComplete(Ok(o))) => {
             out.push(Observation::Completed {
                 at,

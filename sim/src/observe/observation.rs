@@ -317,6 +317,46 @@ pub enum Observation {
         /// The epoch it holds.
         epoch: Epoch,
     },
+    /// The db accepted a checkpoint.
+    CheckpointSaved {
+        /// When.
+        at: Timestamp,
+        /// The writing worker.
+        worker: String,
+        /// The job.
+        job: JobId,
+        /// The epoch presented.
+        epoch: Epoch,
+        /// What was saved.
+        checkpoint: serde_json::Value,
+    },
+    /// A sectioned handler started an attempt from the checkpoint its
+    /// claim handed over.
+    Resumed {
+        /// When.
+        at: Timestamp,
+        /// The worker.
+        worker: String,
+        /// The job.
+        job: JobId,
+        /// The epoch it holds.
+        epoch: Epoch,
+        /// The checkpoint it was handed (`None`: it starts from scratch).
+        checkpoint: Option<serde_json::Value>,
+    },
+    /// A sectioned handler started one section of its work.
+    SectionStarted {
+        /// When.
+        at: Timestamp,
+        /// The worker.
+        worker: String,
+        /// The job.
+        job: JobId,
+        /// The epoch it holds.
+        epoch: Epoch,
+        /// The section, from 1.
+        section: u64,
+    },
     /// A job's row was written past the storage's checks with a `run_at` no
     /// claim can read (a poison row), as raw SQL could before the schema
     /// refused it.
@@ -433,6 +473,9 @@ impl Observation {
             | Observation::Pruned { at, .. }
             | Observation::CallFailed { at, .. }
             | Observation::HandlerStarted { at, .. }
+            | Observation::CheckpointSaved { at, .. }
+            | Observation::Resumed { at, .. }
+            | Observation::SectionStarted { at, .. }
             | Observation::PoisonWritten { at, .. }
             | Observation::Buried { at, .. }
             | Observation::Deployed { at, .. }

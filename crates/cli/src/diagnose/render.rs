@@ -71,6 +71,13 @@ impl Report for Diagnosis {
         if let Some(p) = &j.progress {
             row(&mut o, "progress", p.to_string());
         }
+        if let Some(c) = &j.checkpoint {
+            let saved = match j.checkpointed_at {
+                Some(at) => format!(", saved {at} ({})", ago(self.now.saturating_since(at))),
+                None => String::new(),
+            };
+            row(&mut o, "checkpoint", format!("{}{saved}", shorten_json(c)));
+        }
         row(&mut o, "run at", j.run_at.to_string());
         if let Some(at) = j.claimed_at {
             row(&mut o, "claimed at", at.to_string());
@@ -134,5 +141,38 @@ impl Report for Diagnosis {
             let _ = writeln!(o, "  {note}");
         }
         o
+    }
+}
+
+/// Longest JSON value `diagnose` prints in full, in bytes; a checkpoint may
+/// hold up to 1 MiB, which would bury the rest of the answer.
+const MAX_SHOWN_JSON_BYTES: usize = 200;
+
+/// `value` as compact JSON, cut at [`MAX_SHOWN_JSON_BYTES`] (on a char
+/// boundary) with its full size said, so a large checkpoint stays one line.
+pub(crate) fn shorten_json(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.len() <= MAX_SHOWN_JSON_BYTES {
+        return text;
+    }
+    let mut end = MAX_SHOWN_JSON_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod shorten_tests {
+    use super::shorten_json;
+    use serde_json::json;
+
+    #[test]
+    fn a_large_checkpoint_is_cut_and_sized() {
+        assert_eq!(shorten_json(&json!({"section": 3})), r#"{"section":3}"#);
+        let big = json!("é".repeat(1000));
+        let shown = shorten_json(&big);
+        assert!(shown.ends_with("… (2002 bytes in all)"), "{shown}");
+        assert!(shown.len() < 240, "{shown}");
     }
 }

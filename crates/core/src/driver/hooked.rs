@@ -7,6 +7,10 @@ use async_trait::async_trait;
 use super::ops::{Op, Operation, Reply, Storage, StorageResult};
 
 /// What [`Hook::before`] decided.
+// One lives for one call, on the stack of a test or simulator hook: boxing
+// the reply (a `Job` with its checkpoint) would cost an allocation per call
+// to save bytes nobody keeps.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Flow {
     /// Run the (possibly changed) operation on the inner storage.

@@ -51,8 +51,8 @@ pub use outcomes::{
     QueueStats, ReapOutcome, WorkerRecord,
 };
 pub use params::{
-    JobCancel, JobClaim, JobComplete, JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat, JobInsert,
-    JobInsertMany, JobPrune, JobReapExpired, JobRelease, JobRequeue, QueueKindsGet, QueueStatsGet,
-    StorageNow, WorkerDeregister, WorkerHeartbeat, WorkerList, WorkerRegister,
+    JobCancel, JobCheckpoint, JobClaim, JobComplete, JobCompleteMany, JobEvents, JobFail, JobGet,
+    JobHeartbeat, JobInsert, JobInsertMany, JobPrune, JobReapExpired, JobRelease, JobRequeue, QueueKindsGet,
+    QueueStatsGet, StorageNow, WorkerDeregister, WorkerHeartbeat, WorkerList, WorkerRegister,
 };
 pub use remote::{Remote, Transport};

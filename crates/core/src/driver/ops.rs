@@ -45,12 +45,19 @@ macro_rules! storage_ops {
             /// of `queues`) by priority desc, `run_at`, id. Each claimed job
             /// becomes running with attempt + 1, epoch + 1, owner,
             /// `claimed_at = heartbeat_at = now`, `lease_expires_at = now +
-            /// lease`, progress cleared. Two concurrent claims never take the
-            /// same job.
+            /// lease`, progress cleared (the checkpoint kept). Two
+            /// concurrent claims never take the same job.
             job_claim(JobClaim) -> Vec<ClaimedJob>;
             /// Extends the lease to now + `lease` and sets `heartbeat_at =
             /// now`; stores `progress` when given. Returns the new expiry.
             job_heartbeat(JobHeartbeat) -> Timestamp;
+            /// Stores `checkpoint` on a running job the caller holds, with
+            /// `checkpointed_at = now`; fenced like a heartbeat, same
+            /// refusals, and the lease is not extended. Returns
+            /// `checkpointed_at`. The checkpoint outlives its attempt: claim,
+            /// release, reap, retry, requeue and complete all keep it, so the
+            /// next attempt resumes from it.
+            job_checkpoint(JobCheckpoint) -> Timestamp;
             /// Marks the job succeeded. Idempotent for the same epoch.
             job_complete(JobComplete) -> CompleteOutcome;
             /// Completes many jobs; one result per input, in input order.

@@ -60,6 +60,18 @@ pub struct JobHeartbeat {
     pub progress: Option<Value>,
 }
 
+/// Saves a held job's checkpoint: the state its next attempt resumes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobCheckpoint {
+    /// The job.
+    pub id: JobId,
+    /// The epoch of the caller's claim.
+    pub epoch: Epoch,
+    /// The state to keep, at most [`limits::MAX_CHECKPOINT_BYTES`] as JSON.
+    /// A JSON `null` is a value here too.
+    pub checkpoint: Value,
+}
+
 /// Marks a held job succeeded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobComplete {
@@ -233,6 +245,13 @@ impl JobHeartbeat {
             validate_json("progress", progress, limits::MAX_PROGRESS_BYTES)?;
         }
         validate_lease("lease", self.lease)
+    }
+}
+
+impl JobCheckpoint {
+    /// Checks the checkpoint's size and text; every storage calls this first.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_json("checkpoint", &self.checkpoint, limits::MAX_CHECKPOINT_BYTES)
     }
 }
 

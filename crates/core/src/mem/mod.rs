@@ -188,6 +188,8 @@ impl State {
             updated_at: now,
             finished_at: None,
             timeout: new.timeout,
+            checkpoint: None,
+            checkpointed_at: None,
         };
         if let Some(key) = &job.idempotency_key {
             self.idempotency_keys.insert(key.clone(), job.id);
@@ -320,6 +322,17 @@ impl Storage for MemStore {
         }
         job.updated_at = now;
         Ok(expires)
+    }
+
+    async fn job_checkpoint(&self, request: JobCheckpoint) -> StorageResult<Timestamp> {
+        request.validate()?;
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let job = state.fenced(request.id, request.epoch, "checkpoint")?;
+        job.checkpoint = Some(request.checkpoint);
+        job.checkpointed_at = Some(now);
+        job.updated_at = now;
+        Ok(now)
     }
 
     async fn job_complete(&self, JobComplete { id, epoch }: JobComplete) -> StorageResult<CompleteOutcome> {

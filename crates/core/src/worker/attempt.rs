@@ -80,7 +80,12 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
         return;
     };
 
-    let ctx = JobContext::new(job);
+    let writer = crate::checkpoint::Writer {
+        storage: shared.storage.clone(),
+        clock: shared.clock.clone(),
+        timeout: config.storage_timeout,
+    };
+    let ctx = JobContext::new(job, Some(writer));
     let started = shared.clock.now();
     let mut handle = AbortOnDrop(tokio::spawn({
         let ctx = ctx.clone();
@@ -127,6 +132,13 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
             .expect("non-empty");
         tokio::select! {
             biased;
+            // Only a refused checkpoint cancels the context before the loop
+            // ends: the lease is lost, whatever the handler returns next.
+            _ = ctx.cancelled() => {
+                info!("checkpoint refused: lease lost");
+                stale(shared, &this, "checkpoint");
+                break End::Cancelled(CancelReason::LeaseLost);
+            }
             result = &mut handle.0 => break End::Finished(result),
             _ = shared.release_now.cancelled() => break End::Cancelled(CancelReason::Shutdown),
             _ = shared.clock.sleep(wake_at.saturating_since(now)) => {}

@@ -1,7 +1,8 @@
 //! Conformance cases about jobs: inserting them here, leases in [`lease`],
 //! recovery and operator actions in [`recovery`], kinds and time limits in
-//! [`kinds`], retention in [`retention`].
+//! [`kinds`], retention in [`retention`], checkpoints in [`checkpoint`].
 
+mod checkpoint;
 mod kinds;
 mod lease;
 mod recovery;
@@ -33,6 +34,7 @@ pub(crate) fn cases() -> Vec<Case> {
     all.extend(recovery::cases());
     all.extend(kinds::cases());
     all.extend(retention::cases());
+    all.extend(checkpoint::cases());
     all
 }
 

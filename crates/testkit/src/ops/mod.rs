@@ -37,9 +37,9 @@ use std::time::Duration;
 use proptest::sample::Index;
 use serde_json::json;
 use stuckless_core::driver::{
-    JobCancel, JobClaim, JobComplete, JobCompleteMany, JobEvents, JobFail, JobGet, JobHeartbeat, JobPrune,
-    JobReapExpired, JobRelease, JobRequeue, Op, QueueKindsGet, QueueStatsGet, Reply, Storage, StorageNow,
-    WorkerDeregister, WorkerHeartbeat, WorkerList, WorkerRegister,
+    JobCancel, JobCheckpoint, JobClaim, JobComplete, JobCompleteMany, JobEvents, JobFail, JobGet,
+    JobHeartbeat, JobPrune, JobReapExpired, JobRelease, JobRequeue, Op, QueueKindsGet, QueueStatsGet, Reply,
+    Storage, StorageNow, WorkerDeregister, WorkerHeartbeat, WorkerList, WorkerRegister,
 };
 use stuckless_core::{Client, Clock, Epoch, JobId, ManualClock, NewJob, Timestamp};
 
@@ -127,6 +127,17 @@ pub enum Step {
         progress: Option<u8>,
         /// Progress `Some(null)` instead: stored as a JSON null, not "no change".
         null_progress: bool,
+    },
+    /// A checkpoint.
+    Checkpoint {
+        /// Whose lease.
+        lease: LeaseRef,
+        /// Checkpoint `{"section": n}`.
+        section: u8,
+        /// A JSON null instead: a value, not "none".
+        null: bool,
+        /// A checkpoint over the size limit instead: refused alike.
+        huge: bool,
     },
     /// A completion.
     Complete(LeaseRef),
@@ -337,6 +348,26 @@ impl Session {
                     epoch,
                     lease: Duration::from_micros(u64::from(*lease_micros)),
                     progress,
+                })
+            }
+            Step::Checkpoint {
+                lease,
+                section,
+                null,
+                huge,
+            } => {
+                let (id, epoch) = self.lease(lease);
+                let checkpoint = if *huge {
+                    json!("x".repeat(stuckless_core::limits::MAX_CHECKPOINT_BYTES))
+                } else if *null {
+                    json!(null)
+                } else {
+                    json!({"section": section})
+                };
+                Op::JobCheckpoint(JobCheckpoint {
+                    id,
+                    epoch,
+                    checkpoint,
                 })
             }
             Step::Complete(lease) => {

@@ -74,6 +74,18 @@ pub fn step() -> BoxedStrategy<Step> {
             progress,
             null_progress,
         });
+    let checkpoint = (
+        lease_ref(),
+        any::<u8>(),
+        proptest::bool::weighted(0.1),
+        proptest::bool::weighted(0.03),
+    )
+        .prop_map(|(lease, section, null, huge)| Step::Checkpoint {
+            lease,
+            section,
+            null,
+            huge,
+        });
     let out_of_range = prop_oneof![
         Just(i64::MIN),
         Just(i64::MAX),
@@ -101,6 +113,7 @@ pub fn step() -> BoxedStrategy<Step> {
         1 => proptest::collection::vec(job_spec(), 0..5).prop_map(Step::InsertMany),
         6 => claim,
         3 => heartbeat,
+        2 => checkpoint,
         1 => out_of_range.prop_map(|micros| Step::InsertAt { micros }),
         4 => lease_ref().prop_map(Step::Complete),
         1 => proptest::collection::vec(lease_ref(), 0..4).prop_map(Step::CompleteMany),
