@@ -50,7 +50,7 @@ pg-status: ## Is Postgres reachable at DATABASE_URL?
 CHAOS_ARGS ?=
 BENCH_ARGS ?=
 
-chaos: ## Long chaos run: real workers, fault proxies, seeded faults, end-of-run checks (CHAOS_ARGS)
+chaos: ## Long chaos run on a throwaway Postgres cluster it restarts: real workers, fault proxies, seeded faults, checks (CHAOS_ARGS)
 	$(CARGO) build --release -p stuckless-harness --bins -p stuckless-cli
 	./target/release/stuckless-chaos $(CHAOS_ARGS)
 

@@ -155,7 +155,9 @@ pub struct Verdict {
     pub jobs_run_more_than_once: usize,
     /// Reaps seen (expired leases taken back).
     pub reaps: usize,
-    /// Longest time from a holder's last heartbeat to the reap, ms.
+    /// Longest time a job sat with a dead holder before its reap (lease +
+    /// expiry to reap; for a reap owed from a server's return, counted from
+    /// lease before the return), ms.
     pub max_stuck_ms: i64,
     /// The bound it was held to, ms.
     pub stuck_limit_ms: i64,
