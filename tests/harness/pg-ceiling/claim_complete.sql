@@ -19,7 +19,7 @@ with picked as (
 )
 select coalesce(array_agg(id), '{}') as ids, coalesce(array_agg(epoch), '{}') as epochs from upd \gset
 with input as (
-    select i.id, i.epoch from unnest(:'ids'::bigint[], :'epochs'::bigint[]) as i(id, epoch)
+    select i.id, i.epoch from unnest(:ids::bigint[], :epochs::bigint[]) as i(id, epoch)
 )
 update stuckless.jobs j
 set status = 'succeeded', lease_expires_at = null, updated_at = now(), finished_at = now()
