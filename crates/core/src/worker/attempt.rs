@@ -79,6 +79,14 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
     let Some(_slot) = wait_for_slot(shared, &this, &mut lease_deadline).await else {
         return;
     };
+    // A worker paused while the job waited (a stop-the-world pause, a frozen
+    // VM) wakes with the slot free and the lease gone: another epoch may
+    // have run the job and checkpointed past what this claim saw.
+    if shared.clock.now() >= lease_deadline {
+        warn!("the lease ran out before the handler could start; the reaper will take the job back");
+        lost(shared, &this, CancelReason::LeaseDeadline);
+        return;
+    }
 
     let writer = crate::checkpoint::Writer {
         storage: shared.storage.clone(),
@@ -240,37 +248,43 @@ async fn wait_for_slot(
         return Some(permit);
     }
     let config = &shared.config;
-    let mut next_heartbeat = shared.clock.now() + config.heartbeat_interval;
+    // Timed by sleeps, not by readings of `now`: a clock that jumps back
+    // (NTP, a restored VM) must not stretch a lease the storage has already
+    // ended, or a job another epoch has since run and checkpointed would
+    // start here again from the checkpoint this claim saw.
+    let mut lease_left = shared
+        .clock
+        .sleep(lease_deadline.saturating_since(shared.clock.now()));
+    let mut beat_in = config.heartbeat_interval;
     loop {
-        let now = shared.clock.now();
-        if now >= *lease_deadline {
-            warn!("claimed ahead, but no slot freed before the lease deadline; the reaper will take the job back");
-            lost(shared, this, CancelReason::LeaseDeadline);
-            return None;
-        }
-        if now >= next_heartbeat {
-            next_heartbeat = now + config.heartbeat_interval;
-            match heartbeat(shared, this, None, lease_deadline).await {
-                Beat::Kept => {}
-                Beat::Lost => {
-                    lost(shared, this, CancelReason::LeaseLost);
-                    return None;
-                }
-                Beat::Unconfirmed => next_heartbeat = shared.clock.now() + config.heartbeat_interval / 4,
-            }
-            continue;
-        }
-        let wake_at = next_heartbeat.min(*lease_deadline);
         tokio::select! {
             biased;
             _ = shared.release_buffered.cancelled() => {
                 release(shared, this, *lease_deadline).await;
                 return None;
             }
+            _ = &mut lease_left => {
+                warn!("claimed ahead, but no slot freed before the lease deadline; the reaper will take the job back");
+                lost(shared, this, CancelReason::LeaseDeadline);
+                return None;
+            }
             permit = shared.slots.clone().acquire_owned() => {
                 return Some(permit.expect("the slots semaphore is never closed"));
             }
-            _ = shared.clock.sleep(wake_at.saturating_since(now)) => {}
+            _ = shared.clock.sleep(beat_in) => {}
+        }
+        match heartbeat(shared, this, None, lease_deadline).await {
+            Beat::Kept => {
+                beat_in = config.heartbeat_interval;
+                lease_left = shared
+                    .clock
+                    .sleep(lease_deadline.saturating_since(shared.clock.now()));
+            }
+            Beat::Lost => {
+                lost(shared, this, CancelReason::LeaseLost);
+                return None;
+            }
+            Beat::Unconfirmed => beat_in = config.heartbeat_interval / 4,
         }
     }
 }
