@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use stuckless_core::driver::{JobComplete, JobEvents, JobGet, JobReapExpired, Storage, WorkerRegister};
 use stuckless_core::{Clock, Epoch, JobId, JobStatus, ManualClock, MemStore, NewJob};
-use stuckless_tests::{claim_default, insert, manual_clock, sql_value};
+use stuckless_tests::{claim_default, insert, manual_clock, sql_value, TestDb};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -90,18 +90,23 @@ async fn reap_in_sql_matches_the_rust_reaper_and_spares_live_leases() {
     assert_eq!(again, 0, "a second reap finds nothing");
 }
 
+/// A `report` job on queue "default" claimed by "crashed" at the pinned
+/// instant, days before the database's now: its lease has expired.
+async fn expired_lease(db: &TestDb) {
+    let past = db.pinned_storage(Arc::new(manual_clock()));
+    past.job_insert(insert(NewJob::new("default", "report", serde_json::json!({}))))
+        .await
+        .unwrap();
+    past.job_claim(claim_default("crashed", 1)).await.unwrap();
+}
+
 /// With no worker registered at all, `select stuckless.reap()` (the pg_cron
 /// line) takes back a lease that expired by the database's clock, wakes the
 /// listeners, and leaves a lease that is still live by that clock.
 #[tokio::test]
 async fn reap_with_no_worker_alive_recovers_an_expired_job() {
     let db = stuckless_tests::test_db!("reap_with_no_worker_alive_recovers_an_expired_job");
-    // Claimed at the pinned instant (days before the database's now): expired.
-    let past = db.pinned_storage(Arc::new(manual_clock()));
-    past.job_insert(insert(NewJob::new("default", "report", serde_json::json!({}))))
-        .await
-        .unwrap();
-    past.job_claim(claim_default("crashed", 1)).await.unwrap();
+    expired_lease(&db).await;
     // Claimed by the database's clock with an hour's lease: live.
     let live = db.storage();
     live.job_insert(insert(NewJob::new("default", "report", serde_json::json!({}))))
@@ -192,12 +197,7 @@ async fn prune_in_sql_deletes_only_finished_jobs_past_their_age() {
 #[tokio::test]
 async fn health_and_stuck_jobs_name_each_queue_and_job() {
     let db = stuckless_tests::test_db!("health_and_stuck_jobs_name_each_queue_and_job");
-    // An expired lease on queue "default" (claimed days ago, pinned clock).
-    let past = db.pinned_storage(Arc::new(manual_clock()));
-    past.job_insert(insert(NewJob::new("default", "report", serde_json::json!({}))))
-        .await
-        .unwrap();
-    past.job_claim(claim_default("crashed", 1)).await.unwrap();
+    expired_lease(&db).await;
     // A due job on "mail", which no live worker serves.
     let s = db.storage();
     s.job_insert(insert(NewJob::new("mail", "send", serde_json::json!({}))))

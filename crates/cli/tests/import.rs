@@ -42,20 +42,22 @@ async fn count(db: &TestDb, sql: &str) -> i64 {
         .unwrap()
 }
 
+/// `stuckless import` of the seed-shaped table, its kinds from `type`.
+const IMPORT: [&str; 7] = [
+    "import",
+    "--table",
+    "public.jobs",
+    "--queue",
+    "default",
+    "--kind-column",
+    "type",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_table_moves_over_once_keeping_its_ids() {
     let db = seeded().await;
-    let base = [
-        "import",
-        "--table",
-        "public.jobs",
-        "--queue",
-        "default",
-        "--kind-column",
-        "type",
-    ];
 
-    let dry: Vec<&str> = base.iter().copied().chain(["--dry-run", "--json"]).collect();
+    let dry: Vec<&str> = IMPORT.iter().copied().chain(["--dry-run", "--json"]).collect();
     let out = cli(&db, &dry).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -74,7 +76,7 @@ async fn the_seed_table_moves_over_once_keeping_its_ids() {
         "a dry run writes nothing"
     );
 
-    let out = cli(&db, &base).await;
+    let out = cli(&db, &IMPORT).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("imported 6 of 6 row(s)"), "{text}");
@@ -131,7 +133,7 @@ async fn the_seed_table_moves_over_once_keeping_its_ids() {
     );
 
     // Idempotent: a second run finds every row already imported.
-    let again: Vec<&str> = base.iter().copied().chain(["--json"]).collect();
+    let again: Vec<&str> = IMPORT.iter().copied().chain(["--json"]).collect();
     let out = cli(&db, &again).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -211,19 +213,7 @@ async fn bad_tables_and_rows_are_refused_with_nothing_written() {
     .execute(db.pool())
     .await
     .unwrap();
-    let out = cli(
-        &db,
-        &[
-            "import",
-            "--table",
-            "public.jobs",
-            "--queue",
-            "default",
-            "--kind-column",
-            "type",
-        ],
-    )
-    .await;
+    let out = cli(&db, &IMPORT).await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("status \"PAUSED\""), "{}", stderr(&out));
     assert_eq!(count(&db, "select count(*) from stuckless.jobs").await, 0);

@@ -5,13 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::*;
-use stuckless_tests::TestDb;
-
-/// The instant every fixture's times are relative to.
-const NOW: &str = "2026-11-29T12:00:00Z";
+use common::fixtures::{diagnose, fixture, fixtures, load, NOW};
 
 /// The fixtures whose job needs someone, so the view lists it.
 const STUCK: [&str; 4] = [
@@ -20,23 +14,6 @@ const STUCK: [&str; 4] = [
     "unhandled_kind",
     "worker_gone",
 ];
-
-fn fixtures() -> Vec<(String, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/diagnose");
-    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-        .map(|p| {
-            (
-                p.file_stem().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&p).unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 /// What both sides say about job 42.
 #[derive(Debug, PartialEq)]
@@ -54,27 +31,9 @@ type SqlRow = (String, Option<String>, String, Option<String>, Option<f64>, bool
 /// returns both verdicts, whether SQL calls it stuck, and whether the
 /// unfinished-jobs form (the view's source) lists job 42.
 async fn both(sql: &str, now: &str) -> (Verdict, Verdict, bool, bool) {
-    let db = TestDb::new().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(db.pool())
-        .await
-        .expect("fixture loads");
-    let url = db.url().to_owned();
-    let args: [String; 5] = [
-        "diagnose".into(),
-        "42".into(),
-        "--now".into(),
-        now.into(),
-        "--json".into(),
-    ];
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(&url, &args)
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "diagnose failed: {}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let db = load(sql).await;
+    let json = diagnose(&db, now, &["--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let rust = Verdict {
         case: v["case"].as_str().unwrap().to_owned(),
         scenario: v["scenario"].as_str().map(str::to_owned),
@@ -133,11 +92,7 @@ async fn the_sql_verdict_is_diagnose_s_on_every_fixture() {
 /// still calls it slow; the SQL verdict agrees and flags it stuck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_its_time_limit_a_live_job_is_stuck() {
-    let sql = fixtures()
-        .into_iter()
-        .find(|(n, _)| n == "b_slow_but_alive")
-        .unwrap()
-        .1;
+    let sql = fixture("b_slow_but_alive");
     let (rust, in_sql, stuck, _) = both(&sql, "2026-11-29T12:01:00Z").await;
     assert_eq!(in_sql, rust);
     assert_eq!(

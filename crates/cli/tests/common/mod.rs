@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub use env::{scrape, Env};
 
 mod env;
+pub mod fixtures;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_stuckless");

@@ -79,14 +79,6 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
     let Some(_slot) = wait_for_slot(shared, &this, &mut lease_deadline).await else {
         return;
     };
-    // A worker paused while the job waited (a stop-the-world pause, a frozen
-    // VM) wakes with the slot free and the lease gone: another epoch may
-    // have run the job and checkpointed past what this claim saw.
-    if shared.clock.now() >= lease_deadline {
-        warn!("the lease ran out before the handler could start; the reaper will take the job back");
-        lost(shared, &this, CancelReason::LeaseDeadline);
-        return;
-    }
 
     let writer = crate::checkpoint::Writer {
         storage: shared.storage.clone(),
@@ -177,10 +169,7 @@ async fn run_inner(shared: &Shared, job: Job, claim_sent_at: Timestamp) {
             match reason {
                 CancelReason::LeaseLost | CancelReason::LeaseDeadline => {
                     warn!(?reason, "handler cancelled; its result will not be written");
-                    shared.emit(WorkerEvent::LeaseLost {
-                        attempt: this,
-                        reason,
-                    });
+                    lost(shared, &this, reason);
                 }
                 CancelReason::Timeout => {
                     let limit = crate::time::human(limit.unwrap_or_default());
@@ -263,6 +252,8 @@ async fn wait_for_slot(
                 release(shared, this, *lease_deadline).await;
                 return None;
             }
+            // Before the slot: a worker waking from a pause with both ready
+            // must not start a job whose lease is gone.
             _ = &mut lease_left => {
                 warn!("claimed ahead, but no slot freed before the lease deadline; the reaper will take the job back");
                 lost(shared, this, CancelReason::LeaseDeadline);
