@@ -29,6 +29,7 @@ pub mod observe;
 pub mod oracle;
 pub mod outcome;
 pub mod plan;
+pub mod processes;
 pub mod recorder;
 pub mod report;
 pub mod sections;

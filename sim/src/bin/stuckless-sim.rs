@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use stuckless_sim::batch::{self, Flow, Shard};
+use stuckless_sim::processes::{self, SeedRecord};
 use stuckless_sim::{FaultPlan, SimBuilder, Summary, Variant};
 
 /// Deterministic simulation of stuckless.
@@ -66,6 +67,16 @@ struct Args {
     /// more threads are faster and print in the same order.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Child processes running seeds at once, each a single-threaded run of
+    /// its share: results identical to one thread's, printed in seed order.
+    /// Default: one per core. A single seed, --verbose, --timeline,
+    /// --save-fixture and --threads above 1 run in this process.
+    #[arg(long)]
+    processes: Option<usize>,
+    /// Internal: run as child k of n of a multi-process batch and print one
+    /// JSON record per seed (see `stuckless_sim::processes`).
+    #[arg(long, value_parser = Shard::parse, hide = true)]
+    child: Option<Shard>,
     /// Run only this machine's part of the batch, k of n (e.g. 2/4): seeds at
     /// positions k-1, k-1+n, … Merge the shards' --summary-json files with --merge.
     #[arg(long, value_parser = Shard::parse, default_value = "1/1")]
@@ -127,7 +138,19 @@ fn main() -> anyhow::Result<()> {
     };
     // Check the arguments once, before any thread starts.
     builder(&args, seeds.first().copied().unwrap_or(0))?;
+    if let Some(child) = args.child {
+        return run_child(&args, &seeds, child);
+    }
     let threads = args.threads;
+    let processes = args
+        .processes
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let in_children = processes > 1
+        && seeds.len() > 1
+        && threads == 1
+        && !args.verbose
+        && args.timeline.is_none()
+        && args.save_fixture.is_none();
     let progress = std::io::stderr().is_terminal() && seeds.len() > 1;
     let mut failed = 0;
     let mut done = 0;
@@ -135,49 +158,60 @@ fn main() -> anyhow::Result<()> {
     // Wall time only measures the runner's speed (seeds/s, simulated/wall);
     // nothing inside a simulated run reads it.
     let started = Instant::now();
-    let summary = batch::run(
-        &seeds,
-        threads,
-        |seed| builder(&args, seed).expect("checked before the batch"),
-        |outcome| {
-            done += 1;
-            if args.per_seed {
-                println!(
-                    "seed {} {} ops {} trace {:016x}",
-                    outcome.seed,
-                    if outcome.passed() { "pass" } else { "FAIL" },
-                    outcome.ops,
-                    outcome.trace_hash
-                );
-            }
-            if let Err(e) = report_one(&args, outcome) {
-                error = Some(e);
-                return Flow::Stop;
-            }
-            if !outcome.passed() {
-                failed += 1;
-                if progress {
-                    eprintln!();
-                }
-                eprint!("{}", outcome.failure_report());
-            }
+    let mut each = |record: &SeedRecord| {
+        done += 1;
+        if args.per_seed {
+            println!(
+                "seed {} {} ops {} trace {:016x}",
+                record.seed,
+                if record.passed { "pass" } else { "FAIL" },
+                record.ops,
+                record.trace_hash
+            );
+        }
+        if let Some(report) = &record.failure_report {
+            failed += 1;
             if progress {
-                let width = 40;
-                let filled = done * width / seeds.len();
-                eprint!(
-                    "\r[{}{}] {done}/{} seeds, {failed} failed",
-                    "#".repeat(filled),
-                    " ".repeat(width - filled),
-                    seeds.len(),
-                );
+                eprintln!();
             }
-            if args.fail_fast && !outcome.passed() {
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
-        },
-    );
+            eprint!("{report}");
+        }
+        if progress {
+            let width = 40;
+            let filled = done * width / seeds.len();
+            eprint!(
+                "\r[{}{}] {done}/{} seeds, {failed} failed",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                seeds.len(),
+            );
+        }
+        if args.fail_fast && !record.passed {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    };
+    let summary = if in_children {
+        let exe = std::env::current_exe().context("finding this binary to start child processes")?;
+        let passed_on: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        processes::run(&exe, &passed_on, seeds.len(), processes, &mut each)?
+    } else {
+        let mut position = 0;
+        batch::run(
+            &seeds,
+            threads,
+            |seed| builder(&args, seed).expect("checked before the batch"),
+            |outcome| {
+                if let Err(e) = report_one(&args, outcome) {
+                    error = Some(e);
+                    return Flow::Stop;
+                }
+                position += 1;
+                each(&SeedRecord::of(position - 1, outcome))
+            },
+        )
+    };
     if progress {
         eprintln!();
     }
@@ -190,10 +224,50 @@ fn main() -> anyhow::Result<()> {
     }
     print!("{}", summary.render(Some(started.elapsed())));
     println!(
-        "threads          {threads}, shard {}/{}",
-        args.shard.index, args.shard.count
+        "runners          {}, shard {}/{}",
+        if in_children {
+            format!("{} processes", processes.min(seeds.len()))
+        } else {
+            format!("{threads} thread(s)")
+        },
+        args.shard.index,
+        args.shard.count
     );
     fail_if_any(&summary)
+}
+
+/// Runs this child's share of the batch on one thread and prints a
+/// [`SeedRecord`] per seed. A failing seed is reported, not an error: the
+/// parent decides what it means.
+fn run_child(args: &Args, seeds: &[u64], child: Shard) -> anyhow::Result<()> {
+    let positions: Vec<usize> = (0..seeds.len())
+        .filter(|p| *p as u64 % child.count == child.index - 1)
+        .collect();
+    let mine: Vec<u64> = positions.iter().map(|p| seeds[*p]).collect();
+    let mut out = std::io::stdout().lock();
+    let mut next = positions.iter();
+    let mut error = None;
+    batch::run(
+        &mine,
+        1,
+        |seed| builder(args, seed).expect("checked before the batch"),
+        |outcome| {
+            let position = *next.next().expect("one position per seed");
+            match SeedRecord::of(position, outcome).write_line(&mut out) {
+                Ok(()) => Flow::Continue,
+                Err(e) => {
+                    error = Some(e);
+                    Flow::Stop
+                }
+            }
+        },
+    );
+    match error {
+        // The parent stopped reading (it was told to stop at a failure).
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Some(e) => Err(e).context("writing a seed record"),
+        None => Ok(()),
+    }
 }
 
 /// Prints one outcome's trace, timeline and fixture as asked.
