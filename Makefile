@@ -31,10 +31,10 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 sim: ## Randomized simulation batch (SEEDS=n), or replay one seed (SEED=n, also draws sim-out/seed-n.svg)
-	$(CARGO) run --release -p stuckless-sim --bin stuckless-sim -- $(if $(SEED),--seed $(SEED) --verbose --timeline sim-out/seed-$(SEED).svg,--seeds $(SEEDS)) $(SIM_ARGS)
+	$(CARGO) run --profile sim -p stuckless-sim --bin stuckless-sim -- $(if $(SEED),--seed $(SEED) --verbose --timeline sim-out/seed-$(SEED).svg,--seeds $(SEEDS)) $(SIM_ARGS)
 
 sim-long: ## A long randomized batch (10,000 seeds)
-	$(CARGO) run --release -p stuckless-sim --bin stuckless-sim -- --seeds 10000 $(SIM_ARGS)
+	$(CARGO) run --profile sim -p stuckless-sim --bin stuckless-sim -- --seeds 10000 $(SIM_ARGS)
 
 pg-start: ## Start the machine's Postgres if it is not running
 	@pg_isready -h 127.0.0.1 -p 5432 -q || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
