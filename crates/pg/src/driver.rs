@@ -140,11 +140,11 @@ impl Storage for PgStorage {
         if request.limit == 0 || request.queues.is_empty() {
             return Ok(Vec::new());
         }
-        let statement = if request.queues.len() == 1 {
+        let statement = self.sql(if request.queues.len() == 1 {
             sql::CLAIM_ONE_QUEUE
         } else {
             sql::CLAIM
-        };
+        });
         let rows = sqlx::query(statement)
             .bind(self.pinned_now())
             .bind(&request.queues)
@@ -177,9 +177,10 @@ impl Storage for PgStorage {
             progress,
         } = request;
         let now = self.pinned_now();
+        let statement = self.sql(sql::HEARTBEAT);
         let row = self
             .fenced(id, epoch, "heartbeat", || {
-                sqlx::query(sql::HEARTBEAT)
+                sqlx::query(statement)
                     .bind(now)
                     .bind(id.0)
                     .bind(epoch.0)
@@ -200,9 +201,10 @@ impl Storage for PgStorage {
             checkpoint,
         } = request;
         let now = self.pinned_now();
+        let statement = self.sql(sql::CHECKPOINT);
         let row = self
             .fenced(id, epoch, "checkpoint", || {
-                sqlx::query(sql::CHECKPOINT)
+                sqlx::query(statement)
                     .bind(now)
                     .bind(id.0)
                     .bind(epoch.0)
@@ -237,9 +239,10 @@ impl Storage for PgStorage {
         let now = self.pinned_now();
         let error = clamp_error(&request.error);
         let delay = request.retry_after.map(micros);
+        let statement = self.sql(sql::FAIL);
         let row = self
             .fenced(id, epoch, "fail", || {
-                sqlx::query(sql::FAIL)
+                sqlx::query(statement)
                     .bind(now)
                     .bind(id.0)
                     .bind(epoch.0)
@@ -258,8 +261,9 @@ impl Storage for PgStorage {
 
     async fn job_release(&self, JobRelease { id, epoch }: JobRelease) -> StorageResult<()> {
         let now = self.pinned_now();
+        let statement = self.sql(sql::RELEASE);
         self.fenced(id, epoch, "release", || {
-            sqlx::query(sql::RELEASE).bind(now).bind(id.0).bind(epoch.0)
+            sqlx::query(statement).bind(now).bind(id.0).bind(epoch.0)
         })
         .await?;
         Ok(())

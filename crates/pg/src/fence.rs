@@ -63,7 +63,7 @@ impl PgStorage {
         now: Option<i64>,
     ) -> StorageResult<CompleteOutcome> {
         for _ in 0..MAX_RACE_RETRIES {
-            let row = sqlx::query(sql::COMPLETE)
+            let row = sqlx::query(self.sql(sql::COMPLETE))
                 .bind(now)
                 .bind(id.0)
                 .bind(epoch.0)
@@ -88,7 +88,7 @@ impl PgStorage {
     ) -> StorageResult<Vec<StorageResult<CompleteOutcome>>> {
         let ids: Vec<i64> = jobs.iter().map(|(id, _)| id.0).collect();
         let epochs: Vec<i64> = jobs.iter().map(|(_, epoch)| epoch.0).collect();
-        let rows = sqlx::query(sql::COMPLETE_MANY)
+        let rows = sqlx::query(self.sql(sql::COMPLETE_MANY))
             .bind(self.pinned_now())
             .bind(&ids)
             .bind(&epochs)

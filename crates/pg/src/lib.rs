@@ -22,6 +22,7 @@ mod driver;
 mod error;
 mod fence;
 mod insert;
+mod mutant;
 mod notify_probe;
 mod rows;
 mod sql;
@@ -36,6 +37,8 @@ pub mod plans {
 }
 
 pub use error::PgError;
+#[doc(hidden)]
+pub use mutant::{MutantError, SqlMutant};
 pub use notify_probe::{probe_channel, probe_listener, probe_notify, NotifyProbe, PROBE_WAIT};
 pub use storage::PgStorage;
 pub use waker::{PgWaker, CHANNEL};

@@ -23,6 +23,8 @@ pub struct PgStorage {
     pub(crate) pool: PgPool,
     pub(crate) pinned: Option<Arc<dyn Clock>>,
     pub(crate) happy_path_events: bool,
+    /// A deliberately broken statement set, for the mutation tests only.
+    pub(crate) mutant: Option<crate::mutant::SqlMutant>,
 }
 
 impl std::fmt::Debug for PgStorage {
@@ -90,6 +92,7 @@ impl PgStorage {
             pool,
             pinned: None,
             happy_path_events: false,
+            mutant: None,
         }
     }
 
