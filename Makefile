@@ -9,7 +9,7 @@ SEEDS ?= 200
 SEED ?=
 SIM_ARGS ?=
 
-.PHONY: help test test-containers lint fmt sim sim-long bench chaos pg-start pg-status build
+.PHONY: help test test-containers lint fmt sim sim-long bench chaos pg-start pg-status build mutants mutants-quick
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -57,3 +57,29 @@ chaos: ## Long chaos run on a throwaway Postgres cluster it restarts: real worke
 bench: ## Throughput, pickup latency, idle queries and crash recovery against a fresh database (BENCH_ARGS)
 	$(CARGO) build --release -p stuckless-harness --bins -p stuckless-cli
 	./target/release/stuckless-bench $(BENCH_ARGS)
+
+# Mutation testing with cargo-mutants (`cargo install cargo-mutants`), never part of `make test`: the
+# full run is hours on a small machine. docs/mutants.md has how to run it, every run's figures and
+# the survivors. SHARD=k/n runs one slice (n machines or n evenings share a run); MUTANTS_ARGS
+# passes options (e.g. `--in-place` in a scratch worktree with a warm target/, `--in-diff my.diff`).
+# Results go to mutants-out/<crate>/mutants.out/.
+SHARD ?= 1/1
+MUTANTS_ARGS ?=
+MUTANTS := nice -n 10 $(CARGO) mutants --shard $(SHARD) $(MUTANTS_ARGS)
+# The Postgres suites that guard crates/pg (the rest of the tests package is chaos-style and slow).
+PG_GUARDS := --cargo-test-arg=--lib --cargo-test-arg=--test=conformance --cargo-test-arg=--test=differential \
+	--cargo-test-arg=--test=concurrency --cargo-test-arg=--test=sql_mutants --cargo-test-arg=--test=pg_storage
+# The code whose mutants matter most: MemStore's fencing, expiry and reap, PgStorage's fencing.
+QUICK_RE := 'State::fenced|State::complete|job_claim|job_heartbeat|job_fail|job_release|job_reap_expired'
+
+mutants: ## cargo-mutants on crates/core (core, testkit, sim suites) and crates/pg (Postgres suites); hours (SHARD=k/n)
+	$(MUTANTS) -p stuckless-core --test-package stuckless-core,stuckless-testkit,stuckless-sim \
+		-o mutants-out/core
+	$(MUTANTS) -p stuckless-pg --test-package stuckless-pg,stuckless-tests $(PG_GUARDS) \
+		-o mutants-out/pg
+
+mutants-quick: ## cargo-mutants on the fencing, expiry and reap code only (MemStore and PgStorage's fence.rs)
+	$(MUTANTS) -p stuckless-core --test-package stuckless-core,stuckless-testkit \
+		--re $(QUICK_RE) -o mutants-out/core-quick
+	$(MUTANTS) -p stuckless-pg -f crates/pg/src/fence.rs --test-package stuckless-pg,stuckless-tests \
+		$(PG_GUARDS) -o mutants-out/pg-quick
