@@ -143,11 +143,15 @@ fn main() -> anyhow::Result<()> {
             done += 1;
             if args.per_seed {
                 println!(
-                    "seed {} {} ops {} trace {:016x}",
+                    "seed {} {} ops {} trace {:016x} owed expired {:.1}s/{:.0}s due {:.1}s/{:.0}s",
                     outcome.seed,
                     if outcome.passed() { "pass" } else { "FAIL" },
                     outcome.ops,
-                    outcome.trace_hash
+                    outcome.trace_hash,
+                    outcome.owed.expired.as_secs_f64(),
+                    outcome.owed.expired_bound.as_secs_f64(),
+                    outcome.owed.due.as_secs_f64(),
+                    outcome.owed.due_bound.as_secs_f64()
                 );
             }
             if let Err(e) = report_one(&args, outcome) {
