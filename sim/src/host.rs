@@ -41,6 +41,8 @@ pub struct WorkerHost {
     pub exited: Arc<AtomicBool>,
     /// The release it runs from its next start on.
     pub release: Arc<Mutex<Release>>,
+    /// Raised when it writes a completion to the db (cleared by the driver).
+    pub completion_written: Arc<AtomicBool>,
 }
 
 impl WorkerHost {
@@ -57,6 +59,7 @@ impl WorkerHost {
             sigterm: Arc::new(tokio::sync::Notify::new()),
             exited: Arc::new(AtomicBool::new(false)),
             release: Arc::new(Mutex::new(Release::Old)),
+            completion_written: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -68,7 +71,9 @@ impl WorkerHost {
     /// The software: build the worker, run it until it stops.
     pub async fn run(self) -> turmoil::Result {
         let clock = Arc::new(SimClock::new(self.skew.clone(), self.driver.clone()));
-        let storage = Arc::new(NetStore::remote(self.name.clone(), DB));
+        let transport =
+            NetStore::new(self.name.clone(), DB).flag_completions(self.completion_written.clone());
+        let storage = Arc::new(stuckless_core::driver::Remote::new(transport));
         let waker = NotifyWaker::new();
         tokio::task::spawn_local(listen(self.name.clone(), DB.to_owned(), waker.clone()));
         let observer = self.observer.clone();

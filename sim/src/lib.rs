@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod catch;
 pub mod check;
 pub mod clock;
 pub mod config;

@@ -7,6 +7,7 @@
 //! The store lives outside the host's software, so a db restart drops every
 //! connection while committed data survives, as in Postgres.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ pub struct NetStore {
     db: String,
     /// Idle connections with the time they were last used.
     pool: Mutex<Vec<(TcpStream, Duration)>>,
+    /// Raised as a completion is written to the wire, for a pause that
+    /// waits for one ([`crate::plan::Fault::Pause`]).
+    completion_written: Option<Arc<AtomicBool>>,
 }
 
 impl NetStore {
@@ -63,7 +67,14 @@ impl NetStore {
             from: from.into(),
             db: db.into(),
             pool: Mutex::new(Vec::new()),
+            completion_written: None,
         }
+    }
+
+    /// This transport, raising `flag` each time it writes a completion.
+    pub fn flag_completions(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.completion_written = Some(flag);
+        self
     }
 
     /// A [`Storage`] calling the db host `db` on behalf of host `from`.
@@ -75,6 +86,7 @@ impl NetStore {
 #[async_trait]
 impl Transport for NetStore {
     async fn send(&self, op: Op) -> Result<Reply, StorageError> {
+        let completes = matches!(op, Op::JobComplete(_) | Op::JobCompleteMany(_));
         let envelope = Envelope {
             from: self.from.clone(),
             request: Request::Op(op),
@@ -90,6 +102,9 @@ impl Transport for NetStore {
                 Some(conn) => conn,
                 None => TcpStream::connect((self.db.as_str(), DB_PORT)).await?,
             };
+            if let (true, Some(flag)) = (completes, &self.completion_written) {
+                flag.store(true, Ordering::SeqCst);
+            }
             write_frame(&mut conn, &envelope).await?;
             let reply: Reply = read_frame(&mut conn).await?;
             let used = turmoil::sim_elapsed().unwrap_or_default();

@@ -10,7 +10,7 @@ use stuckless_core::driver::{JobEvents, Storage};
 use stuckless_core::{Job, JobId, MemStore};
 
 use crate::api::SharedApi;
-use crate::check::{Invariant, Violation};
+use crate::check::{Invariant, Owed, Violation};
 use crate::clock::BASE;
 use crate::config::{replay_command, worker_name, Config};
 use crate::oracle::Oracle;
@@ -49,6 +49,9 @@ pub struct RunOutcome {
     pub expired_running: Vec<Duration>,
     /// Per job, the longest time it sat due while a worker had capacity.
     pub starved: Vec<Duration>,
+    /// The worst waits live workers owed (an expired lease unreaped, a due
+    /// job unclaimed), with the bounds the checkers hold them to.
+    pub owed: Owed,
     /// Pickup latency of every claim.
     pub pickups: Vec<Duration>,
     /// Jobs whose API effect happened more than once.
@@ -190,6 +193,7 @@ impl RunOutcome {
             violations,
             expired_running: stuck.iter().map(|s| s.1).collect(),
             starved: stuck.iter().map(|s| s.2).collect(),
+            owed: oracle.checkers.liveness().owed(),
             pickups: recorder.pickups().to_vec(),
             duplicate_jobs,
             duplicate_effects,

@@ -41,6 +41,15 @@ pub enum Fault {
         worker: usize,
         /// Pause length.
         for_ms: u64,
+        /// Start at the worker's first completion write at or after the
+        /// fault's time instead of at it: the process stops between checking
+        /// its lease and its write landing, the classic zombie. An untimed
+        /// pause rarely catches a write in flight (a worker writes a few
+        /// completions a minute), so without this one a fencing bug would
+        /// show in few seeds. Never fires if no completion is written before
+        /// the heal.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        on_completion: bool,
     },
     /// Cut a worker off the db.
     Partition {
@@ -192,14 +201,31 @@ pub struct Swarm {
     pub delay_probability: f64,
     /// Chance of a db restart per slot.
     pub db_restart_probability: f64,
-    /// Chance of an API behaviour change per slot.
-    pub api_probability: f64,
+    /// Chance per slot that the API turns slow. The API's four behaviours
+    /// are four faults, each with its own chance like every other kind (they
+    /// used to share one, so a hang, the incident's own fault, was a quarter
+    /// as common as a crash).
+    pub api_slow_probability: f64,
+    /// Chance per slot that the API hangs.
+    pub api_hung_probability: f64,
+    /// Chance per slot that the API rate-limits.
+    pub api_rate_limited_probability: f64,
+    /// Chance per slot that the API fails.
+    pub api_failing_probability: f64,
     /// Chance of a clock skew change per slot.
     pub skew_probability: f64,
     /// Chance of a SIGTERM per slot.
     pub sigterm_probability: f64,
     /// Chance a wake-up is lost.
     pub notification_loss_probability: f64,
+    /// The workers the per-worker faults may hit, ascending: every worker in
+    /// half the seeds, a few in the rest. Faults focused on few workers pile
+    /// up on them — a partition and a clock jump on the same worker, a pause
+    /// on a worker already cut off — while the others run undisturbed, so a
+    /// hang on one of those stays hung; spread over every worker, each
+    /// worker sees a thinner mix.
+    #[serde(default)]
+    pub targets: Vec<usize>,
 }
 
 /// Bounds of the generated faults' parameters.
@@ -243,8 +269,9 @@ pub mod ranges {
 }
 
 impl Swarm {
-    /// Draws per-kind probabilities; each kind is off with chance 1/4.
-    pub fn draw(rng: &mut impl Rng) -> Swarm {
+    /// Draws per-kind probabilities (each kind is off with chance 1/4) and
+    /// the targets among `workers` workers.
+    pub fn draw(rng: &mut impl Rng, workers: usize) -> Swarm {
         let mut p = |max: f64| {
             if rng.random_bool(0.25) {
                 0.0
@@ -254,15 +281,19 @@ impl Swarm {
         };
         Swarm {
             crash_probability: p(0.15),
-            pause_probability: p(0.10),
+            pause_probability: p(0.15),
             partition_probability: p(0.15),
             lose_messages_probability: p(0.10),
             delay_probability: p(0.10),
             db_restart_probability: p(0.05),
-            api_probability: p(0.10),
+            api_slow_probability: p(0.10),
+            api_hung_probability: p(0.10),
+            api_rate_limited_probability: p(0.10),
+            api_failing_probability: p(0.10),
             skew_probability: p(0.10),
             sigterm_probability: p(0.10),
             notification_loss_probability: p(0.5),
+            targets: targets(rng, workers),
         }
     }
 
@@ -274,14 +305,17 @@ impl Swarm {
         let chaos_ms = chaos.as_millis() as u64;
         let mut t = 0;
         while t < chaos_ms {
-            let kinds: [(f64, u8); 9] = [
+            let kinds: [(f64, u8); 12] = [
                 (self.crash_probability, 0),
                 (self.pause_probability, 1),
                 (self.partition_probability, 2),
                 (self.lose_messages_probability, 3),
                 (self.delay_probability, 4),
                 (self.db_restart_probability, 5),
-                (self.api_probability, 6),
+                (self.api_slow_probability, 6),
+                (self.api_hung_probability, 9),
+                (self.api_rate_limited_probability, 10),
+                (self.api_failing_probability, 11),
                 (self.skew_probability, 7),
                 (self.sigterm_probability, 8),
             ];
@@ -293,7 +327,10 @@ impl Swarm {
                 if at_ms >= chaos_ms {
                     continue;
                 }
-                let worker = rng.random_range(0..workers);
+                let worker = match self.targets.as_slice() {
+                    [] => rng.random_range(0..workers),
+                    some => some[rng.random_range(0..some.len())],
+                };
                 let fault = match kind {
                     0 => Fault::Crash {
                         worker,
@@ -302,6 +339,7 @@ impl Swarm {
                     1 => Fault::Pause {
                         worker,
                         for_ms: rng.random_range(PAUSE_MIN..=PAUSE_MAX),
+                        on_completion: rng.random_bool(0.75),
                     },
                     2 => Fault::Partition {
                         worker,
@@ -322,13 +360,13 @@ impl Swarm {
                     5 => Fault::DbRestart {
                         down_ms: rng.random_range(DB_DOWN_MIN..=DB_DOWN_MAX),
                     },
-                    6 => Fault::Api {
-                        mode: [
-                            ApiMode::Slow,
-                            ApiMode::Hung,
-                            ApiMode::RateLimited,
-                            ApiMode::Failing,
-                        ][rng.random_range(0..4)],
+                    6 | 9..=11 => Fault::Api {
+                        mode: match kind {
+                            6 => ApiMode::Slow,
+                            9 => ApiMode::Hung,
+                            10 => ApiMode::RateLimited,
+                            _ => ApiMode::Failing,
+                        },
                         for_ms: rng.random_range(API_MIN..=API_MAX),
                     },
                     7 => Fault::Skew {
@@ -352,11 +390,24 @@ impl Swarm {
     }
 }
 
+/// Every worker with chance 1/2; otherwise a random proper subset of one
+/// to `workers - 1` workers.
+fn targets(rng: &mut impl Rng, workers: usize) -> Vec<usize> {
+    let all: Vec<usize> = (0..workers).collect();
+    if workers < 2 || rng.random_bool(0.5) {
+        return all;
+    }
+    let n = rng.random_range(1..workers);
+    let mut picked: Vec<usize> = rand::seq::index::sample(rng, workers, n).into_iter().collect();
+    picked.sort_unstable();
+    picked
+}
+
 impl FaultPlan {
     /// The swarm-style plan a seed stands for.
     pub fn from_seed(seed: u64, workers: usize, chaos: Duration) -> (Swarm, FaultPlan) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5157_4152_4d00_0000);
-        let swarm = Swarm::draw(&mut rng);
+        let swarm = Swarm::draw(&mut rng, workers);
         let plan = swarm.plan(&mut rng, workers, chaos);
         (swarm, plan)
     }
@@ -399,7 +450,13 @@ pub fn strategy(workers: usize, chaos: Duration) -> BoxedStrategy<FaultPlan> {
     let fault = prop_oneof![
         (w.clone(), CRASH_DOWN_MIN..CRASH_DOWN_MAX)
             .prop_map(|(worker, down_ms)| Fault::Crash { worker, down_ms }),
-        (w.clone(), PAUSE_MIN..PAUSE_MAX).prop_map(|(worker, for_ms)| Fault::Pause { worker, for_ms }),
+        (w.clone(), PAUSE_MIN..PAUSE_MAX, any::<bool>()).prop_map(|(worker, for_ms, on_completion)| {
+            Fault::Pause {
+                worker,
+                for_ms,
+                on_completion,
+            }
+        }),
         (w.clone(), PARTITION_MIN..PARTITION_MAX, 0..3usize).prop_map(|(worker, for_ms, d)| {
             Fault::Partition {
                 worker,

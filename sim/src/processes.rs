@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Flow, Shard};
+use crate::check::liveness::Owed;
 use crate::outcome::RunOutcome;
 use crate::report::Summary;
 
@@ -43,6 +44,8 @@ pub struct SeedRecord {
     pub ops: u64,
     /// Hash of the run's trace: equal hashes, equal runs.
     pub trace_hash: u64,
+    /// The worst liveness waits live workers owed, with their bounds.
+    pub owed: Owed,
     /// The failure report (with its replay command), when the seed failed.
     pub failure_report: Option<String>,
     /// The seed's contribution to the batch summary.
@@ -60,6 +63,7 @@ impl SeedRecord {
             passed: outcome.passed(),
             ops: outcome.ops,
             trace_hash: outcome.trace_hash,
+            owed: outcome.owed,
             failure_report: (!outcome.passed()).then(|| outcome.failure_report()),
             summary,
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::Owed;
 use crate::outcome::RunOutcome;
 
 /// Percentile of sorted durations (nearest rank).
@@ -40,6 +41,10 @@ pub struct Summary {
     pub starved: Vec<Duration>,
     /// Pickup latencies.
     pub pickups: Vec<Duration>,
+    /// The worst owed waits of any run, with the bounds of the first run
+    /// that had any (a batch's runs share one configuration).
+    #[serde(default)]
+    pub owed: Owed,
     /// Jobs with duplicate API effects.
     pub duplicate_jobs: u64,
     /// Extra API effects.
@@ -69,6 +74,7 @@ impl Summary {
         self.expired_running.extend(&run.expired_running);
         self.starved.extend(&run.starved);
         self.pickups.extend(&run.pickups);
+        self.add_owed(&run.owed);
         self.duplicate_jobs += run.duplicate_jobs;
         self.duplicate_effects += run.duplicate_effects;
         self.ops += run.ops;
@@ -94,9 +100,19 @@ impl Summary {
         self.expired_running.extend(&other.expired_running);
         self.starved.extend(&other.starved);
         self.pickups.extend(&other.pickups);
+        self.add_owed(&other.owed);
         self.duplicate_jobs += other.duplicate_jobs;
         self.duplicate_effects += other.duplicate_effects;
         self.ops += other.ops;
+    }
+
+    fn add_owed(&mut self, owed: &Owed) {
+        if self.owed.expired_bound.is_zero() {
+            self.owed.expired_bound = owed.expired_bound;
+            self.owed.due_bound = owed.due_bound;
+        }
+        self.owed.expired = self.owed.expired.max(owed.expired);
+        self.owed.due = self.owed.due.max(owed.due);
     }
 
     /// The summary as text; `wall` adds the speed figures (not deterministic,
@@ -142,6 +158,14 @@ impl Summary {
         let _ = writeln!(out, "expired running  {}", pct(&expired));
         let _ = writeln!(out, "due, idle worker {}", pct(&starved));
         let _ = writeln!(out, "pickup latency   {}", pct(&pickups));
+        let _ = writeln!(
+            out,
+            "owed by a live worker: expired lease max {} (bound {}), due job max {} (bound {})",
+            fmt(self.owed.expired),
+            fmt(self.owed.expired_bound),
+            fmt(self.owed.due),
+            fmt(self.owed.due_bound)
+        );
         let _ = writeln!(
             out,
             "duplicate effects {} extra on {} jobs (at-least-once)",

@@ -59,7 +59,7 @@ pub struct Extras {
 /// `chaos`; 20 % scheduled up to a minute ahead, 30 % with an idempotency key
 /// (a third of those sent twice), 5 % cancelled within 30 s, a third written
 /// in 2 to [`MAX_SECTIONS`] checkpointed sections; every job with the shipped
-/// number of attempts. Plus the [`Extras`].
+/// number of attempts, arriving steadily or in [`Bursts`]. Plus the [`Extras`].
 pub fn schedule(seed: u64, jobs: usize, chaos: Duration, extras: Extras) -> Vec<Enqueue> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x574f_524b_4c4f_4144);
     // Kinds come from their own stream, so the rest of the schedule is the
@@ -68,9 +68,11 @@ pub fn schedule(seed: u64, jobs: usize, chaos: Duration, extras: Extras) -> Vec<
     // Sections too: a third of the jobs are resumable reports.
     let mut sections = ChaCha8Rng::seed_from_u64(seed ^ 0x5345_4354);
     let span = (chaos.as_millis() as u64 * 8 / 10).max(1);
+    let mut bursts = Bursts::draw(seed, span);
     let mut out: Vec<Enqueue> = (0..jobs)
         .map(|n| {
             let at = Duration::from_millis(rng.random_range(0..span));
+            let at = bursts.place(at);
             let new_kind = extras.new_kind_from.is_some_and(|from| at >= from) && kinds.random_bool(0.3);
             let kind = if new_kind { NEW_KIND } else { KIND };
             let payload = if sections.random_bool(1.0 / 3.0) {
@@ -116,6 +118,48 @@ pub fn schedule(seed: u64, jobs: usize, chaos: Duration, extras: Extras) -> Vec<
     }
     out.sort_by_key(|e| e.at);
     out
+}
+
+/// How the enqueues are spread over time, drawn per seed (swarm style): in
+/// half the seeds steadily over the span, in the other half in 2 to 8 bursts
+/// of a couple of seconds each (a cron fan-out, a batch import), at seeded
+/// moments. A burst fills every worker at once: completions arrive
+/// together and are written in batches, many leases are held when a fault
+/// strikes, and a due job can wait for a slot; a steady stream keeps the
+/// workers part idle.
+#[derive(Clone, Debug)]
+struct Bursts {
+    /// Each burst's start, ms from the start of the run; empty: steady.
+    starts: Vec<u64>,
+    /// Bursts' draws of which burst a job joins and where in it.
+    rng: ChaCha8Rng,
+}
+
+/// How long one burst of enqueues lasts.
+const BURST_MS: u64 = 2_000;
+
+impl Bursts {
+    fn draw(seed: u64, span_ms: u64) -> Bursts {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4255_5253_5453);
+        let starts = if rng.random_bool(0.5) {
+            Vec::new()
+        } else {
+            let n = rng.random_range(2..=8);
+            (0..n)
+                .map(|_| rng.random_range(0..span_ms.saturating_sub(BURST_MS).max(1)))
+                .collect()
+        };
+        Bursts { starts, rng }
+    }
+
+    /// When a job drawn for `steady` in a steady stream is enqueued.
+    fn place(&mut self, steady: Duration) -> Duration {
+        if self.starts.is_empty() {
+            return steady;
+        }
+        let start = self.starts[self.rng.random_range(0..self.starts.len())];
+        Duration::from_millis(start + self.rng.random_range(0..BURST_MS))
+    }
 }
 
 /// The raw path to the db's rows, past every check the storage makes: what

@@ -17,7 +17,7 @@ use crate::config::{worker_name, Config, SimBuilder};
 use crate::deploy::{Release, RollingDeploy};
 use crate::host::{WorkerHost, DB};
 use crate::net_store::DbHost;
-use crate::observe::{JobRow, Observation, Sink};
+use crate::observe::{JobRow, Observation, Sink, UpWorker};
 use crate::oracle::Oracle;
 use crate::outcome::RunOutcome;
 use crate::plan::{Direction, Fault, FaultPlan, Swarm, TimedFault};
@@ -69,6 +69,9 @@ struct Driver {
     deploying: BTreeSet<usize>,
     /// Jobs whose burial was already reported.
     buried: BTreeSet<JobId>,
+    /// Per worker, a pause waiting for its next completion write (the first
+    /// armed; a second one on the same worker before it fires is dropped).
+    armed: BTreeMap<usize, Fault>,
 }
 
 impl Driver {
@@ -104,104 +107,23 @@ impl Driver {
     }
 
     fn apply(&mut self, action: Action) {
-        let now_ms = self.sim.elapsed().as_millis() as u64;
         match action {
-            Action::Fault(TimedFault { fault, .. }) => {
-                *self.injected.entry(fault.kind()).or_insert(0) += 1;
-                let length = fault.duration();
-                let end = now_ms + length.as_millis() as u64;
-                let name = fault.worker().map(|w| self.names[w].clone());
-                // Only faults that took effect go into the picture: a crash of
-                // a host that is down, or a second SIGTERM, changes nothing.
-                let effective = match &fault {
-                    Fault::Crash { worker, .. } => self.sim.is_host_running(self.names[*worker].as_str()),
-                    Fault::Sigterm { worker, .. } => {
-                        self.sim.is_host_running(self.names[*worker].as_str())
-                            && !self.terminating.contains_key(worker)
-                    }
-                    Fault::DbRestart { .. } => self.sim.is_host_running(DB),
-                    _ => true,
-                };
-                self.observe(Observation::FaultInjected {
-                    at: self.now(),
-                    fault: fault.clone(),
-                    took_effect: effective,
-                });
-                // A SIGTERM is not a fault to the checkers: a worker must
-                // drain cleanly, and invariant 8 checks that it did.
-                if let (Some(name), false) = (&name, matches!(fault, Fault::Sigterm { .. })) {
-                    self.window(name, length);
-                }
-                match fault {
-                    Fault::Crash { worker, .. } => {
-                        if self.sim.is_host_running(self.names[worker].as_str()) {
-                            self.sim.crash(self.names[worker].as_str());
-                            self.terminating.remove(&worker);
-                        }
-                        self.schedule(end, Action::Restart(worker));
-                    }
-                    Fault::Pause { worker, .. } => {
-                        let w = self.names[worker].clone();
-                        self.sim.hold(w.as_str(), DB);
-                        self.sim.hold(w.as_str(), API);
-                        self.schedule(end, Action::Resume(worker));
-                    }
-                    Fault::Partition {
-                        worker, direction, ..
-                    } => {
-                        let w = self.names[worker].as_str();
-                        match direction {
-                            Direction::Both => self.sim.partition(w, DB),
-                            Direction::ToDb => self.sim.partition_oneway(w, DB),
-                            Direction::FromDb => self.sim.partition_oneway(DB, w),
-                        }
-                        self.schedule(end, Action::Repair(worker, direction));
-                    }
-                    Fault::LoseMessages {
-                        worker, probability, ..
-                    } => {
-                        let w = self.names[worker].clone();
-                        self.sim
-                            .set_link_fail_rate(w.as_str(), DB, probability.clamp(0.0, 1.0));
-                        self.schedule(end, Action::StopLoss(worker));
-                    }
-                    Fault::Delay {
-                        worker, latency_ms, ..
-                    } => {
-                        let w = self.names[worker].as_str();
-                        self.sim
-                            .set_link_latency(w, DB, Duration::from_millis(latency_ms));
-                        self.schedule(end, Action::StopDelay(worker));
-                    }
-                    Fault::DbRestart { .. } => {
-                        self.window("*", length);
-                        if self.sim.is_host_running(DB) {
-                            self.sim.crash(DB);
-                        }
-                        self.schedule(end, Action::DbUp);
-                    }
-                    Fault::Api { mode, .. } => {
-                        self.api.lock().expect("api lock").mode = mode;
-                        self.schedule(end, Action::ApiNormal);
-                    }
-                    Fault::Skew { worker, offset_ms } => {
-                        self.hosts[worker].skew.store(offset_ms * 1000, Ordering::SeqCst);
-                    }
-                    Fault::Sigterm { worker, .. } => {
-                        if self.sim.is_host_running(self.names[worker].as_str())
-                            && !self.terminating.contains_key(&worker)
-                        {
-                            self.terminating.insert(worker, self.now());
-                            let host = &self.hosts[worker];
-                            if let Some(handle) = host.shutdown.lock().expect("shutdown lock").as_ref() {
-                                handle.graceful();
-                            }
-                            host.sigterm.notify_one();
-                        }
-                        self.schedule(end, Action::Restart(worker));
-                    }
-                }
+            Action::Fault(TimedFault {
+                fault:
+                    fault @ Fault::Pause {
+                        worker,
+                        on_completion: true,
+                        ..
+                    },
+                ..
+            }) => {
+                // Only a write from now on fires it.
+                self.hosts[worker]
+                    .completion_written
+                    .store(false, Ordering::SeqCst);
+                self.armed.entry(worker).or_insert(fault);
             }
+            Action::Fault(TimedFault { fault, .. }) => self.inject(fault),
             Action::Restart(worker) => self.restart(worker),
             Action::Resume(worker) => {
                 let w = self.names[worker].clone();
@@ -233,6 +155,122 @@ impl Driver {
             }
             Action::ApiNormal => self.api.lock().expect("api lock").mode = ApiMode::Normal,
             Action::Deploy(worker) => self.deploy(worker),
+        }
+    }
+
+    /// Injects one fault now and schedules its self-heal.
+    fn inject(&mut self, fault: Fault) {
+        let now_ms = self.sim.elapsed().as_millis() as u64;
+        *self.injected.entry(fault.kind()).or_insert(0) += 1;
+        let length = fault.duration();
+        let end = now_ms + length.as_millis() as u64;
+        let name = fault.worker().map(|w| self.names[w].clone());
+        // Only faults that took effect go into the picture: a crash of
+        // a host that is down, or a second SIGTERM, changes nothing.
+        let effective = match &fault {
+            Fault::Crash { worker, .. } => self.sim.is_host_running(self.names[*worker].as_str()),
+            Fault::Sigterm { worker, .. } => {
+                self.sim.is_host_running(self.names[*worker].as_str())
+                    && !self.terminating.contains_key(worker)
+            }
+            Fault::DbRestart { .. } => self.sim.is_host_running(DB),
+            _ => true,
+        };
+        self.observe(Observation::FaultInjected {
+            at: self.now(),
+            fault: fault.clone(),
+            took_effect: effective,
+        });
+        // A SIGTERM is not a fault to the checkers: a worker must
+        // drain cleanly, and invariant 8 checks that it did.
+        if let (Some(name), false) = (&name, matches!(fault, Fault::Sigterm { .. })) {
+            self.window(name, length);
+        }
+        match fault {
+            Fault::Crash { worker, .. } => {
+                if self.sim.is_host_running(self.names[worker].as_str()) {
+                    self.sim.crash(self.names[worker].as_str());
+                    self.terminating.remove(&worker);
+                }
+                self.schedule(end, Action::Restart(worker));
+            }
+            Fault::Pause { worker, .. } => {
+                let w = self.names[worker].clone();
+                self.sim.hold(w.as_str(), DB);
+                self.sim.hold(w.as_str(), API);
+                self.schedule(end, Action::Resume(worker));
+            }
+            Fault::Partition {
+                worker, direction, ..
+            } => {
+                let w = self.names[worker].as_str();
+                match direction {
+                    Direction::Both => self.sim.partition(w, DB),
+                    Direction::ToDb => self.sim.partition_oneway(w, DB),
+                    Direction::FromDb => self.sim.partition_oneway(DB, w),
+                }
+                self.schedule(end, Action::Repair(worker, direction));
+            }
+            Fault::LoseMessages {
+                worker, probability, ..
+            } => {
+                let w = self.names[worker].clone();
+                self.sim
+                    .set_link_fail_rate(w.as_str(), DB, probability.clamp(0.0, 1.0));
+                self.schedule(end, Action::StopLoss(worker));
+            }
+            Fault::Delay {
+                worker, latency_ms, ..
+            } => {
+                let w = self.names[worker].as_str();
+                self.sim
+                    .set_link_latency(w, DB, Duration::from_millis(latency_ms));
+                self.schedule(end, Action::StopDelay(worker));
+            }
+            Fault::DbRestart { .. } => {
+                self.window("*", length);
+                if self.sim.is_host_running(DB) {
+                    self.sim.crash(DB);
+                }
+                self.schedule(end, Action::DbUp);
+            }
+            Fault::Api { mode, .. } => {
+                self.api.lock().expect("api lock").mode = mode;
+                self.schedule(end, Action::ApiNormal);
+            }
+            Fault::Skew { worker, offset_ms } => {
+                self.hosts[worker].skew.store(offset_ms * 1000, Ordering::SeqCst);
+            }
+            Fault::Sigterm { worker, .. } => {
+                if self.sim.is_host_running(self.names[worker].as_str())
+                    && !self.terminating.contains_key(&worker)
+                {
+                    self.terminating.insert(worker, self.now());
+                    let host = &self.hosts[worker];
+                    if let Some(handle) = host.shutdown.lock().expect("shutdown lock").as_ref() {
+                        handle.graceful();
+                    }
+                    host.sigterm.notify_one();
+                }
+                self.schedule(end, Action::Restart(worker));
+            }
+        }
+    }
+
+    /// Fires each armed pause whose worker wrote a completion in the last
+    /// step: the write is still on the wire (a message is delivered at the
+    /// earliest one step after it is sent), so the pause holds it.
+    fn fire_armed(&mut self) {
+        let fired: Vec<usize> = self
+            .armed
+            .keys()
+            .copied()
+            .filter(|w| self.hosts[*w].completion_written.swap(false, Ordering::SeqCst))
+            .collect();
+        for worker in fired {
+            if let Some(fault) = self.armed.remove(&worker) {
+                self.inject(fault);
+            }
         }
     }
 
@@ -277,6 +315,7 @@ impl Driver {
     /// changing.
     fn heal(&mut self) {
         self.actions.clear();
+        self.armed.clear();
         self.observe(Observation::Healed { at: self.now() });
         *self.loss.lock().expect("loss lock") = 0.0;
         self.api.lock().expect("api lock").mode = ApiMode::Normal;
@@ -361,20 +400,27 @@ impl Driver {
         });
         self.observe_burials(buried);
         let concurrency = self.config.timing().concurrency;
-        let mut capacity = false;
+        let mut up = Vec::new();
         for worker in 0..self.names.len() {
             let name = self.names[worker].clone();
-            if self.sim.is_host_running(name.as_str())
-                && !self.terminating.contains_key(&worker)
-                && running.get(name.as_str()).copied().unwrap_or(0) < concurrency
-            {
-                capacity = true;
+            if self.sim.is_host_running(name.as_str()) && !self.terminating.contains_key(&worker) {
+                up.push(UpWorker {
+                    room: running.get(name.as_str()).copied().unwrap_or(0) < concurrency,
+                    kinds: self.hosts[worker]
+                        .release()
+                        .kinds()
+                        .iter()
+                        .map(|k| (*k).to_owned())
+                        .collect(),
+                    name,
+                });
             }
         }
         self.observe(Observation::Sampled {
             at: self.now(),
             jobs: rows,
-            free_capacity: capacity,
+            free_capacity: up.iter().any(|w| w.room),
+            up,
         });
         all_terminal
     }
@@ -420,7 +466,7 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         lease: timing.lease,
         reap_interval: timing.reap_interval,
         poll_interval: timing.poll_interval,
-        slack: Duration::from_secs(3),
+        slack: crate::check::SLACK,
     });
     if config.keep_timeline {
         oracle.recorder.keep_facts();
@@ -446,6 +492,7 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         producer_done: Arc::new(AtomicBool::new(false)),
         deploying: BTreeSet::new(),
         buried: BTreeSet::new(),
+        armed: BTreeMap::new(),
     };
 
     let db = DbHost {
@@ -524,6 +571,7 @@ pub(crate) fn run(config: Config) -> RunOutcome {
             break;
         }
         d.check_exits();
+        d.fire_armed();
         if d.sim.elapsed() >= next_sample {
             next_sample = d.sim.elapsed() + config.sample_every;
             let all_terminal = d.sample();

@@ -162,11 +162,15 @@ fn main() -> anyhow::Result<()> {
         done += 1;
         if args.per_seed {
             println!(
-                "seed {} {} ops {} trace {:016x}",
+                "seed {} {} ops {} trace {:016x} owed expired {:.1}s/{:.0}s due {:.1}s/{:.0}s",
                 record.seed,
                 if record.passed { "pass" } else { "FAIL" },
                 record.ops,
-                record.trace_hash
+                record.trace_hash,
+                record.owed.expired.as_secs_f64(),
+                record.owed.expired_bound.as_secs_f64(),
+                record.owed.due.as_secs_f64(),
+                record.owed.due_bound.as_secs_f64()
             );
         }
         if let Some(report) = &record.failure_report {

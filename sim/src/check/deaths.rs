@@ -126,6 +126,7 @@ mod tests {
             epoch: Epoch(attempt as i64),
             attempt,
             max_attempts: 5,
+            kind: "report".into(),
             lease_owner: None,
             lease_expires_at: None,
             run_at: at(0),
@@ -195,6 +196,7 @@ mod tests {
             at: at(10),
             jobs: vec![row(status, 0)],
             free_capacity: true,
+            up: Vec::new(),
         }
     }
 

@@ -2,15 +2,22 @@
 //! expired lease is reaped within the reap interval, a due job is picked up
 //! within the poll interval while a worker has room, and a graceful shutdown
 //! leaves nothing running.
+//!
+//! The two timed promises are owed during the chaos phase too, wherever a
+//! worker is *live*: up, not shutting down, and with no fault on it or on
+//! the db for a lease (its calls have timed out and its connections are
+//! fresh). [`Owed`] holds the worst waits measured that way and the bounds
+//! ([`Limits::reap_bound`], [`Limits::pickup_bound`]) they are held to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use stuckless_core::{Epoch, JobId, JobStatus, Timestamp};
 
 use super::{Checker, Finding, Invariant, Limits};
 use crate::model::Model;
-use crate::observe::{JobRow, Observation};
+use crate::observe::{JobRow, Observation, UpWorker};
 use crate::recorder::secs;
 
 /// How long a job has sat in a bad state: since when, and the longest yet.
@@ -31,6 +38,23 @@ impl Spell {
     }
 }
 
+/// A run's worst liveness waits while a live worker owed them, and the
+/// bounds they are held to (from the workers' settings).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owed {
+    /// Longest a lease stayed expired, counted from the later of its expiry
+    /// and the moment some worker became live (and stayed live).
+    pub expired: Duration,
+    /// What `expired` may reach: [`Limits::reap_bound`].
+    pub expired_bound: Duration,
+    /// Longest a job stayed due, counted from the later of its becoming due
+    /// and the moment some live worker with a handler for its kind had a
+    /// free slot (and kept one).
+    pub due: Duration,
+    /// What `due` may reach: [`Limits::pickup_bound`].
+    pub due_bound: Duration,
+}
+
 /// The liveness checker: stuck-time measurements per job, the attempts each
 /// worker has in flight, and when liveness became owed.
 #[derive(Debug)]
@@ -41,16 +65,108 @@ pub struct Liveness {
     /// Attempts each worker's runtime started and has not ended.
     started: BTreeSet<(String, JobId, Epoch)>,
     healed: Option<Timestamp>,
+    /// Per live worker, since when it has been live without a break.
+    live_since: BTreeMap<String, Timestamp>,
+    /// Per live worker with a free slot, since when, and its kinds.
+    room_since: BTreeMap<String, (Timestamp, Vec<String>)>,
+    /// Per queued job, the first sample that saw it queued in this spell.
+    queued_since: BTreeMap<JobId, Timestamp>,
+    owed: Owed,
 }
 
 impl Liveness {
     /// A liveness checker with these limits.
     pub fn new(limits: Limits) -> Self {
         Liveness {
+            owed: Owed {
+                expired_bound: limits.reap_bound(),
+                due_bound: limits.pickup_bound(),
+                ..Owed::default()
+            },
             limits,
             spells: BTreeMap::new(),
             started: BTreeSet::new(),
             healed: None,
+            live_since: BTreeMap::new(),
+            room_since: BTreeMap::new(),
+            queued_since: BTreeMap::new(),
+        }
+    }
+
+    /// The worst waits owed by live workers so far, with their bounds.
+    pub fn owed(&self) -> Owed {
+        self.owed
+    }
+
+    /// Learns which workers are live at `now` (up, and healthy for a lease).
+    fn workers(&mut self, model: &Model, now: Timestamp, up: &[UpWorker]) {
+        let live: Vec<&UpWorker> = up.iter().filter(|w| model.healthy(&w.name, now, now)).collect();
+        self.live_since
+            .retain(|name, _| live.iter().any(|w| &w.name == name));
+        self.room_since
+            .retain(|name, _| live.iter().any(|w| &w.name == name && w.room));
+        for w in live {
+            self.live_since.entry(w.name.clone()).or_insert(now);
+            if w.room {
+                self.room_since
+                    .entry(w.name.clone())
+                    .or_insert_with(|| (now, w.kinds.clone()));
+            }
+        }
+    }
+
+    /// Invariant 7 wherever a live worker owes it: an expired lease is
+    /// reaped, and a due job claimed, within their bounds.
+    fn owed_waits(&mut self, now: Timestamp, job: &JobRow, found: &mut Vec<Finding>) {
+        let expiry = job
+            .lease_expires_at
+            .filter(|e| job.status == JobStatus::Running && *e <= now);
+        let live_from = self.live_since.values().min().copied();
+        if let (Some(expiry), Some(live_from)) = (expiry, live_from) {
+            let wait = now.saturating_since(expiry.max(live_from));
+            self.owed.expired = self.owed.expired.max(wait);
+            if wait > self.owed.expired_bound {
+                found.push((
+                    Invariant::ExpiredLeaseNotReaped,
+                    Some(job.id),
+                    format!(
+                        "lease expired at {} and not reaped {} ms after a worker was live to reap it (bound {} ms)",
+                        secs(expiry),
+                        wait.as_millis(),
+                        self.owed.expired_bound.as_millis()
+                    ),
+                ));
+            }
+        }
+        if job.status != JobStatus::Queued {
+            self.queued_since.remove(&job.id);
+            return;
+        }
+        let queued = *self.queued_since.entry(job.id).or_insert(now);
+        if job.run_at > now {
+            return;
+        }
+        let capable_from = self
+            .room_since
+            .values()
+            .filter(|(_, kinds)| kinds.contains(&job.kind))
+            .map(|(since, _)| *since)
+            .min();
+        if let Some(capable_from) = capable_from {
+            let wait = now.saturating_since(job.run_at.max(queued).max(capable_from));
+            self.owed.due = self.owed.due.max(wait);
+            if wait > self.owed.due_bound {
+                found.push((
+                    Invariant::DueJobStarved,
+                    Some(job.id),
+                    format!(
+                        "due since {} and not claimed {} ms after a live worker for its kind had a free slot (bound {} ms)",
+                        secs(job.run_at.max(queued)),
+                        wait.as_millis(),
+                        self.owed.due_bound.as_millis()
+                    ),
+                ));
+            }
         }
     }
 
@@ -68,14 +184,16 @@ impl Liveness {
         model: &Model,
         now: Timestamp,
         jobs: &[JobRow],
-        capacity: bool,
+        (capacity, up): (bool, &[UpWorker]),
         found: &mut Vec<Finding>,
     ) {
-        let limits = &self.limits;
+        self.workers(model, now, up);
         for job in jobs {
             if !model.knows(job.id) {
                 continue;
             }
+            self.owed_waits(now, job, found);
+            let limits = &self.limits;
             let (expired_spell, starved_spell) = self.spells.entry(job.id).or_default();
             let expired = job.status == JobStatus::Running && job.lease_expires_at.is_some_and(|e| e <= now);
             expired_spell.measure(expired, now);
@@ -180,7 +298,8 @@ impl Checker for Liveness {
                 at,
                 jobs,
                 free_capacity,
-            } => self.sample(model, *at, jobs, *free_capacity, found),
+                up,
+            } => self.sample(model, *at, jobs, (*free_capacity, up), found),
             Observation::Reaped {
                 at,
                 job,

@@ -27,7 +27,7 @@ pub use deaths::Deaths;
 pub use executions::Executions;
 pub use fencing::Fencing;
 pub use lifecycle::Lifecycle;
-pub use liveness::Liveness;
+pub use liveness::{Liveness, Owed};
 
 /// Which rule was broken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -100,6 +100,11 @@ pub struct Violation {
 /// What a checker found on one observation: the rule, the job, the detail.
 pub type Finding = (Invariant, Option<JobId>, String);
 
+/// The slack the simulator's timed checks allow: a sample every second, a
+/// round trip of one or two 100 ms ticks, and a claim or reap statement's
+/// own round trip.
+pub const SLACK: Duration = Duration::from_secs(3);
+
 /// The checkers' settings, from the world's configuration.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -111,6 +116,30 @@ pub struct Limits {
     pub poll_interval: Duration,
     /// Slack for network round trips and ticks in timed checks.
     pub slack: Duration,
+}
+
+impl Limits {
+    /// The longest a lease may stay expired once a worker is live: every
+    /// live worker's reaper reads the db's clock (so worker clock skew does
+    /// not enter) at least once per reap interval, from an offset within
+    /// one interval of its start, and takes back every lease expired by
+    /// then; the rows are sampled every second and a round trip costs a
+    /// tick or two, which the slack covers. The lease, heartbeat and time
+    /// limit bound how long a job may stay *running*; once its lease has
+    /// run out only the reap interval is left.
+    pub fn reap_bound(&self) -> Duration {
+        self.reap_interval + self.slack
+    }
+
+    /// The longest a job may stay due while a live worker with a handler
+    /// for its kind has a free slot: a wake-up (an insert's notification, a
+    /// reap's kick, a freed slot) triggers a claim at once, and without one
+    /// (a lost notification, a `run_at` reached or a backoff run out, which
+    /// nothing announces) the poll claims within the poll interval of the
+    /// previous claim; plus the slack of [`Limits::reap_bound`].
+    pub fn pickup_bound(&self) -> Duration {
+        self.poll_interval + self.slack
+    }
 }
 
 /// One property family's checker.

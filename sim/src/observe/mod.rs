@@ -15,7 +15,7 @@ pub mod observation;
 use std::sync::{Arc, Mutex};
 
 pub use mapping::{from_worker_event, observations, short_name};
-pub use observation::{JobRow, Observation, Refusal};
+pub use observation::{JobRow, Observation, Refusal, UpWorker};
 
 /// Where substrates put observations: a queue the world drains in order.
 #[derive(Clone, Debug, Default)]

@@ -21,6 +21,8 @@ pub struct JobRow {
     pub attempt: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
+    /// Its kind: only a worker with a handler for it can run it.
+    pub kind: String,
     /// The latest lease owner.
     pub lease_owner: Option<String>,
     /// When the lease runs out, while running.
@@ -41,6 +43,7 @@ impl From<&Job> for JobRow {
             epoch: job.epoch,
             attempt: job.attempt,
             max_attempts: job.max_attempts,
+            kind: job.kind.clone(),
             lease_owner: job.lease_owner.clone(),
             lease_expires_at: job.lease_expires_at,
             run_at: job.run_at,
@@ -51,6 +54,17 @@ impl From<&Job> for JobRow {
 }
 
 /// Why the db refused a write.
+/// A worker host that was up and not shutting down when the rows were read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpWorker {
+    /// Its name (its worker id).
+    pub name: String,
+    /// The kinds its release has handlers for.
+    pub kinds: Vec<String>,
+    /// Whether it held fewer running leases than its concurrency.
+    pub room: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Refusal {
@@ -429,6 +443,9 @@ pub enum Observation {
         jobs: Vec<JobRow>,
         /// Whether some healthy worker had a free slot.
         free_capacity: bool,
+        /// The worker hosts up and not shutting down, in name order.
+        #[serde(default)]
+        up: Vec<UpWorker>,
     },
     /// A worker finished a graceful shutdown it began at `since`.
     ShutdownFinished {

@@ -27,6 +27,7 @@ fn row(job: &JobFact) -> JobRow {
         epoch: Epoch(job.epoch),
         attempt: job.attempt,
         max_attempts: job.max_attempts,
+        kind: String::new(),
         lease_owner: job.lease_owner.clone(),
         lease_expires_at: job.lease_expires_at.map(ts),
         run_at: ts(job.run_at),
@@ -219,6 +220,7 @@ pub fn observations(facts: &Facts) -> Vec<Observation> {
         at: ts(end),
         jobs: rows.clone(),
         free_capacity: false,
+        up: Vec::new(),
     });
     out.push(Observation::Ended {
         at: ts(end),
