@@ -57,7 +57,7 @@ async fn draw(d: &Dashboard, viewer: &Viewer) -> Result<Response, PageError> {
                             td {
                                 @if let Some(fix) = &v.fix { code { (fix) } }
                                 @if let Some(sql) = &v.fix_in_sql { br; span.muted { "or in SQL: " } code { (sql) } }
-                                (fix_button(d, viewer, v.job_id, v.epoch, &v.verdict))
+                                div { (fix_button(d, viewer, v.job_id, v.epoch, &v.verdict)) }
                             }
                         }
                     }
