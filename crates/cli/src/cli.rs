@@ -75,8 +75,63 @@ pub enum Command {
     Bench(BenchArgs),
     /// Draw recent history as an SVG: a lane per worker, a bar per attempt, reaps and waits.
     Timeline(TimelineArgs),
+    /// Serve the dashboard: overview, stuck jobs, jobs, workers, timeline; requeue, cancel and retry-now with an admin token.
+    Dashboard(DashboardArgs),
     /// Move the rows of an old jobs table (UUID id, upper-case status) into stuckless, keeping each old id as external id.
     Import(ImportArgs),
+}
+
+/// `dashboard` arguments.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Port to listen on.
+    #[arg(long, env = "DASHBOARD_PORT", default_value_t = 8090)]
+    pub port: u16,
+    /// Address to listen on: loopback unless you mean to expose it (then put
+    /// TLS in front and set an admin token only if people must act).
+    #[arg(long, env = "DASHBOARD_BIND", default_value = "127.0.0.1")]
+    pub bind: String,
+    #[command(flatten)]
+    pub admin: AdminTokenArgs,
+    #[command(flatten)]
+    pub stale: StaleArgs,
+}
+
+/// The dashboard's admin token: without one it is read-only.
+#[derive(Debug, Args)]
+pub struct AdminTokenArgs {
+    /// File holding the admin token that enables actions (requeue, cancel,
+    /// retry-now); surrounding whitespace is ignored. Unset (and no
+    /// STUCKLESS_DASHBOARD_TOKEN): the dashboard is read-only.
+    #[arg(long, conflicts_with = "admin_token")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// The admin token itself; prefer the environment or a file to a flag
+    /// other users can read in the process list.
+    #[arg(long, env = "STUCKLESS_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+impl AdminTokenArgs {
+    /// The token, read from the file when one is named; `None`: read-only.
+    pub fn resolve(&self) -> anyhow::Result<Option<String>> {
+        use anyhow::Context;
+        let token = match &self.admin_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the admin token file {}", path.display()))?,
+            ),
+            None => self.admin_token.clone(),
+        };
+        let token = token.map(|t| t.trim().to_owned());
+        if let Some(t) = &token {
+            anyhow::ensure!(
+                t.len() >= 16,
+                "the admin token is too short ({} characters): use at least 16, e.g. `openssl rand -hex 32`",
+                t.len()
+            );
+        }
+        Ok(token)
+    }
 }
 
 /// `import` arguments.
@@ -369,4 +424,10 @@ pub struct WorkerArgs {
     /// Apply migrations before starting.
     #[arg(long, env = "MIGRATE")]
     pub migrate: bool,
+    /// Also serve the dashboard under /dashboard on PORT (read-only unless
+    /// an admin token is given).
+    #[arg(long, env = "DASHBOARD")]
+    pub dashboard: bool,
+    #[command(flatten)]
+    pub dashboard_admin: AdminTokenArgs,
 }

@@ -67,7 +67,13 @@ pub fn router(endpoints: Arc<Endpoints>) -> Router {
 
 /// Serves the endpoints on `listener` until `stop` fires.
 pub async fn serve(listener: TcpListener, endpoints: Arc<Endpoints>, stop: CancellationToken) {
-    let app = router(endpoints);
+    serve_router(listener, router(endpoints), stop).await;
+}
+
+/// Serves `app` on `listener` until `stop` fires, with the limits above
+/// (one request per connection, [`READ_TIMEOUT`], [`MAX_HEAD`]): the
+/// worker's endpoints, the dashboard, or both on one port.
+pub async fn serve_router(listener: TcpListener, app: Router, stop: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod cli;
 pub mod coverage;
+pub mod dashboard;
 pub mod diagnose;
 pub mod gauges;
 pub mod handlers;
@@ -172,6 +173,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 )
                 .await?,
             );
+        }
+        Command::Dashboard(args) => {
+            let token = args.admin.resolve()?;
+            let storage = connect(url).await?;
+            dashboard::serve::run(&storage, &args.bind, args.port, token, args.stale.stale_after).await?;
         }
         Command::Import(args) => {
             let kind = match (args.kind, args.kind_column) {

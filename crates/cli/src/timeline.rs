@@ -107,6 +107,20 @@ pub async fn run(
     out: &Path,
     limit: u32,
 ) -> anyhow::Result<TimelineReport> {
+    let (svg, mut report) = draw(storage, since, until, limit).await?;
+    std::fs::write(out, svg).with_context(|| format!("writing {}", out.display()))?;
+    report.out = out.to_owned();
+    Ok(report)
+}
+
+/// Reads the window from the database and draws it: the SVG text and what
+/// it holds (`out` left empty). The dashboard serves the same picture.
+pub async fn draw(
+    storage: &PgStorage,
+    since: &str,
+    until: Option<&str>,
+    limit: u32,
+) -> anyhow::Result<(String, TimelineReport)> {
     let now = storage
         .storage_now(StorageNow {})
         .await
@@ -165,9 +179,9 @@ pub async fn run(
         .iter()
         .filter(|a| a.note.as_deref().is_some_and(|n| n.contains(INFERRED)))
         .count();
-    std::fs::write(out, render_svg(&timeline)).with_context(|| format!("writing {}", out.display()))?;
-    Ok(TimelineReport {
-        out: out.to_owned(),
+    let svg = render_svg(&timeline);
+    let report = TimelineReport {
+        out: PathBuf::new(),
         since: since_t.to_string(),
         until: until_t.to_string(),
         lanes: timeline.lanes.len(),
@@ -178,7 +192,8 @@ pub async fn run(
         jobs: jobs.len(),
         events: events.len(),
         truncated,
-    })
+    };
+    Ok((svg, report))
 }
 
 /// The words a bar's note carries when its start was not logged.

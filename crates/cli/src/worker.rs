@@ -270,7 +270,18 @@ pub async fn run(args: WorkerArgs, plan: Plan, storage: PgStorage) -> anyhow::Re
         metrics,
     });
     let stop_http = CancellationToken::new();
-    let server = tokio::spawn(http::serve(listener, endpoints, stop_http.clone()));
+    let mut app = http::router(endpoints);
+    if args.dashboard {
+        let board = crate::dashboard::Dashboard::new(
+            observability::pool_beside(storage.pool()),
+            args.dashboard_admin.resolve()?,
+            args.stale.stale_after,
+            "/dashboard",
+        );
+        app = crate::dashboard::mount(app, Arc::new(board));
+        info!(url = %format!("http://{local}/dashboard/"), "dashboard mounted");
+    }
+    let server = tokio::spawn(http::serve_router(listener, app, stop_http.clone()));
     info!(
         worker_id = %worker_id,
         http = %local,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use env::{scrape, Env};
 
+pub mod dashboard;
 mod env;
 pub mod fixtures;
 
