@@ -67,19 +67,26 @@ SHARD ?= 1/1
 MUTANTS_ARGS ?=
 MUTANTS := nice -n 10 $(CARGO) mutants --shard $(SHARD) $(MUTANTS_ARGS)
 # The Postgres suites that guard crates/pg (the rest of the tests package is chaos-style and slow).
-PG_GUARDS := --cargo-test-arg=--lib --cargo-test-arg=--test=conformance --cargo-test-arg=--test=differential \
-	--cargo-test-arg=--test=concurrency --cargo-test-arg=--test=sql_mutants --cargo-test-arg=--test=pg_storage
+# cargo-mutants' baseline runs only the mutated package's own tests, which would reject these
+# targets, so the pg runs run that baseline themselves and then skip cargo-mutants' (with an explicit
+# timeout, which a skipped baseline cannot derive). `--cargo-arg` (not `--cargo-test-arg`) so each
+# mutant builds only these test binaries, not all twelve of the tests package.
+PG_SUITES := conformance differential sql_mutants pg_storage concurrency
+PG_BASELINE := $(CARGO) test -p stuckless-pg -p stuckless-tests --lib $(addprefix --test=,$(PG_SUITES))
+PG_GUARDS := --baseline skip --timeout 600 --cargo-arg=--lib $(addprefix --cargo-arg=--test=,$(PG_SUITES))
 # The code whose mutants matter most: MemStore's fencing, expiry and reap, PgStorage's fencing.
 QUICK_RE := 'State::fenced|State::complete|job_claim|job_heartbeat|job_fail|job_release|job_reap_expired'
 
 mutants: ## cargo-mutants on crates/core (core, testkit, sim suites) and crates/pg (Postgres suites); hours (SHARD=k/n)
 	$(MUTANTS) -p stuckless-core --test-package stuckless-core,stuckless-testkit,stuckless-sim \
-		-o mutants-out/core
+		--minimum-test-timeout 120 -o mutants-out/core
+	$(PG_BASELINE)
 	$(MUTANTS) -p stuckless-pg --test-package stuckless-pg,stuckless-tests $(PG_GUARDS) \
 		-o mutants-out/pg
 
 mutants-quick: ## cargo-mutants on the fencing, expiry and reap code only (MemStore and PgStorage's fence.rs)
 	$(MUTANTS) -p stuckless-core --test-package stuckless-core,stuckless-testkit \
-		--re $(QUICK_RE) -o mutants-out/core-quick
+		--minimum-test-timeout 40 --re $(QUICK_RE) -o mutants-out/core-quick
+	$(PG_BASELINE)
 	$(MUTANTS) -p stuckless-pg -f crates/pg/src/fence.rs --test-package stuckless-pg,stuckless-tests \
 		$(PG_GUARDS) -o mutants-out/pg-quick
