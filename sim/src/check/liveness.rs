@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use stuckless_core::{Epoch, JobId, JobStatus, Timestamp};
 
 use super::{Checker, Finding, Invariant, Limits};
+use crate::config::worker_name;
 use crate::model::Model;
 use crate::observe::{JobRow, Observation, UpWorker};
+use crate::plan::Fault;
 use crate::recorder::secs;
 
 /// How long a job has sat in a bad state: since when, and the longest yet.
@@ -71,6 +73,11 @@ pub struct Liveness {
     room_since: BTreeMap<String, (Timestamp, Vec<String>)>,
     /// Per queued job, the first sample that saw it queued in this spell.
     queued_since: BTreeMap<JobId, Timestamp>,
+    /// Per worker index, its clock's offset from true time, ms.
+    offsets: BTreeMap<usize, i64>,
+    /// Per worker, until when a backward step of its clock excuses it from
+    /// owing pickups (see [`Liveness::clock_step`]).
+    stepped_back: BTreeMap<String, Timestamp>,
     owed: Owed,
 }
 
@@ -90,6 +97,24 @@ impl Liveness {
             live_since: BTreeMap::new(),
             room_since: BTreeMap::new(),
             queued_since: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            stepped_back: BTreeMap::new(),
+        }
+    }
+
+    /// A worker's clock stepped to `offset_ms`. The claim loop schedules its
+    /// poll as a reading of the worker's clock plus the poll interval, so a
+    /// step back of J postpones that poll by J: the pickup bound assumes a
+    /// clock that did not step back, and the worker owes pickups again only
+    /// J after the step (plus the lease every fault is allowed). Reaps are
+    /// timed by sleeps and judged on the db's clock, so no step excuses them.
+    fn clock_step(&mut self, at: Timestamp, worker: usize, offset_ms: i64) {
+        let before = self.offsets.insert(worker, offset_ms).unwrap_or(0);
+        let back = Duration::from_millis(before.saturating_sub(offset_ms).max(0) as u64);
+        if !back.is_zero() {
+            let until = at + back + self.limits.lease;
+            let excused = self.stepped_back.entry(worker_name(worker)).or_insert(until);
+            *excused = (*excused).max(until);
         }
     }
 
@@ -103,11 +128,14 @@ impl Liveness {
         let live: Vec<&UpWorker> = up.iter().filter(|w| model.healthy(&w.name, now, now)).collect();
         self.live_since
             .retain(|name, _| live.iter().any(|w| &w.name == name));
+        let stepped_back = &self.stepped_back;
+        let owes_pickups =
+            |w: &UpWorker| w.room && stepped_back.get(&w.name).is_none_or(|until| *until < now);
         self.room_since
-            .retain(|name, _| live.iter().any(|w| &w.name == name && w.room));
+            .retain(|name, _| live.iter().any(|w| &w.name == name && owes_pickups(w)));
         for w in live {
             self.live_since.entry(w.name.clone()).or_insert(now);
-            if w.room {
+            if owes_pickups(w) {
                 self.room_since
                     .entry(w.name.clone())
                     .or_insert_with(|| (now, w.kinds.clone()));
@@ -294,6 +322,11 @@ impl Checker for Liveness {
                 self.spells.insert(*job, Default::default());
             }
             Observation::Healed { at } => self.healed = Some(*at),
+            Observation::FaultInjected {
+                at,
+                fault: Fault::Skew { worker, offset_ms },
+                ..
+            } => self.clock_step(*at, *worker, *offset_ms),
             Observation::Sampled {
                 at,
                 jobs,
@@ -333,5 +366,120 @@ impl Checker for Liveness {
             Observation::Ended { jobs, .. } => terminal(jobs, found),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use stuckless_core::{Epoch, JobId, JobStatus, Timestamp};
+
+    use crate::check::{Checkers, Invariant, Limits};
+    use crate::observe::{JobRow, Observation, UpWorker};
+    use crate::plan::Fault;
+
+    const JOB: JobId = JobId(1);
+
+    fn at(secs: u64) -> Timestamp {
+        crate::clock::BASE + Duration::from_secs(secs)
+    }
+
+    fn checkers() -> Checkers {
+        Checkers::new(Limits {
+            lease: Duration::from_secs(30),
+            reap_interval: Duration::from_secs(20),
+            poll_interval: Duration::from_secs(60),
+            slack: Duration::from_secs(3),
+        })
+    }
+
+    /// A queued job of `kind`, due from 0 s, sampled every 10 s up to
+    /// `until` with one worker up, with room, for `worker_kind`, after
+    /// `before` (observations at 0 s); returns the invariants found.
+    fn due_job(
+        kind: &str,
+        worker_kind: &str,
+        before: Vec<Observation>,
+        until: u64,
+    ) -> (Checkers, Vec<Invariant>) {
+        let mut checkers = checkers();
+        checkers.observe(&Observation::Inserted {
+            at: at(0),
+            from: "producer".into(),
+            job: JOB,
+            new: true,
+            status: JobStatus::Queued,
+            epoch: Epoch(0),
+            attempt: 0,
+            max_attempts: 5,
+            run_at: at(0),
+        });
+        for o in before {
+            checkers.observe(&o);
+        }
+        let row = JobRow {
+            id: JOB,
+            status: JobStatus::Queued,
+            epoch: Epoch(0),
+            attempt: 0,
+            max_attempts: 5,
+            kind: kind.into(),
+            lease_owner: None,
+            lease_expires_at: None,
+            run_at: at(0),
+            updated_at: at(0),
+            finished_at: None,
+        };
+        for t in (0..=until).step_by(10) {
+            checkers.observe(&Observation::Sampled {
+                at: at(t),
+                jobs: vec![row.clone()],
+                free_capacity: true,
+                up: vec![UpWorker {
+                    name: "w1".into(),
+                    kinds: vec![worker_kind.into()],
+                    room: true,
+                }],
+            });
+        }
+        let found = checkers.violations().iter().map(|v| v.invariant).collect();
+        (checkers, found)
+    }
+
+    #[test]
+    fn a_due_job_a_live_worker_leaves_past_the_poll_bound_is_starved() {
+        let (checkers, found) = due_job("report", "report", Vec::new(), 60);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(checkers.liveness().owed().due, Duration::from_secs(60));
+        let (checkers, found) = due_job("report", "report", Vec::new(), 70);
+        assert_eq!(found, vec![Invariant::DueJobStarved]);
+        let owed = checkers.liveness().owed();
+        assert_eq!(owed.due_bound, Duration::from_secs(63));
+        assert!(owed.due > owed.due_bound);
+    }
+
+    #[test]
+    fn only_a_worker_with_a_handler_for_the_kind_owes_the_pickup() {
+        let (checkers, found) = due_job("summary", "report", Vec::new(), 200);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(checkers.liveness().owed().due, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_postpones_the_pickup_it_owes() {
+        // w1's clock goes 40 s ahead, then 40 s back at 0 s: its poll may
+        // come 40 s late, so it owes the pickup from the first sample after
+        // 40 s + the lease (80 s) on.
+        let skew = |offset_ms| Observation::FaultInjected {
+            at: at(0),
+            fault: Fault::Skew { worker: 0, offset_ms },
+            took_effect: true,
+        };
+        let (checkers, found) = due_job("report", "report", vec![skew(40_000), skew(0)], 130);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(checkers.liveness().owed().due, Duration::from_secs(50));
+        let (_, found) = due_job("report", "report", vec![skew(40_000), skew(0)], 150);
+        assert_eq!(found, vec![Invariant::DueJobStarved]);
     }
 }
