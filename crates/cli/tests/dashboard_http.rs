@@ -384,3 +384,65 @@ async fn retry_now_makes_a_waiting_job_due_only_while_it_waits() {
     assert_eq!(twice.status, 409, "a due job is not waiting: {}", twice.body);
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounted_under_a_prefix_every_link_and_form_keeps_it() {
+    use std::sync::Arc;
+    use stuckless_cli::dashboard::{mount, Dashboard};
+    let db = TestDb::new().await;
+    let id = enqueue(&db, "q", "k", json!({})).await;
+    running(&db, id, "w", "-1 minute").await;
+    let board = Dashboard::new(
+        db.pool().clone(),
+        Some(TOKEN.into()),
+        std::time::Duration::from_secs(90),
+        "/dashboard/",
+    );
+    let outer = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let app = App {
+        router: mount(outer, Arc::new(board)),
+    };
+    assert_eq!(
+        app.get("/healthz").await.body,
+        "ok\n",
+        "the worker's own routes stay"
+    );
+    let auth = bearer();
+    let stuck = app.get_with("/dashboard/stuck", &[(auth.0, &auth.1)]).await;
+    assert_eq!(stuck.status, 200, "{}", stuck.body);
+    assert!(
+        stuck.body.contains("href=\"/dashboard/assets/style.css\""),
+        "{}",
+        stuck.body
+    );
+    assert!(
+        stuck
+            .body
+            .contains(&format!("action=\"/dashboard/jobs/{id}/requeue\"")),
+        "{}",
+        stuck.body
+    );
+    assert!(!stuck.body.contains("href=\"/jobs"), "no link escapes the prefix");
+    let requeued = app
+        .post(
+            &format!("/dashboard/jobs/{id}/requeue"),
+            "epoch=1",
+            &[(auth.0, &auth.1)],
+        )
+        .await;
+    assert_eq!(
+        (requeued.status, requeued.location()),
+        (303, format!("/dashboard/jobs/{id}?done=requeued").as_str())
+    );
+    assert_eq!(app.get("/stuck").await.status, 404, "nothing at the root");
+    let overview = app.get("/dashboard").await;
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert!(
+        overview.body.contains("href=\"/dashboard\""),
+        "the overview link: {}",
+        overview.body
+    );
+    let slash = app.get("/dashboard/").await;
+    assert_eq!((slash.status, slash.location()), (303, "/dashboard"));
+    db.cleanup().await;
+}

@@ -86,6 +86,10 @@ impl Dashboard {
 
     /// The link to `path` (which starts with '/') under this dashboard.
     pub fn url(&self, path: &str) -> String {
+        // A nested router answers its root at "/dashboard", not "/dashboard/".
+        if path == "/" && !self.base.is_empty() {
+            return self.base.clone();
+        }
         format!("{}{path}", self.base)
     }
 
@@ -206,6 +210,10 @@ pub fn mount(outer: Router, dashboard: Arc<Dashboard>) -> Router {
     if base.is_empty() {
         outer.merge(inner)
     } else {
-        outer.nest(&base, inner)
+        let root = base.clone();
+        outer.nest(&base, inner).route(
+            &format!("{base}/"),
+            get(move || async move { axum::response::Redirect::to(&root) }),
+        )
     }
 }

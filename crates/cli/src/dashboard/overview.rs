@@ -12,7 +12,7 @@ use maud::{html, Markup};
 
 use super::auth::Viewer;
 use super::layout::{self, Nav, Page};
-use super::query::{self, QueueHealth, Slice, SLICES};
+use super::query::{self, Slice, StuckCounts, SLICES};
 use super::{Dashboard, PageError};
 
 /// GET /
@@ -24,14 +24,21 @@ pub async fn page(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Respon
 
 async fn draw(d: &Dashboard, viewer: &Viewer) -> Result<Response, PageError> {
     let now = d.now().await?;
-    let queues = query::health(d.pool(), now, d.stale_after).await?;
+    let queues = query::counts(d.pool(), now, d.stale_after).await?;
+    // The verdicts judge every unfinished job: with a huge backlog they may
+    // time out, and the counts are still worth showing without them.
+    let stuck = query::stuck_counts(d.pool(), now, d.stale_after).await;
     let slices = query::last_hour(d.pool(), now).await?;
     let mut hour: BTreeMap<&str, Vec<&Slice>> = BTreeMap::new();
     for s in &slices {
         hour.entry(s.queue.as_str()).or_default().push(s);
     }
+    let stuck_in: BTreeMap<&str, i64> = match &stuck {
+        Ok(rows) => rows.iter().map(|r| (r.queue.as_str(), r.stuck)).collect(),
+        Err(_) => BTreeMap::new(),
+    };
     let body = html! {
-        (banner(d, &queues))
+        (banner(d, &stuck))
         @if queues.is_empty() {
             p.muted { "No queue has unfinished jobs, dead jobs or workers." }
         } @else {
@@ -51,7 +58,13 @@ async fn draw(d: &Dashboard, viewer: &Viewer) -> Result<Response, PageError> {
                             td.num { (q.due) } td.num { (q.scheduled) } td.num { (q.running) }
                             td.num { (q.expired_leases) }
                             td.num { a href=(d.url(&format!("/jobs?queue={}&status=dead", q.queue))) { (q.dead) } }
-                            td.num { @if q.stuck > 0 { a href=(d.url("/stuck")) { strong { (q.stuck) } } } @else { "0" } }
+                            td.num {
+                                @match (stuck.is_ok(), stuck_in.get(q.queue.as_str()).copied().unwrap_or(0)) {
+                                    (false, _) => "?",
+                                    (true, 0) => "0",
+                                    (true, n) => a href=(d.url("/stuck")) { strong { (n) } },
+                                }
+                            }
                             td { (chart(mine)) }
                             td.num { (ok) }
                             td.num { (failure_rate(ok, bad)) }
@@ -72,9 +85,21 @@ async fn draw(d: &Dashboard, viewer: &Viewer) -> Result<Response, PageError> {
     Ok(layout::render(d, viewer, StatusCode::OK, page))
 }
 
-/// The red banner when anything is stuck, with the count per cause.
-fn banner(d: &Dashboard, queues: &[QueueHealth]) -> Markup {
-    let sum = |f: fn(&QueueHealth) -> i64| queues.iter().map(f).sum::<i64>();
+/// The red banner when anything is stuck, with the count per cause; a
+/// notice when the verdicts could not be read.
+fn banner(d: &Dashboard, stuck: &Result<Vec<StuckCounts>, sqlx::Error>) -> Markup {
+    let queues = match stuck {
+        Ok(rows) => rows,
+        Err(error) => {
+            return html! {
+                div.notice {
+                    "Could not judge which jobs are stuck (" (error.to_string())
+                    "): the verdicts read every unfinished job, and a large backlog can exceed the dashboard's statement timeout. The counts below are exact."
+                }
+            }
+        }
+    };
+    let sum = |f: fn(&StuckCounts) -> i64| queues.iter().map(f).sum::<i64>();
     let total = sum(|q| q.stuck);
     let causes = [
         (sum(|q| q.stuck_expired_lease), "lease expired, not reaped"),

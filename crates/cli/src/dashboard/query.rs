@@ -9,49 +9,75 @@ use std::time::Duration;
 use sqlx::{FromRow, PgPool};
 use stuckless_core::Timestamp;
 
-/// `stuckless.health_at` for one queue, plus what it leaves out.
+/// One queue's jobs by state and its workers: plain grouped counts along
+/// the status column, cheap even with a large backlog.
 #[derive(Debug, FromRow)]
-pub struct QueueHealth {
+pub struct QueueCounts {
     pub queue: String,
     pub due: i64,
     pub scheduled: i64,
     pub running: i64,
     pub expired_leases: i64,
+    /// Dead jobs kept (not yet pruned).
+    pub dead: i64,
+    pub live_workers: i64,
+    /// Registered workers serving the queue whose heartbeat is stale.
+    pub stale_workers: i64,
+}
+
+/// Per queue: due, scheduled, running, expired leases, dead; workers alive and stale.
+pub async fn counts(pool: &PgPool, now: Timestamp, stale_after: Duration) -> sqlx::Result<Vec<QueueCounts>> {
+    sqlx::query_as(
+        "with t as (select stuckless.from_micros($1) as now_, $2 * interval '1 microsecond' as stale),
+              j as (select j.queue,
+                           count(*) filter (where j.status = 'queued' and j.run_at <= t.now_) as due,
+                           count(*) filter (where j.status = 'queued' and j.run_at > t.now_) as scheduled,
+                           count(*) filter (where j.status = 'running' and j.lease_expires_at > t.now_) as running,
+                           count(*) filter (where j.status = 'running' and j.lease_expires_at <= t.now_) as expired_leases,
+                           count(*) filter (where j.status = 'dead') as dead
+                    from stuckless.jobs j, t where j.status in ('queued', 'running', 'dead') group by j.queue),
+              w as (select q.queue,
+                           count(*) filter (where t.now_ - w.last_heartbeat_at <= t.stale) as live_workers,
+                           count(*) filter (where t.now_ - w.last_heartbeat_at > t.stale) as stale_workers
+                    from stuckless.workers w cross join unnest(w.queues) as q(queue), t group by q.queue)
+         select coalesce(j.queue, w.queue) as queue,
+                coalesce(j.due, 0) as due, coalesce(j.scheduled, 0) as scheduled,
+                coalesce(j.running, 0) as running, coalesce(j.expired_leases, 0) as expired_leases,
+                coalesce(j.dead, 0) as dead,
+                coalesce(w.live_workers, 0) as live_workers, coalesce(w.stale_workers, 0) as stale_workers
+         from j full join w on w.queue = j.queue
+         order by coalesce(j.queue, w.queue) collate \"C\"",
+    )
+    .bind(now.as_micros())
+    .bind(micros(stale_after))
+    .fetch_all(pool)
+    .await
+}
+
+/// One queue's stuck jobs by cause, from `stuckless.health_at` (the diagnose verdicts).
+#[derive(Debug, FromRow)]
+pub struct StuckCounts {
+    pub queue: String,
     pub stuck_expired_lease: i64,
     pub stuck_worker_gone: i64,
     pub stuck_over_time_limit: i64,
     pub stuck_no_live_worker: i64,
     pub stuck_unhandled_kind: i64,
     pub stuck: i64,
-    pub live_workers: i64,
-    /// Dead jobs kept (not yet pruned).
-    pub dead: i64,
-    /// Registered workers serving the queue whose heartbeat is stale.
-    pub stale_workers: i64,
 }
 
-/// One row per queue: the SQL health, dead jobs and stale workers.
-pub async fn health(pool: &PgPool, now: Timestamp, stale_after: Duration) -> sqlx::Result<Vec<QueueHealth>> {
+/// Stuck jobs per queue and cause. Judges every unfinished job, so on a
+/// large backlog it can exceed the pool's statement timeout: callers show
+/// the counts without it then.
+pub async fn stuck_counts(
+    pool: &PgPool,
+    now: Timestamp,
+    stale_after: Duration,
+) -> sqlx::Result<Vec<StuckCounts>> {
     sqlx::query_as(
-        "with h as (select * from stuckless.health_at(stuckless.from_micros($1), $2 * interval '1 microsecond')),
-              d as (select queue, count(*) as dead from stuckless.jobs where status = 'dead' group by queue),
-              s as (select q.queue, count(*) as stale_workers
-                    from stuckless.workers w, unnest(w.queues) as q(queue)
-                    where stuckless.from_micros($1) - w.last_heartbeat_at > $2 * interval '1 microsecond'
-                    group by q.queue),
-              names as (select queue from h union select queue from d union select queue from s)
-         select n.queue,
-                coalesce(h.due, 0) as due, coalesce(h.scheduled, 0) as scheduled,
-                coalesce(h.running, 0) as running, coalesce(h.expired_leases, 0) as expired_leases,
-                coalesce(h.stuck_expired_lease, 0) as stuck_expired_lease,
-                coalesce(h.stuck_worker_gone, 0) as stuck_worker_gone,
-                coalesce(h.stuck_over_time_limit, 0) as stuck_over_time_limit,
-                coalesce(h.stuck_no_live_worker, 0) as stuck_no_live_worker,
-                coalesce(h.stuck_unhandled_kind, 0) as stuck_unhandled_kind,
-                coalesce(h.stuck, 0) as stuck, coalesce(h.live_workers, 0) as live_workers,
-                coalesce(d.dead, 0) as dead, coalesce(s.stale_workers, 0) as stale_workers
-         from names n left join h using (queue) left join d using (queue) left join s using (queue)
-         order by n.queue collate \"C\"",
+        "select queue, stuck_expired_lease, stuck_worker_gone, stuck_over_time_limit,
+                stuck_no_live_worker, stuck_unhandled_kind, stuck
+         from stuckless.health_at(stuckless.from_micros($1), $2 * interval '1 microsecond')",
     )
     .bind(now.as_micros())
     .bind(micros(stale_after))

@@ -32,7 +32,15 @@ pub async fn page(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Respon
 
 async fn draw(d: &Dashboard, viewer: &Viewer) -> Result<Response, PageError> {
     let now = d.now().await?;
-    let stuck = query::stuck(d.pool(), now, d.stale_after, LIMIT).await?;
+    let stuck = query::stuck(d.pool(), now, d.stale_after, LIMIT)
+        .await
+        .map_err(|e| {
+            PageError::Unavailable(format!(
+                "could not judge which jobs are stuck ({e}): the verdicts read every unfinished job, and a large \
+                 backlog can exceed the dashboard's statement timeout; psql has none: \
+                 select * from stuckless.stuck_jobs limit 50"
+            ))
+        })?;
     let risky = query::at_risk(d.pool(), now).await?;
     let body = html! {
         @if stuck.is_empty() {
