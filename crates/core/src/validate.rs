@@ -201,3 +201,20 @@ impl<'de> Deserialize<'de> for ValidationError {
         OwnedValidationError::deserialize(d).map(Into::into)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Progress and worker metadata may be up to 64 KiB of JSON, the
+    /// documented limit: 60 KB passes, 70 KB is refused (cargo-mutants found
+    /// `64 + 1024` for `64 * 1024` passed every test).
+    #[test]
+    fn progress_may_be_up_to_64_kib() {
+        let fits = Value::String("p".repeat(60_000));
+        let too_big = Value::String("p".repeat(70_000));
+        assert!(validate_json("progress", &fits, limits::MAX_PROGRESS_BYTES).is_ok());
+        let err = validate_json("progress", &too_big, limits::MAX_PROGRESS_BYTES).unwrap_err();
+        assert_eq!(err.field, "progress");
+    }
+}
