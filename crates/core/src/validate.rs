@@ -217,4 +217,17 @@ mod tests {
         let err = validate_json("progress", &too_big, limits::MAX_PROGRESS_BYTES).unwrap_err();
         assert_eq!(err.field, "progress");
     }
+
+    /// A delay or retention age may be up to 100 years and no more; a
+    /// `Duration::MAX` delay is refused, not stored (cargo-mutants found `==`
+    /// for `>` passed every core and testkit test).
+    #[test]
+    fn durations_over_100_years_are_refused() {
+        use std::time::Duration;
+        assert!(validate_duration("retry_after", limits::MAX_DURATION).is_ok());
+        for too_long in [limits::MAX_DURATION + Duration::from_micros(1), Duration::MAX] {
+            let err = validate_duration("retry_after", too_long).unwrap_err();
+            assert_eq!(err.field, "retry_after");
+        }
+    }
 }
