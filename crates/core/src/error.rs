@@ -235,3 +235,44 @@ impl<'de> Deserialize<'de> for StorageError {
         OwnedStorageError::deserialize(d).map(Into::into)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worker retries exactly the transient errors and gives up the job
+    /// on exactly the lease-lost ones; a wrong class either way strands or
+    /// duplicates work (cargo-mutants found no test pinning `is_transient`).
+    #[test]
+    fn only_unavailable_is_transient_and_only_fencing_refusals_lose_the_lease() {
+        let id = JobId(7);
+        let lease_lost = [
+            StorageError::NotFound(id),
+            StorageError::StaleEpoch {
+                id,
+                presented: Epoch(1),
+                current: Epoch(2),
+            },
+            StorageError::WrongStatus {
+                id,
+                status: JobStatus::Queued,
+                operation: "complete",
+                expected: "running",
+            },
+        ];
+        for error in &lease_lost {
+            assert!(error.is_lease_lost(), "{error}");
+            assert!(!error.is_transient(), "{error}");
+        }
+        let unavailable = StorageError::Unavailable("connection reset".into());
+        assert!(unavailable.is_transient());
+        assert!(!unavailable.is_lease_lost());
+        for error in [
+            StorageError::Other("boom".into()),
+            StorageError::WorkerNotFound("w".into()),
+        ] {
+            assert!(!error.is_transient(), "{error}");
+            assert!(!error.is_lease_lost(), "{error}");
+        }
+    }
+}

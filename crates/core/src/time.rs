@@ -146,6 +146,26 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    /// A job's time limit crosses JSON as whole microseconds, or null
+    /// (cargo-mutants found reading it back as `None` passed every test).
+    #[test]
+    fn micros_opt_round_trips_a_time_limit() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Limit(#[serde(with = "micros_opt")] Option<Duration>);
+        for limit in [Some(Duration::from_micros(1_500_001)), None] {
+            let json = serde_json::to_string(&Limit(limit)).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Limit>(&json).unwrap(),
+                Limit(limit),
+                "{json}"
+            );
+        }
+        assert_eq!(
+            serde_json::to_string(&Limit(Some(Duration::from_secs(2)))).unwrap(),
+            "2000000"
+        );
+    }
+
     #[test]
     fn formats_known_instants() {
         assert_eq!(Timestamp::UNIX_EPOCH.to_string(), "1970-01-01T00:00:00.000000Z");

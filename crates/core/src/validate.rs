@@ -201,3 +201,33 @@ impl<'de> Deserialize<'de> for ValidationError {
         OwnedValidationError::deserialize(d).map(Into::into)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Progress and worker metadata may be up to 64 KiB of JSON, the
+    /// documented limit: 60 KB passes, 70 KB is refused (cargo-mutants found
+    /// `64 + 1024` for `64 * 1024` passed every test).
+    #[test]
+    fn progress_may_be_up_to_64_kib() {
+        let fits = Value::String("p".repeat(60_000));
+        let too_big = Value::String("p".repeat(70_000));
+        assert!(validate_json("progress", &fits, limits::MAX_PROGRESS_BYTES).is_ok());
+        let err = validate_json("progress", &too_big, limits::MAX_PROGRESS_BYTES).unwrap_err();
+        assert_eq!(err.field, "progress");
+    }
+
+    /// A delay or retention age may be up to 100 years and no more; a
+    /// `Duration::MAX` delay is refused, not stored (cargo-mutants found `==`
+    /// for `>` passed every core and testkit test).
+    #[test]
+    fn durations_over_100_years_are_refused() {
+        use std::time::Duration;
+        assert!(validate_duration("retry_after", limits::MAX_DURATION).is_ok());
+        for too_long in [limits::MAX_DURATION + Duration::from_micros(1), Duration::MAX] {
+            let err = validate_duration("retry_after", too_long).unwrap_err();
+            assert_eq!(err.field, "retry_after");
+        }
+    }
+}
