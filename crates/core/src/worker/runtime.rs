@@ -243,7 +243,10 @@ async fn claim_loop(
             Some(retry) => next_poll.min(retry),
             None => next_poll,
         };
-        let until_poll = next_claim.saturating_since(shared.now());
+        // Never more than one poll interval from now: the poll time is a
+        // reading of this worker's clock, and a clock stepped back by J would
+        // otherwise push the safety-net poll J later.
+        let until_poll = next_claim.saturating_since(shared.now()).min(config.poll_interval);
         tokio::select! {
             biased;
             _ = phase.changed() => {}
