@@ -24,6 +24,8 @@ use crate::plan::{Direction, Fault, FaultPlan, Swarm, TimedFault};
 use crate::workers;
 use crate::workload::{self, Extras, RawPath};
 
+mod inject;
+
 const API: &str = "api";
 
 /// How the store words the error of a row it buried because no claim could
@@ -155,122 +157,6 @@ impl Driver {
             }
             Action::ApiNormal => self.api.lock().expect("api lock").mode = ApiMode::Normal,
             Action::Deploy(worker) => self.deploy(worker),
-        }
-    }
-
-    /// Injects one fault now and schedules its self-heal.
-    fn inject(&mut self, fault: Fault) {
-        let now_ms = self.sim.elapsed().as_millis() as u64;
-        *self.injected.entry(fault.kind()).or_insert(0) += 1;
-        let length = fault.duration();
-        let end = now_ms + length.as_millis() as u64;
-        let name = fault.worker().map(|w| self.names[w].clone());
-        // Only faults that took effect go into the picture: a crash of
-        // a host that is down, or a second SIGTERM, changes nothing.
-        let effective = match &fault {
-            Fault::Crash { worker, .. } => self.sim.is_host_running(self.names[*worker].as_str()),
-            Fault::Sigterm { worker, .. } => {
-                self.sim.is_host_running(self.names[*worker].as_str())
-                    && !self.terminating.contains_key(worker)
-            }
-            Fault::DbRestart { .. } => self.sim.is_host_running(DB),
-            _ => true,
-        };
-        self.observe(Observation::FaultInjected {
-            at: self.now(),
-            fault: fault.clone(),
-            took_effect: effective,
-        });
-        // A SIGTERM is not a fault to the checkers: a worker must
-        // drain cleanly, and invariant 8 checks that it did.
-        if let (Some(name), false) = (&name, matches!(fault, Fault::Sigterm { .. })) {
-            self.window(name, length);
-        }
-        match fault {
-            Fault::Crash { worker, .. } => {
-                if self.sim.is_host_running(self.names[worker].as_str()) {
-                    self.sim.crash(self.names[worker].as_str());
-                    self.terminating.remove(&worker);
-                }
-                self.schedule(end, Action::Restart(worker));
-            }
-            Fault::Pause { worker, .. } => {
-                let w = self.names[worker].clone();
-                self.sim.hold(w.as_str(), DB);
-                self.sim.hold(w.as_str(), API);
-                self.schedule(end, Action::Resume(worker));
-            }
-            Fault::Partition {
-                worker, direction, ..
-            } => {
-                let w = self.names[worker].as_str();
-                match direction {
-                    Direction::Both => self.sim.partition(w, DB),
-                    Direction::ToDb => self.sim.partition_oneway(w, DB),
-                    Direction::FromDb => self.sim.partition_oneway(DB, w),
-                }
-                self.schedule(end, Action::Repair(worker, direction));
-            }
-            Fault::LoseMessages {
-                worker, probability, ..
-            } => {
-                let w = self.names[worker].clone();
-                self.sim
-                    .set_link_fail_rate(w.as_str(), DB, probability.clamp(0.0, 1.0));
-                self.schedule(end, Action::StopLoss(worker));
-            }
-            Fault::Delay {
-                worker, latency_ms, ..
-            } => {
-                let w = self.names[worker].as_str();
-                self.sim
-                    .set_link_latency(w, DB, Duration::from_millis(latency_ms));
-                self.schedule(end, Action::StopDelay(worker));
-            }
-            Fault::DbRestart { .. } => {
-                self.window("*", length);
-                if self.sim.is_host_running(DB) {
-                    self.sim.crash(DB);
-                }
-                self.schedule(end, Action::DbUp);
-            }
-            Fault::Api { mode, .. } => {
-                self.api.lock().expect("api lock").mode = mode;
-                self.schedule(end, Action::ApiNormal);
-            }
-            Fault::Skew { worker, offset_ms } => {
-                self.hosts[worker].skew.store(offset_ms * 1000, Ordering::SeqCst);
-            }
-            Fault::Sigterm { worker, .. } => {
-                if self.sim.is_host_running(self.names[worker].as_str())
-                    && !self.terminating.contains_key(&worker)
-                {
-                    self.terminating.insert(worker, self.now());
-                    let host = &self.hosts[worker];
-                    if let Some(handle) = host.shutdown.lock().expect("shutdown lock").as_ref() {
-                        handle.graceful();
-                    }
-                    host.sigterm.notify_one();
-                }
-                self.schedule(end, Action::Restart(worker));
-            }
-        }
-    }
-
-    /// Fires each armed pause whose worker wrote a completion in the last
-    /// step: the write is still on the wire (a message is delivered at the
-    /// earliest one step after it is sent), so the pause holds it.
-    fn fire_armed(&mut self) {
-        let fired: Vec<usize> = self
-            .armed
-            .keys()
-            .copied()
-            .filter(|w| self.hosts[*w].completion_written.swap(false, Ordering::SeqCst))
-            .collect();
-        for worker in fired {
-            if let Some(fault) = self.armed.remove(&worker) {
-                self.inject(fault);
-            }
         }
     }
 

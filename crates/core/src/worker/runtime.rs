@@ -246,7 +246,9 @@ async fn claim_loop(
         // Never more than one poll interval from now: the poll time is a
         // reading of this worker's clock, and a clock stepped back by J would
         // otherwise push the safety-net poll J later.
-        let until_poll = next_claim.saturating_since(shared.now()).min(config.poll_interval);
+        let until_poll = next_claim
+            .saturating_since(shared.now())
+            .min(config.poll_interval);
         tokio::select! {
             biased;
             _ = phase.changed() => {}
