@@ -124,6 +124,17 @@ fn claim(queues: &[&str], limit: u32) -> JobClaim {
     }
 }
 
+/// Holds `id`'s row lock in a transaction of its own until rolled back.
+async fn lock_row(db: &TestDb, id: JobId) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = db.pool().begin().await.unwrap();
+    sqlx::query("select id from stuckless.jobs where id = $1 for update")
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
 /// With job 1 row-locked by another transaction, one-queue and many-queue
 /// claims take the next due job at once instead of waiting.
 async fn claim_skips_locked_rows(mutant: Option<SqlMutant>) -> Result<(), String> {
@@ -131,12 +142,7 @@ async fn claim_skips_locked_rows(mutant: Option<SqlMutant>) -> Result<(), String
     let clock = manual_clock();
     let s = storage(&db, &clock, mutant);
     let (first, second) = (insert_job(&s, "default").await, insert_job(&s, "default").await);
-    let mut tx = db.pool().begin().await.unwrap();
-    sqlx::query("select id from stuckless.jobs where id = $1 for update")
-        .bind(first.0)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let tx = lock_row(&db, first).await;
     let one_queue = never_waiting(&db, s.job_claim(claim(&["default"], 1))).await;
     let third = insert_job(&s, "other").await;
     let many_queues = match &one_queue {
@@ -168,12 +174,7 @@ async fn reap_skips_locked_rows(mutant: Option<SqlMutant>) -> Result<(), String>
     let claimed = s.job_claim(claim(&["default"], 2)).await.unwrap();
     assert_eq!(claimed.len(), 2);
     clock.advance(Duration::from_secs(31));
-    let mut tx = db.pool().begin().await.unwrap();
-    sqlx::query("select id from stuckless.jobs where id = $1 for update")
-        .bind(first.0)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let tx = lock_row(&db, first).await;
     let reaped = never_waiting(&db, s.job_reap_expired(JobReapExpired { limit: 10 })).await;
     tx.rollback().await.unwrap();
     let reaped = reaped?.unwrap();

@@ -61,6 +61,16 @@ async fn shoot(browser: &fantoccini::Client, name: &str) {
     eprintln!("screenshot: {}", path.display());
 }
 
+async fn click(browser: &fantoccini::Client, css: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn text(browser: &fantoccini::Client) -> String {
     browser
         .find(Locator::Css("body"))
@@ -207,13 +217,7 @@ async fn a_killed_worker_s_job_is_found_requeued_and_finished_from_the_browser()
         .send_keys(TOKEN)
         .await
         .unwrap();
-    browser
-        .find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "form button[type=submit]").await;
     // Logged in: the header offers a logout form.
     browser
         .wait()
@@ -222,13 +226,7 @@ async fn a_killed_worker_s_job_is_found_requeued_and_finished_from_the_browser()
         .unwrap();
     browser.goto(&format!("{base}/stuck")).await.unwrap();
     shoot(&browser, "stuck").await;
-    browser
-        .find(Locator::Css(&format!("{row} button.requeue")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, &format!("{row} button.requeue")).await;
     // The action redirects to the job's page, which says what was done.
     browser
         .wait()
