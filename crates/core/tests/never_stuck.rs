@@ -158,6 +158,11 @@ async fn finished_jobs_are_pruned_after_their_retention_and_others_are_kept() {
     let worker = world
         .worker("w1")
         .prune_interval(Duration::from_secs(600))
+        // A week of simulated time: the other loops only add work that
+        // makes this test slow (it guards every mutant of the crate).
+        .poll_interval(Duration::from_secs(3600))
+        .reap_interval(Duration::from_secs(3600))
+        .registry_heartbeat_interval(Duration::from_secs(3600))
         .handler("ok", noop)
         .handler("fails", |_: JobContext| async {
             Err::<(), _>(JobError::permanent("no"))
