@@ -63,9 +63,10 @@ bench: ## Throughput, pickup latency, idle queries and crash recovery against a 
 # the survivors. SHARD=k/n runs one slice (n machines or n evenings share a run); MUTANTS_ARGS
 # passes options (e.g. `--in-place` in a scratch worktree with a warm target/, `--in-diff my.diff`).
 # Results go to mutants-out/<crate>/mutants.out/.
-SHARD ?= 1/1
+# Shards count from 0 (`SHARD=0/2` and `SHARD=1/2` make one run); unset, the whole run.
+SHARD ?=
 MUTANTS_ARGS ?=
-MUTANTS := nice -n 10 $(CARGO) mutants --shard $(SHARD) $(MUTANTS_ARGS)
+MUTANTS := nice -n 10 $(CARGO) mutants $(if $(SHARD),--shard $(SHARD) --sharding round-robin) $(MUTANTS_ARGS)
 # The Postgres suites that guard crates/pg (the rest of the tests package is chaos-style and slow).
 # cargo-mutants' baseline runs only the mutated package's own tests, which would reject these
 # targets, so the pg runs run that baseline themselves and then skip cargo-mutants' (with an explicit
@@ -77,14 +78,26 @@ PG_GUARDS := --baseline skip --timeout 600 --cargo-arg=--lib $(addprefix --cargo
 # The code whose mutants matter most: MemStore's fencing, expiry and reap, PgStorage's fencing.
 QUICK_RE := 'State::fenced|State::complete|job_claim|job_heartbeat|job_fail|job_release|job_reap_expired'
 
-mutants: ## cargo-mutants on crates/core (core, testkit, sim suites) and crates/pg (Postgres suites); hours (SHARD=k/n)
-	$(MUTANTS) -p stuckless-core --test-package stuckless-core,stuckless-testkit,stuckless-sim \
-		--minimum-test-timeout 120 -o mutants-out/core
+# The simulator is too slow to judge all ~670 core mutants (its full suites take minutes), so it judges
+# the survivors: the second core pass (`--iterate`) re-tests only what the core and testkit suites
+# missed, against 24 standard seeds with every checker (sim/tests/seeds.rs).
+SIM_GUARD := --baseline skip --timeout 300 --cargo-arg=--test=seeds \
+	--cargo-test-arg=the_standard_scenario_passes_a_few_seeds
+
+mutants: ## cargo-mutants on crates/core (core and testkit suites, then the sim's seeds on survivors) and crates/pg (Postgres suites); hours (SHARD=k/n)
+	@mkdir -p mutants-out/core mutants-out/pg
+	-$(MUTANTS) -p stuckless-core --test-package stuckless-core,stuckless-testkit \
+		--minimum-test-timeout 60 -o mutants-out/core
+	-$(MUTANTS) --iterate -p stuckless-core --test-package stuckless-sim $(SIM_GUARD) -o mutants-out/core
 	$(PG_BASELINE)
-	$(MUTANTS) -p stuckless-pg --test-package stuckless-pg,stuckless-tests $(PG_GUARDS) \
+	-$(MUTANTS) -p stuckless-pg --test-package stuckless-pg,stuckless-tests $(PG_GUARDS) \
 		-o mutants-out/pg
+	@# The survivors of the last pass of each crate; any left fails the target.
+	@cat mutants-out/core/mutants.out/missed.txt mutants-out/pg/mutants.out/missed.txt
+	@! cat mutants-out/core/mutants.out/missed.txt mutants-out/pg/mutants.out/missed.txt | grep -q .
 
 mutants-quick: ## cargo-mutants on the fencing, expiry and reap code only (MemStore and PgStorage's fence.rs)
+	@mkdir -p mutants-out/core-quick mutants-out/pg-quick
 	$(MUTANTS) -p stuckless-core --test-package stuckless-core,stuckless-testkit \
 		--minimum-test-timeout 40 --re $(QUICK_RE) -o mutants-out/core-quick
 	$(PG_BASELINE)
