@@ -5,13 +5,15 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use common::*;
 use serde_json::json;
-use stuckless_core::driver::{JobCheckpoint, JobClaim, JobRequeue, Storage};
-use stuckless_core::{CancelReason, CheckpointError, Epoch, JobContext, JobError, JobStatus};
+use stuckless_core::driver::{Flow, Hook, Hooked, JobCheckpoint, JobClaim, JobRequeue, Op, Storage};
+use stuckless_core::{CancelReason, CheckpointError, Epoch, JobContext, JobError, JobStatus, StorageError};
 use tokio::sync::Notify;
 
 /// Sections each worker finished, in order: `(worker, section)`.
@@ -192,4 +194,52 @@ async fn an_oversized_checkpoint_is_refused_and_the_attempt_goes_on() {
     assert_eq!(job.last_error, None);
     assert_eq!((job.status, report.completed), (JobStatus::Succeeded, 1));
     assert_eq!(job.checkpoint, Some(json!("small")));
+}
+
+/// Refuses the first checkpoint write with a transient error, as a database
+/// that did not answer would.
+struct FirstCheckpointFails(AtomicBool);
+
+#[async_trait]
+impl Hook for FirstCheckpointFails {
+    async fn before(&self, op: Op) -> Flow {
+        if matches!(op, Op::JobCheckpoint(_)) && !self.0.swap(true, Ordering::SeqCst) {
+            return Flow::Answer(op.refuse(StorageError::Unavailable("connection reset".into())));
+        }
+        Flow::Continue(op)
+    }
+}
+
+/// Guards a cargo-mutants survivor (`Checkpointer::save` counting every
+/// storage error as a lost lease): an unconfirmed checkpoint must leave the
+/// lease held and the attempt running, or a database blip would cancel
+/// every job that checkpoints.
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_checkpoint_keeps_the_lease_and_the_attempt_goes_on() {
+    let world = World::new();
+    let id = world.insert("report", json!({})).await;
+    let handler = |ctx: JobContext| async move {
+        match ctx.checkpoint(json!(1)).await {
+            Err(CheckpointError::Unavailable(_)) => {}
+            other => {
+                return Err(JobError::permanent(format!(
+                    "expected Unavailable, got {other:?}"
+                )))
+            }
+        }
+        assert!(!ctx.is_cancelled(), "a transient failure does not cost the lease");
+        ctx.checkpoint(json!(2)).await?;
+        Ok(())
+    };
+    let store: Arc<dyn Storage> = Arc::new(Hooked::new(
+        world.store.clone(),
+        FirstCheckpointFails(AtomicBool::new(false)),
+    ));
+    let worker = world.worker_on("w1", store).handler("report", handler);
+    let (job, report) = world
+        .run_until_terminal(worker, id, Duration::from_secs(60))
+        .await;
+    assert_eq!(job.last_error, None);
+    assert_eq!((job.status, job.attempt), (JobStatus::Succeeded, 1));
+    assert_eq!((report.completed, job.checkpoint), (1, Some(json!(2))));
 }
