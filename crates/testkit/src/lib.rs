@@ -102,6 +102,7 @@ macro_rules! conformance_tests {
                 prune_deletes_finished_jobs_past_their_age_and_nothing_else,
                 prune_takes_the_oldest_finish_first_up_to_the_limit,
                 a_pruned_jobs_idempotency_key_is_free_again,
+                prune_refuses_an_age_it_cannot_hold_and_deletes_nothing,
                 checkpoint_is_fenced_like_a_heartbeat_and_size_limited,
                 a_checkpoint_survives_release_retry_reap_requeue_and_complete,
                 worker_registry,

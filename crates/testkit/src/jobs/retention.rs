@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use stuckless_core::driver::{JobCancel, JobComplete, JobEvents, JobFail, JobGet, JobPrune, PruneOutcome};
-use stuckless_core::{JobId, JobStatus, NewJob};
+use stuckless_core::{JobId, JobStatus, NewJob, StorageError};
 
 use crate::case::{claim_one, claim_req, insert, job, kit_case, Case, Ctx};
 
@@ -19,6 +19,7 @@ pub(crate) fn cases() -> Vec<Case> {
         ),
         kit_case!("job", prune_takes_the_oldest_finish_first_up_to_the_limit),
         kit_case!("job", a_pruned_jobs_idempotency_key_is_free_again),
+        kit_case!("job", prune_refuses_an_age_it_cannot_hold_and_deletes_nothing),
     ]
 }
 
@@ -163,4 +164,28 @@ async fn a_pruned_jobs_idempotency_key_is_free_again(c: &Ctx) {
     let fresh = s.job_insert(insert(keyed())).await.unwrap();
     assert!(fresh.inserted, "after retention the key names a new job");
     assert_ne!(fresh.job.id, first);
+}
+
+/// Guards a cargo-mutants survivor (`JobPrune::validate` answering `Ok`):
+/// an age past the 100-year bound is refused naming its field, before any
+/// row is deleted.
+async fn prune_refuses_an_age_it_cannot_hold_and_deletes_nothing(c: &Ctx) {
+    let s = c.store();
+    let id = succeed(c, "default").await;
+    c.advance(DAY * 8);
+    let too_old = DAY * 365 * 200;
+    for field in ["succeeded_after", "cancelled_after", "dead_after"] {
+        let mut bad = prune(10);
+        match field {
+            "succeeded_after" => bad.succeeded_after = too_old,
+            "cancelled_after" => bad.cancelled_after = too_old,
+            _ => bad.dead_after = too_old,
+        }
+        let refused = s.job_prune(bad).await;
+        assert!(
+            matches!(&refused, Err(StorageError::Invalid(e)) if e.field == field),
+            "{field}: {refused:?}"
+        );
+    }
+    assert!(!gone(c, id).await, "a refused prune deletes nothing");
 }
