@@ -147,6 +147,23 @@ fn the_builder_refuses_a_lease_over_a_day_and_a_limit_over_a_week() {
     assert!(world.worker("w1").lease(day).handler("k", noop).build().is_ok());
 }
 
+/// Guards a cargo-mutants survivor (`&&` for `||` in `Config::validate`'s
+/// batch check): each zero batch size is refused on its own, or a worker
+/// built with `complete_batch(0)` would never write a completion.
+#[test]
+fn the_builder_refuses_each_zero_batch_size_on_its_own() {
+    let world = World::new();
+    let err = |b: WorkerBuilder| b.handler("k", noop).build().err().expect("refused").to_string();
+    for (name, builder) in [
+        ("reap batch", world.worker("w1").reap_batch(0)),
+        ("prune batch", world.worker("w1").prune_batch(0)),
+        ("complete batch", world.worker("w1").complete_batch(0)),
+        ("complete pipeline", world.worker("w1").complete_pipeline(0)),
+    ] {
+        assert!(err(builder).contains("at least 1"), "{name} 0 was accepted");
+    }
+}
+
 /// Guards "nothing deletes finished jobs".
 #[tokio::test(start_paused = true)]
 async fn finished_jobs_are_pruned_after_their_retention_and_others_are_kept() {

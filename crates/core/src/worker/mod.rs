@@ -509,3 +509,24 @@ impl Worker {
         runtime::run(self).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fnv1a;
+
+    /// Guards a cargo-mutants survivor (`|` for `^` in `fnv1a`): the seed
+    /// hash is FNV-1a (its published test vectors), so workers named alike
+    /// still draw different jitter.
+    #[test]
+    fn the_default_seed_hash_is_fnv1a() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+        let mut seeds: Vec<u64> = (0..1000)
+            .map(|i| fnv1a(format!("worker-{i}").as_bytes()))
+            .collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        assert_eq!(seeds.len(), 1000, "distinct names, distinct seeds");
+    }
+}
