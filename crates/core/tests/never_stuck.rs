@@ -336,3 +336,45 @@ async fn a_retry_is_claimed_when_it_is_due_not_at_the_next_poll() {
         retried_at.saturating_since(job.created_at)
     );
 }
+
+/// Answers every `job_fail` with a transient error, as a database that is
+/// down would.
+struct FailsUnrecorded;
+
+#[async_trait]
+impl Hook for FailsUnrecorded {
+    async fn before(&self, op: Op) -> Flow {
+        if matches!(op, Op::JobFail(_)) {
+            return Flow::Answer(op.refuse(StorageError::Unavailable("connection refused".into())));
+        }
+        Flow::Continue(op)
+    }
+}
+
+/// Guards a cargo-mutants survivor (the failure path counting every storage
+/// error as a stale write): a failure the database never confirmed is an
+/// outage, not a zombie refused by the fence. Counted as stale it would
+/// raise `stuckless_stale_writes_total`, the alert for lost leases.
+#[tokio::test(start_paused = true)]
+async fn an_unrecorded_failure_is_not_counted_as_a_stale_write() {
+    let world = World::new();
+    let id = world.insert("flaky", json!({})).await;
+    let store: Arc<dyn Storage> = Arc::new(Hooked::new(world.store.clone(), FailsUnrecorded));
+    let worker = world
+        .worker_on("w1", store)
+        .handler("flaky", |_: JobContext| async {
+            Err::<(), _>(JobError::retryable("upstream 503"))
+        })
+        .build()
+        .unwrap();
+    let (shutdown, running) = spawn(worker);
+    // Each failure write is retried until the attempt's lease deadline and
+    // given up; the reaper then takes the job back for the next attempt.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let job = world.job(id).await;
+    assert!(job.attempt >= 2 && job.last_error.is_none(), "{job:?}");
+    assert!(world.event_kinds(id).await.contains(&JobEventKind::Reaped));
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(report.stale_writes, 0, "{report:?}");
+}
