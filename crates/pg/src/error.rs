@@ -80,3 +80,59 @@ pub(crate) fn storage_error(e: sqlx::Error) -> StorageError {
         StorageError::Other(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::error::Error as StdError;
+
+    use sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::*;
+
+    /// A server error with only a SQLSTATE, as Postgres sends one.
+    #[derive(Debug, thiserror::Error)]
+    #[error("server said {0}")]
+    struct ServerError(&'static str);
+
+    impl DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            "server error"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn StdError + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn from_server(code: &'static str) -> StorageError {
+        storage_error(sqlx::Error::Database(Box::new(ServerError(code))))
+    }
+
+    /// Guards a cargo-mutants survivor (the `Database` arm of the transient
+    /// check deleted): a serialization failure, a deadlock, a lost
+    /// connection or a server shutting down must be retried, while a
+    /// constraint or data error is a bug and is not.
+    #[test]
+    fn server_errors_are_transient_by_their_sqlstate() {
+        for code in ["40001", "40P01", "08006", "57P01", "57P03"] {
+            assert!(from_server(code).is_transient(), "{code} should be retried");
+        }
+        for code in ["23505", "22023", "42P01", "57014"] {
+            assert!(!from_server(code).is_transient(), "{code} is not transient");
+        }
+        assert!(storage_error(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!storage_error(sqlx::Error::RowNotFound).is_transient());
+    }
+}
