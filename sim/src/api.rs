@@ -28,6 +28,10 @@ pub const NORMAL_MAX: Duration = Duration::from_secs(60);
 /// Longest answer in slow mode.
 pub const SLOW_MAX: Duration = Duration::from_secs(120);
 
+/// Longest normal answer to a quick job (a lookup, a short completion): a
+/// worker that claimed a fan-out of them finishes several in one step.
+pub const QUICK_MAX: Duration = Duration::from_millis(300);
+
 /// Longest `Retry-After` a 429 asks for.
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(30);
 
@@ -35,7 +39,8 @@ pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(30);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiMode {
-    /// 80 % answer in 0.2–10 s, 20 % in 10–60 s; no errors.
+    /// 80 % answer in 0.2–10 s, 20 % in 10–60 s (a quick job's call in
+    /// 20–300 ms); no errors.
     #[default]
     Normal,
     /// Every answer takes 30–120 s: longer than the lease.
@@ -68,6 +73,9 @@ struct ApiRequest {
     epoch: Epoch,
     /// The section of a resumable job; 0 for a one-call job.
     section: u64,
+    /// A quick job's call: answered in 20–300 ms when the API is normal.
+    #[serde(default)]
+    quick: bool,
 }
 
 /// The API's state: its mode, its randomness and the effects it performed.
@@ -102,12 +110,12 @@ impl ApiState {
     }
 
     /// Decides one call's fate: latency and reply, or `None` to hang.
-    fn decide(&mut self) -> Option<(Duration, ApiReply)> {
+    fn decide(&mut self, quick: bool) -> Option<(Duration, ApiReply)> {
         self.calls += 1;
         let ms = |rng: &mut ChaCha8Rng, lo: u64, hi: u64| Duration::from_millis(rng.random_range(lo..=hi));
         let rng = &mut self.rng;
         Some(match self.mode {
-            ApiMode::Normal => normal(rng),
+            ApiMode::Normal => normal(rng, quick),
             ApiMode::Slow => (ms(rng, 30_000, SLOW_MAX.as_millis() as u64), ApiReply::Ok),
             ApiMode::Hung => return None,
             ApiMode::RateLimited if rng.random_bool(0.7) => (
@@ -117,13 +125,15 @@ impl ApiState {
                 },
             ),
             ApiMode::Failing if rng.random_bool(0.7) => (ms(rng, 100, 2_000), ApiReply::ServerError),
-            ApiMode::RateLimited | ApiMode::Failing => normal(rng),
+            ApiMode::RateLimited | ApiMode::Failing => normal(rng, quick),
         })
     }
 }
 
-fn normal(rng: &mut ChaCha8Rng) -> (Duration, ApiReply) {
-    let ms = if rng.random_bool(0.8) {
+fn normal(rng: &mut ChaCha8Rng, quick: bool) -> (Duration, ApiReply) {
+    let ms = if quick {
+        rng.random_range(20..=QUICK_MAX.as_millis() as u64)
+    } else if rng.random_bool(0.8) {
         rng.random_range(200..=10_000)
     } else {
         rng.random_range(10_000..=NORMAL_MAX.as_millis() as u64)
@@ -141,7 +151,7 @@ pub async fn serve(state: SharedApi) -> turmoil::Result {
             let Ok(request) = read_frame::<_, ApiRequest>(&mut conn).await else {
                 return;
             };
-            let fate = state.lock().expect("api lock").decide();
+            let fate = state.lock().expect("api lock").decide(request.quick);
             let Some((latency, reply)) = fate else {
                 // Hung: hold the connection open and never answer.
                 std::future::pending::<()>().await;
@@ -161,10 +171,17 @@ pub async fn serve(state: SharedApi) -> turmoil::Result {
     }
 }
 
-/// Calls the API for one attempt, or one section (from 1) of a resumable job.
-pub async fn call(job: JobId, epoch: Epoch, section: u64) -> std::io::Result<ApiReply> {
+/// Calls the API for one attempt (`quick` for a quick job's), or one
+/// section (from 1) of a resumable job.
+pub async fn call(job: JobId, epoch: Epoch, section: u64, quick: bool) -> std::io::Result<ApiReply> {
     let mut conn = TcpStream::connect(("api", API_PORT)).await?;
-    write_frame(&mut conn, &ApiRequest { job, epoch, section }).await?;
+    let request = ApiRequest {
+        job,
+        epoch,
+        section,
+        quick,
+    };
+    write_frame(&mut conn, &request).await?;
     read_frame(&mut conn).await
 }
 
@@ -178,9 +195,15 @@ pub async fn handler(ctx: JobContext) -> Result<(), JobError> {
     let reply = tokio::select! {
         biased;
         _ = ctx.cancelled() => return Err(JobError::retryable("cancelled")),
-        reply = call(ctx.id(), ctx.epoch(), 0) => reply,
+        reply = call(ctx.id(), ctx.epoch(), 0, quick(&ctx)) => reply,
     };
     outcome(reply)
+}
+
+/// Whether the job is a quick one (`"quick": true` in its payload,
+/// [`crate::workload`]'s fan-outs).
+pub fn quick(ctx: &JobContext) -> bool {
+    ctx.payload().get("quick").and_then(|q| q.as_bool()) == Some(true)
 }
 
 /// What an attempt returns for one call's reply: done, or a retry (after

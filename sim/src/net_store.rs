@@ -161,6 +161,9 @@ pub struct DbHost {
     pub notification_loss: Arc<Mutex<f64>>,
     /// Draws the losses.
     pub rng: Arc<Mutex<ChaCha8Rng>>,
+    /// Raised as a reap reaches the db, before it is answered, for a pause
+    /// that ends at one ([`crate::plan::Fault::Pause`]).
+    pub reap_arrived: Arc<AtomicBool>,
 }
 
 impl DbHost {
@@ -189,6 +192,9 @@ impl DbHost {
                 }
                 Request::Op(op) => op,
             };
+            if matches!(op, Op::JobReapExpired(_)) {
+                self.reap_arrived.store(true, Ordering::SeqCst);
+            }
             let inserted = matches!(op, Op::JobInsert(_) | Op::JobInsertMany(_));
             let reply = self.apply(&envelope.from, op).await;
             if inserted && reply.error().is_none() {

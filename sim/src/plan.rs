@@ -50,6 +50,15 @@ pub enum Fault {
         /// the heal.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         on_completion: bool,
+        /// End as another worker's reap reaches the db while one of this
+        /// worker's leases has expired, if that comes before `for_ms`: the
+        /// process wakes and its held heartbeats and completion land in the
+        /// middle of the reap that takes its lease, the worst moment to
+        /// resume. An untimed resume rarely falls within the round trip of a
+        /// reap (a reap comes every few seconds), so without this one a
+        /// reaper that does not recheck what it read would show in few seeds.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        until_reaped: bool,
     },
     /// Cut a worker off the db.
     Partition {
@@ -269,14 +278,17 @@ pub mod ranges {
 }
 
 impl Swarm {
-    /// Draws per-kind probabilities (each kind is off with chance 1/4) and
-    /// the targets among `workers` workers.
+    /// Draws per-kind probabilities (each kind is off with chance 1/4, and
+    /// otherwise at least a fifth of its largest chance, so a kind that is
+    /// on happens: from 0 up, a tenth of the seeds drew a pause chance too
+    /// small for a single pause in the chaos phase) and the targets among
+    /// `workers` workers.
     pub fn draw(rng: &mut impl Rng, workers: usize) -> Swarm {
         let mut p = |max: f64| {
             if rng.random_bool(0.25) {
                 0.0
             } else {
-                rng.random_range(0.0..max)
+                rng.random_range(max / 5.0..max)
             }
         };
         Swarm {
@@ -340,6 +352,9 @@ impl Swarm {
                         worker,
                         for_ms: rng.random_range(PAUSE_MIN..=PAUSE_MAX),
                         on_completion: rng.random_bool(0.75),
+                        // Drawn by [`FaultPlan::from_seed`] from a stream of
+                        // its own.
+                        until_reaped: false,
                     },
                     2 => Fault::Partition {
                         worker,
@@ -408,7 +423,23 @@ impl FaultPlan {
     pub fn from_seed(seed: u64, workers: usize, chaos: Duration) -> (Swarm, FaultPlan) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5157_4152_4d00_0000);
         let swarm = Swarm::draw(&mut rng, workers);
-        let plan = swarm.plan(&mut rng, workers, chaos);
+        let mut plan = swarm.plan(&mut rng, workers, chaos);
+        // Half the pauses end at a reap, drawn from a stream of their own so
+        // every other draw of the plan is what it was before they could.
+        // Those last up to the longest pause: long enough for the lease to
+        // run out and another worker's reaper to come for it.
+        let mut resumes = ChaCha8Rng::seed_from_u64(seed ^ 0x5245_5355_4d45);
+        for fault in &mut plan.faults {
+            if let Fault::Pause {
+                until_reaped, for_ms, ..
+            } = &mut fault.fault
+            {
+                *until_reaped = resumes.random_bool(0.5);
+                if *until_reaped {
+                    *for_ms = ranges::PAUSE_MAX;
+                }
+            }
+        }
         (swarm, plan)
     }
 
@@ -450,13 +481,14 @@ pub fn strategy(workers: usize, chaos: Duration) -> BoxedStrategy<FaultPlan> {
     let fault = prop_oneof![
         (w.clone(), CRASH_DOWN_MIN..CRASH_DOWN_MAX)
             .prop_map(|(worker, down_ms)| Fault::Crash { worker, down_ms }),
-        (w.clone(), PAUSE_MIN..PAUSE_MAX, any::<bool>()).prop_map(|(worker, for_ms, on_completion)| {
-            Fault::Pause {
+        (w.clone(), PAUSE_MIN..PAUSE_MAX, any::<bool>(), any::<bool>()).prop_map(
+            |(worker, for_ms, on_completion, until_reaped)| Fault::Pause {
                 worker,
                 for_ms,
                 on_completion,
+                until_reaped,
             }
-        }),
+        ),
         (w.clone(), PARTITION_MIN..PARTITION_MAX, 0..3usize).prop_map(|(worker, for_ms, d)| {
             Fault::Partition {
                 worker,

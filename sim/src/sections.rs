@@ -51,7 +51,7 @@ pub async fn handler(
         let reply = tokio::select! {
             biased;
             _ = ctx.cancelled() => return Err(JobError::retryable("cancelled")),
-            reply = api::call(ctx.id(), ctx.epoch(), section) => reply,
+            reply = api::call(ctx.id(), ctx.epoch(), section, false) => reply,
         };
         match reply {
             Ok(ApiReply::Ok) => {}

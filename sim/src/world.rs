@@ -74,6 +74,11 @@ struct Driver {
     /// Per worker, a pause waiting for its next completion write (the first
     /// armed; a second one on the same worker before it fires is dropped).
     armed: BTreeMap<usize, Fault>,
+    /// Raised by the db host as a reap reaches it.
+    reap_arrived: Arc<AtomicBool>,
+    /// Per paused worker whose pause ends at a reap: whether it held an
+    /// expired lease at the last look (see [`Driver::end_pauses_at_reaps`]).
+    until_reaped: BTreeMap<usize, bool>,
 }
 
 impl Driver {
@@ -128,6 +133,7 @@ impl Driver {
             Action::Fault(TimedFault { fault, .. }) => self.inject(fault),
             Action::Restart(worker) => self.restart(worker),
             Action::Resume(worker) => {
+                self.until_reaped.remove(&worker);
                 let w = self.names[worker].clone();
                 self.sim.release(w.as_str(), DB);
                 self.sim.release(w.as_str(), API);
@@ -202,6 +208,7 @@ impl Driver {
     fn heal(&mut self) {
         self.actions.clear();
         self.armed.clear();
+        self.until_reaped.clear();
         self.observe(Observation::Healed { at: self.now() });
         *self.loss.lock().expect("loss lock") = 0.0;
         self.api.lock().expect("api lock").mode = ApiMode::Normal;
@@ -379,6 +386,8 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         deploying: BTreeSet::new(),
         buried: BTreeSet::new(),
         armed: BTreeMap::new(),
+        reap_arrived: Arc::new(AtomicBool::new(false)),
+        until_reaped: BTreeMap::new(),
     };
 
     let db = DbHost {
@@ -387,6 +396,7 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         observer: observer.clone(),
         notification_loss: loss,
         rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x4e4f_5449_4659))),
+        reap_arrived: d.reap_arrived.clone(),
     };
     d.sim.host(DB, move || db.clone().serve());
     let api_state = api.clone();
@@ -458,6 +468,7 @@ pub(crate) fn run(config: Config) -> RunOutcome {
         }
         d.check_exits();
         d.fire_armed();
+        d.end_pauses_at_reaps();
         if d.sim.elapsed() >= next_sample {
             next_sample = d.sim.elapsed() + config.sample_every;
             let all_terminal = d.sample();

@@ -26,6 +26,7 @@ fn run_over_the_network(case: Case) {
         observer: Sink::default(),
         notification_loss: Arc::new(Mutex::new(0.0)),
         rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(0))),
+        reap_arrived: Default::default(),
     };
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(3_600))

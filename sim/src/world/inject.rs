@@ -1,5 +1,6 @@
 //! The driver's fault injection: a planned fault applied to the world now,
-//! its self-heal scheduled, and pauses armed on a completion write fired.
+//! its self-heal scheduled, pauses armed on a completion write fired, and
+//! pauses that end at a reap ended.
 
 use super::*;
 
@@ -40,7 +41,12 @@ impl Driver {
                 }
                 self.schedule(end, Action::Restart(worker));
             }
-            Fault::Pause { worker, .. } => {
+            Fault::Pause {
+                worker, until_reaped, ..
+            } => {
+                if until_reaped {
+                    self.until_reaped.insert(worker, false);
+                }
                 let w = self.names[worker].clone();
                 self.sim.hold(w.as_str(), DB);
                 self.sim.hold(w.as_str(), API);
@@ -117,6 +123,36 @@ impl Driver {
             if let Some(fault) = self.armed.remove(&worker) {
                 self.inject(fault);
             }
+        }
+    }
+
+    /// Ends each pause waiting for a reap if a reap reached the db in the
+    /// last step while the paused worker held an expired lease: its held
+    /// messages arrive in the next step, while the reap that takes its lease
+    /// may still be under way. Then notes which paused workers hold a lease
+    /// that will have expired by the next step.
+    pub(super) fn end_pauses_at_reaps(&mut self) {
+        let reaped = self.reap_arrived.swap(false, Ordering::SeqCst);
+        if self.until_reaped.is_empty() {
+            return;
+        }
+        let ending: Vec<usize> = self
+            .until_reaped
+            .iter()
+            .filter(|(_, expired)| reaped && **expired)
+            .map(|(worker, _)| *worker)
+            .collect();
+        for worker in ending {
+            self.apply(Action::Resume(worker));
+        }
+        let soon = self.now() + self.config.tick;
+        let expired: BTreeSet<String> = self.store.with_jobs(|jobs| {
+            jobs.filter(|j| j.status == JobStatus::Running && j.lease_expires_at.is_some_and(|e| e <= soon))
+                .filter_map(|j| j.lease_owner.clone())
+                .collect()
+        });
+        for (worker, held) in self.until_reaped.iter_mut() {
+            *held = expired.contains(&self.names[*worker]);
         }
     }
 }
