@@ -125,3 +125,28 @@ impl<F: Fn(&WorkerEvent) + Send + Sync + 'static> Observer for F {
         (self)(event)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Guards a cargo-mutants survivor (the closure impl's `on_event`
+    /// replaced by `()`): a closure given as an observer sees every event.
+    #[test]
+    fn a_closure_is_an_observer() {
+        let seen = Arc::new(AtomicU32::new(0));
+        let counter = seen.clone();
+        let observer: Box<dyn Observer> = Box::new(move |_: &WorkerEvent| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let event = WorkerEvent::Reaped {
+            outcome: Default::default(),
+        };
+        observer.on_event(&event);
+        observer.on_event(&event);
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+    }
+}

@@ -378,3 +378,25 @@ async fn an_unrecorded_failure_is_not_counted_as_a_stale_write() {
     let report = running.await.unwrap();
     assert_eq!(report.stale_writes, 0, "{report:?}");
 }
+
+/// Guards a cargo-mutants survivor (the reaper's wake-up after a requeue
+/// inverted): a job the reaper puts back is claimed at once by the worker
+/// that reaped it, not at its next poll (a minute by default, an hour here).
+#[tokio::test(start_paused = true)]
+async fn a_reaped_job_is_claimed_at_once_not_at_the_next_poll() {
+    let world = World::new();
+    let id = world.insert("sleep", json!({"secs": 5})).await;
+    let (_, first) = spawn(world.worker("w1").handler("sleep", sleeper).build().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first.abort();
+    let _ = first.await;
+    let patient = world
+        .worker("w2")
+        .poll_interval(Duration::from_secs(3600))
+        .handler("sleep", sleeper);
+    // Lease (6 s) + reap interval (3 s) + the job's 5 s, with room to spare.
+    let (job, _) = world
+        .run_until_terminal(patient, id, Duration::from_secs(30))
+        .await;
+    assert_eq!((job.status, job.attempt), (JobStatus::Succeeded, 2));
+}
