@@ -400,3 +400,38 @@ async fn a_reaped_job_is_claimed_at_once_not_at_the_next_poll() {
         .await;
     assert_eq!((job.status, job.attempt), (JobStatus::Succeeded, 2));
 }
+
+/// Answers the first `worker_register` calls with a transient error, as a
+/// database still starting up would.
+struct RegisterFailsAtFirst(AtomicU32);
+
+#[async_trait]
+impl Hook for RegisterFailsAtFirst {
+    async fn before(&self, op: Op) -> Flow {
+        if matches!(op, Op::WorkerRegister(_)) && self.0.load(Ordering::SeqCst) > 0 {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+            return Flow::Answer(op.refuse(StorageError::Unavailable(
+                "the database system is starting up".into(),
+            )));
+        }
+        Flow::Continue(op)
+    }
+}
+
+/// Guards a cargo-mutants survivor (registration giving up on a transient
+/// error): a worker that starts before its database, as a deploy often
+/// does, waits for it and then works, instead of exiting.
+#[tokio::test(start_paused = true)]
+async fn a_worker_started_before_its_database_waits_for_it() {
+    let world = World::new();
+    let id = world.insert("ok", json!({})).await;
+    let store: Arc<dyn Storage> = Arc::new(Hooked::new(
+        world.store.clone(),
+        RegisterFailsAtFirst(AtomicU32::new(3)),
+    ));
+    let worker = world.worker_on("w1", store).handler("ok", noop);
+    let (job, report) = world
+        .run_until_terminal(worker, id, Duration::from_secs(30))
+        .await;
+    assert_eq!((job.status, report.completed), (JobStatus::Succeeded, 1));
+}
