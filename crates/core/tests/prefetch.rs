@@ -1,12 +1,13 @@
 //! Claiming ahead (`prefetch`): jobs claimed before a slot frees are held,
 //! heartbeated, never run beyond the concurrency, and given back at shutdown.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use stuckless_core::{JobContext, JobError, JobStatus};
+use stuckless_core::driver::{Hook, Hooked, Op, Reply, Storage};
+use stuckless_core::{JobContext, JobError, JobId, JobStatus};
 
 mod common;
 use common::*;
@@ -127,4 +128,105 @@ async fn without_prefetch_a_worker_claims_only_free_slots() {
     assert_eq!(claimed, 2, "{statuses:?}");
     shutdown.escalate();
     running.await.unwrap();
+}
+
+/// Holds every claim for `delay` before the store answers it, and records
+/// how many claims were in flight at once and how many jobs they asked for
+/// together.
+struct SlowClaims {
+    delay: Duration,
+    /// Claims in flight now, and the jobs they asked for.
+    now: Mutex<(usize, u32)>,
+    peak_claims: AtomicUsize,
+    peak_asked: AtomicU32,
+}
+
+impl SlowClaims {
+    fn new(delay: Duration) -> Self {
+        SlowClaims {
+            delay,
+            now: Mutex::new((0, 0)),
+            peak_claims: AtomicUsize::new(0),
+            peak_asked: AtomicU32::new(0),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Hook for SlowClaims {
+    async fn call(&self, inner: &dyn Storage, op: Op) -> Reply {
+        let limit = match &op {
+            Op::JobClaim(claim) => claim.limit,
+            _ => return op.apply(inner).await,
+        };
+        {
+            let mut now = self.now.lock().unwrap();
+            *now = (now.0 + 1, now.1 + limit);
+            self.peak_claims.fetch_max(now.0, Ordering::SeqCst);
+            self.peak_asked.fetch_max(now.1, Ordering::SeqCst);
+        }
+        tokio::time::sleep(self.delay).await;
+        let reply = op.apply(inner).await;
+        let mut now = self.now.lock().unwrap();
+        *now = (now.0 - 1, now.1 - limit);
+        reply
+    }
+}
+
+/// Runs `jobs` one-second jobs on a worker of concurrency 2 and `prefetch`
+/// whose claims each take three seconds; returns the claim hook, once every
+/// job succeeded in its first epoch with at most two handlers at once.
+async fn run_behind_slow_claims(
+    jobs: usize,
+    prefetch: u32,
+) -> Arc<Hooked<Arc<stuckless_core::MemStore>, SlowClaims>> {
+    let world = World::new();
+    let mut ids: Vec<JobId> = Vec::new();
+    for _ in 0..jobs {
+        ids.push(world.insert("sleep", json!({"secs": 1})).await);
+    }
+    let slow = Arc::new(Hooked::new(
+        world.store.clone(),
+        SlowClaims::new(Duration::from_secs(3)),
+    ));
+    let (peak, now) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let worker = world
+        .worker_on("w1", slow.clone())
+        .concurrency(2)
+        .prefetch(prefetch)
+        .handler("sleep", counting(peak.clone(), now));
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    for id in &ids {
+        let job = world.until_terminal(*id, Duration::from_secs(600)).await;
+        assert_eq!((job.status, job.epoch.0), (JobStatus::Succeeded, 1), "{job:?}");
+    }
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(report.completed, jobs as u64, "{report:?}");
+    assert_eq!(peak.load(Ordering::SeqCst), 2, "concurrency 2 is never exceeded");
+    slow
+}
+
+/// Guards the throughput fix: a worker that claims ahead sends its next
+/// claim while one is still unanswered (one claim at a time capped the
+/// bench at one batch per claim round trip), and the claims in flight never
+/// ask for more than `concurrency + prefetch` jobs together.
+#[tokio::test(start_paused = true)]
+async fn with_prefetch_a_second_claim_goes_out_while_one_is_unanswered() {
+    let slow = run_behind_slow_claims(12, 4).await;
+    assert_eq!(slow.hook().peak_claims.load(Ordering::SeqCst), 2);
+    assert!(
+        slow.hook().peak_asked.load(Ordering::SeqCst) <= 2 + 4,
+        "asked for {} jobs at once, more than concurrency + prefetch",
+        slow.hook().peak_asked.load(Ordering::SeqCst)
+    );
+}
+
+/// Guards the default: without prefetch one claim at a time, for the free
+/// slots only.
+#[tokio::test(start_paused = true)]
+async fn without_prefetch_one_claim_is_in_flight_at_a_time() {
+    let slow = run_behind_slow_claims(6, 0).await;
+    assert_eq!(slow.hook().peak_claims.load(Ordering::SeqCst), 1);
+    assert_eq!(slow.hook().peak_asked.load(Ordering::SeqCst), 2);
 }

@@ -2,6 +2,7 @@
 //! shuts down without leaving anything running.
 
 mod attempt;
+mod claim_loop;
 mod completer;
 mod health;
 mod runtime;

@@ -11,15 +11,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::attempt;
+use super::claim_loop;
 use super::completer;
 use super::shared::{RunReport, Shared};
 use super::shutdown::Phase;
 use super::Worker;
 use crate::clock::Clock;
-use crate::driver::{
-    JobClaim, JobPrune, JobReapExpired, Storage, WorkerDeregister, WorkerHeartbeat, WorkerRegister,
-};
+use crate::driver::{JobPrune, JobReapExpired, Storage, WorkerDeregister, WorkerHeartbeat, WorkerRegister};
 use crate::error::{StorageError, WorkerError};
 use crate::observer::WorkerEvent;
 
@@ -76,7 +74,7 @@ pub(crate) async fn run(worker: Worker) -> Result<RunReport, WorkerError> {
         let mut completer = AbortOnDrop(completer);
 
         let mut attempts: JoinSet<()> = JoinSet::new();
-        claim_loop(&shared, &mut phase, &mut attempts, waker.as_ref()).await;
+        claim_loop::claim_loop(&shared, &mut phase, &mut attempts, waker.as_ref()).await;
         shared.release_buffered.cancel();
 
         drain(&shared, &mut phase, &mut attempts).await;
@@ -164,102 +162,6 @@ async fn register(
                 delay = (delay * 2).min(shared.config.poll_interval);
             }
             Err(error) => return Err(WorkerError::Register(error)),
-        }
-    }
-}
-
-/// Claims while there is capacity and work, until a shutdown starts.
-async fn claim_loop(
-    shared: &Arc<Shared>,
-    phase: &mut tokio::sync::watch::Receiver<Phase>,
-    attempts: &mut JoinSet<()>,
-    waker: &dyn crate::waker::Waker,
-) {
-    let config = &shared.config;
-    let capacity = config.concurrency + config.prefetch;
-    // With a buffer, refill it once half is used, so one claim fetches
-    // several jobs; an idle slot claims at once.
-    let refill_at = (config.prefetch / 2).max(1);
-    let mut want_claim = true;
-    let mut next_poll = shared.now() + config.poll_interval;
-    loop {
-        if *phase.borrow() != Phase::Running {
-            return;
-        }
-        // Finished attempts still count in `len()` until joined: join them
-        // all, so one claim takes every freed slot instead of one per claim.
-        while attempts.try_join_next().is_some() {}
-        let free = capacity.saturating_sub(attempts.len() as u32);
-        let slot_idle = shared.slots.available_permits() > 0;
-        let room = free > 0 && (slot_idle || free >= refill_at);
-        if want_claim && room {
-            let request = JobClaim {
-                worker_id: config.worker_id.clone(),
-                queues: config.queues.clone(),
-                limit: free,
-                lease: config.lease,
-                // Only kinds this worker can run: a job of a kind added in a
-                // rolling deploy waits for a new worker instead of dying here.
-                kinds: Some(shared.handlers.keys().cloned().collect()),
-            };
-            let sent_at = shared.now();
-            next_poll = sent_at + config.poll_interval;
-            match shared
-                .bounded(
-                    "job_claim",
-                    config.storage_timeout,
-                    shared.storage.job_claim(request),
-                )
-                .await
-            {
-                Ok(claimed) => {
-                    shared.health.succeeded("job_claim");
-                    // A full batch hints that more is waiting.
-                    want_claim = claimed.len() as u32 == free;
-                    for job in claimed {
-                        shared.in_flight.fetch_add(1, Ordering::SeqCst);
-                        let shared = shared.clone();
-                        // In the worker's span, so every job line carries worker_id.
-                        attempts.spawn(
-                            async move {
-                                attempt::run(&shared, job, sent_at).await;
-                                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                            }
-                            .in_current_span(),
-                        );
-                    }
-                }
-                Err(error) => {
-                    shared.call_failed("job_claim", &error);
-                    want_claim = false;
-                }
-            }
-            continue;
-        }
-        // The next claim without a wake-up: the poll, or earlier when a job
-        // this worker failed becomes due again.
-        let last_claim = next_poll - config.poll_interval;
-        let next_claim = match shared.next_retry(Some(last_claim)) {
-            Some(retry) => next_poll.min(retry),
-            None => next_poll,
-        };
-        // Never more than one poll interval from now: the poll time is a
-        // reading of this worker's clock, and a clock stepped back by J would
-        // otherwise push the safety-net poll J later.
-        let until_poll = next_claim
-            .saturating_since(shared.now())
-            .min(config.poll_interval);
-        tokio::select! {
-            biased;
-            _ = phase.changed() => {}
-            Some(_) = attempts.join_next(), if !attempts.is_empty() => want_claim = true,
-            _ = shared.kick.notified() => want_claim = true,
-            _ = waker.wait(), if room => want_claim = true,
-            // Off while there is no room: past the poll time `until_poll` is
-            // zero, and a claim is skipped without room, so this arm
-            // would complete at once forever (a busy loop that, on simulated
-            // time, stops time itself). A finishing attempt wakes us instead.
-            _ = shared.clock.sleep(until_poll), if room => want_claim = true,
         }
     }
 }
