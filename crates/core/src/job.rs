@@ -578,5 +578,12 @@ mod tests {
         assert!(clamped.len() <= limits::MAX_ERROR_BYTES);
         assert!(clamped.chars().all(|c| c == 'é'));
         assert_eq!(clamp_error("a\0b"), "ab");
+        // One ASCII byte first puts the limit inside a two-byte char: the
+        // cut steps back to the boundary before it, never past the limit
+        // (a cargo-mutants survivor stepped forward).
+        let shifted = format!("a{long}");
+        let clamped = clamp_error(&shifted);
+        assert_eq!(clamped.len(), limits::MAX_ERROR_BYTES - 1);
+        assert!(shifted.starts_with(&clamped));
     }
 }
