@@ -86,3 +86,16 @@ fn a_queue_that_breaks_a_bound_is_caught_during_the_chaos_phase() {
         outcome.owed
     );
 }
+
+/// Guards a checker gap found on seed 904 (when pauses began to end at
+/// reaps): a worker's clock stepped back 96.6 s during a partition, its
+/// attempts kept the slots of leases the db had reaped until its own clock
+/// said they expired, and the post-heal starvation check, unlike the pickup
+/// bound, did not excuse the step. Stuckless must pass the seed, and the
+/// pickup it owed must still be measured.
+#[test]
+fn a_worker_whose_clock_stepped_back_is_excused_after_the_heal_too() {
+    let outcome = SimBuilder::new().seed(904).run();
+    assert!(outcome.passed(), "{}", outcome.failure_report());
+    assert!(outcome.owed.due > Duration::ZERO, "{:?}", outcome.owed);
+}
