@@ -5,13 +5,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use stuckless_core::driver::{Flow, Hook, Hooked, JobEvents, Op, Storage, WorkerList};
+use stuckless_core::driver::{Flow, Hook, Hooked, JobEvents, Op, Reply, Storage, WorkerList};
 use stuckless_core::{
     Clock, JobArgs, JobContext, JobError, JobEventKind, JobHandler, JobStatus, Retention, StorageError,
     WorkerBuilder, DEFAULT_TIMEOUT,
@@ -434,4 +434,68 @@ async fn a_worker_started_before_its_database_waits_for_it() {
         .run_until_terminal(worker, id, Duration::from_secs(30))
         .await;
     assert_eq!((job.status, report.completed), (JobStatus::Succeeded, 1));
+}
+
+/// Answers the first `job_complete_many` with a transient error.
+struct FirstCompletionBatchFails(AtomicBool);
+
+#[async_trait]
+impl Hook for FirstCompletionBatchFails {
+    async fn before(&self, op: Op) -> Flow {
+        if matches!(op, Op::JobCompleteMany(_)) && !self.0.swap(true, Ordering::SeqCst) {
+            return Flow::Answer(op.refuse(StorageError::Unavailable("connection reset".into())));
+        }
+        Flow::Continue(op)
+    }
+}
+
+/// Guards a cargo-mutants survivor (the completer giving up on a transient
+/// error): a completion the database did not confirm is written again, so
+/// one blip does not cost a whole rerun of the job after its lease.
+#[tokio::test(start_paused = true)]
+async fn a_completion_that_met_a_blip_is_written_again() {
+    let world = World::new();
+    let id = world.insert("ok", json!({})).await;
+    let store: Arc<dyn Storage> = Arc::new(Hooked::new(
+        world.store.clone(),
+        FirstCompletionBatchFails(AtomicBool::new(false)),
+    ));
+    let worker = world.worker_on("w1", store).handler("ok", noop);
+    let (job, report) = world
+        .run_until_terminal(worker, id, Duration::from_secs(30))
+        .await;
+    assert_eq!((job.status, job.attempt), (JobStatus::Succeeded, 1));
+    assert_eq!(report.completed, 1, "{report:?}");
+}
+
+/// Adds a result the batch did not ask for to every `job_complete_many`
+/// answer, as a broken storage might.
+struct OneResultTooMany;
+
+#[async_trait]
+impl Hook for OneResultTooMany {
+    async fn after(&self, _: &'static str, reply: &mut Reply) {
+        if let Reply::JobCompleteMany(Ok(results)) = reply {
+            if let Some(first) = results.first().cloned() {
+                results.push(first);
+            }
+        }
+    }
+}
+
+/// Guards a cargo-mutants survivor (the completer trusting an answer whose
+/// length does not match its batch): results cannot be matched to jobs, so
+/// none is believed and the worker reports no completion it cannot vouch
+/// for (the rows are what they are; the reaper settles any doubt).
+#[tokio::test(start_paused = true)]
+async fn a_completion_answer_that_does_not_match_the_batch_is_not_believed() {
+    let world = World::new();
+    let id = world.insert("ok", json!({})).await;
+    let store: Arc<dyn Storage> = Arc::new(Hooked::new(world.store.clone(), OneResultTooMany));
+    let worker = world.worker_on("w1", store).handler("ok", noop);
+    let (job, report) = world
+        .run_until_terminal(worker, id, Duration::from_secs(30))
+        .await;
+    assert_eq!(job.status, JobStatus::Succeeded, "the write itself happened");
+    assert_eq!(report.completed, 0, "{report:?}");
 }
