@@ -499,3 +499,22 @@ async fn a_completion_answer_that_does_not_match_the_batch_is_not_believed() {
     assert_eq!(job.status, JobStatus::Succeeded, "the write itself happened");
     assert_eq!(report.completed, 0, "{report:?}");
 }
+
+/// Guards a cargo-mutants survivor (`/` for `*` in the completion queue's
+/// size): the smallest worker the builder accepts, one slot and batches of
+/// one, must run, not panic on a queue of size zero.
+#[tokio::test(start_paused = true)]
+async fn the_smallest_worker_runs() {
+    let world = World::new();
+    let id = world.insert("ok", json!({})).await;
+    let worker = world
+        .worker("w1")
+        .concurrency(1)
+        .complete_batch(1)
+        .complete_pipeline(1)
+        .handler("ok", noop);
+    let (job, report) = world
+        .run_until_terminal(worker, id, Duration::from_secs(30))
+        .await;
+    assert_eq!((job.status, report.completed), (JobStatus::Succeeded, 1));
+}
