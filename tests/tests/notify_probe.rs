@@ -37,6 +37,27 @@ async fn a_listener_that_never_hears_the_channel_is_reported_not_delivered() {
     );
 }
 
+/// Guards a cargo-mutants survivor (the channel check replaced by `true`):
+/// a notification on another channel the connection hears is not the
+/// probe's, so it does not count as delivered.
+#[tokio::test]
+async fn a_notification_on_another_channel_is_not_the_probes() {
+    let db = stuckless_tests::test_db!("a_notification_on_another_channel_is_not_the_probes");
+    let mut listener = PgListener::connect_with(db.pool()).await.unwrap();
+    let other = probe_channel();
+    listener.listen(&other).await.unwrap();
+    sqlx::query("select pg_notify($1, 'not the probe')")
+        .bind(&other)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(5);
+    let seen = probe_listener(&mut listener, db.pool(), &probe_channel(), wait)
+        .await
+        .unwrap();
+    assert_eq!(seen, NotifyProbe::NotDelivered { waited: wait });
+}
+
 #[test]
 fn probe_channels_are_fresh_names() {
     let (a, b) = (probe_channel(), probe_channel());

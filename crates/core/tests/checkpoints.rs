@@ -172,6 +172,8 @@ async fn an_oversized_checkpoint_is_refused_and_the_attempt_goes_on() {
     let world = World::new();
     let id = world.insert("big", json!({})).await;
     let handler = |ctx: JobContext| async move {
+        // A cargo-mutants survivor answered "" for the kind.
+        assert_eq!(ctx.kind(), "big");
         let big = json!("x".repeat(stuckless_core::limits::MAX_CHECKPOINT_BYTES));
         match ctx.checkpoint(big).await {
             Err(CheckpointError::Invalid(invalid)) if invalid.field == "checkpoint" => {}

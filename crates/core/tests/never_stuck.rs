@@ -518,3 +518,48 @@ async fn the_smallest_worker_runs() {
         .await;
     assert_eq!((job.status, report.completed), (JobStatus::Succeeded, 1));
 }
+
+/// Records the largest completion batch and holds each for half a second,
+/// so completions queue up behind it.
+struct SlowCompletionBatches(Arc<AtomicU32>);
+
+#[async_trait]
+impl Hook for SlowCompletionBatches {
+    async fn before(&self, op: Op) -> Flow {
+        if let Op::JobCompleteMany(batch) = &op {
+            self.0.fetch_max(batch.jobs.len() as u32, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Flow::Continue(op)
+    }
+}
+
+/// Guards a cargo-mutants survivor (`<=` for `<` in `take_batch`): a
+/// completion batch never holds more than `complete_batch` jobs, however
+/// many are queued.
+#[tokio::test(start_paused = true)]
+async fn completion_batches_hold_at_most_the_batch_size() {
+    let world = World::new();
+    for _ in 0..8 {
+        world.insert("ok", json!({})).await;
+    }
+    let largest = Arc::new(AtomicU32::new(0));
+    let hook = SlowCompletionBatches(largest.clone());
+    let store: Arc<dyn Storage> = Arc::new(Hooked::new(world.store.clone(), hook));
+    let worker = world
+        .worker_on("w1", store)
+        .complete_batch(2)
+        .complete_pipeline(1)
+        .handler("ok", noop)
+        .build()
+        .unwrap();
+    let (shutdown, running) = spawn(worker);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    shutdown.graceful();
+    assert_eq!(running.await.unwrap().completed, 8);
+    assert_eq!(
+        largest.load(Ordering::SeqCst),
+        2,
+        "batches fill up to the size, not past it"
+    );
+}
