@@ -5,15 +5,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::*;
 use serde_json::json;
-use stuckless_core::driver::{Flow, Hook, Hooked, JobCheckpoint, JobClaim, JobRequeue, Op, Storage};
-use stuckless_core::{CancelReason, CheckpointError, Epoch, JobContext, JobError, JobStatus, StorageError};
+use stuckless_core::driver::{JobCheckpoint, JobClaim, JobRequeue, Op, Storage};
+use stuckless_core::{CancelReason, CheckpointError, Epoch, JobContext, JobError, JobStatus};
 use tokio::sync::Notify;
 
 /// Sections each worker finished, in order: `(worker, section)`.
@@ -198,20 +196,6 @@ async fn an_oversized_checkpoint_is_refused_and_the_attempt_goes_on() {
     assert_eq!(job.checkpoint, Some(json!("small")));
 }
 
-/// Refuses the first checkpoint write with a transient error, as a database
-/// that did not answer would.
-struct FirstCheckpointFails(AtomicBool);
-
-#[async_trait]
-impl Hook for FirstCheckpointFails {
-    async fn before(&self, op: Op) -> Flow {
-        if matches!(op, Op::JobCheckpoint(_)) && !self.0.swap(true, Ordering::SeqCst) {
-            return Flow::Answer(op.refuse(StorageError::Unavailable("connection reset".into())));
-        }
-        Flow::Continue(op)
-    }
-}
-
 /// Guards a cargo-mutants survivor (`Checkpointer::save` counting every
 /// storage error as a lost lease): an unconfirmed checkpoint must leave the
 /// lease held and the attempt running, or a database blip would cancel
@@ -233,10 +217,12 @@ async fn an_unconfirmed_checkpoint_keeps_the_lease_and_the_attempt_goes_on() {
         ctx.checkpoint(json!(2)).await?;
         Ok(())
     };
-    let store: Arc<dyn Storage> = Arc::new(Hooked::new(
-        world.store.clone(),
-        FirstCheckpointFails(AtomicBool::new(false)),
-    ));
+    let store = Refuse::first(
+        1,
+        |op| matches!(op, Op::JobCheckpoint(_)),
+        unavailable("connection reset"),
+    )
+    .around(world.store.clone());
     let worker = world.worker_on("w1", store).handler("report", handler);
     let (job, report) = world
         .run_until_terminal(worker, id, Duration::from_secs(60))

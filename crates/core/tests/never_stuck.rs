@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -219,33 +219,17 @@ async fn finished_jobs_are_pruned_after_their_retention_and_others_are_kept() {
     assert_eq!(Retention::default().dead, Duration::from_secs(7 * 86_400));
 }
 
-/// Fails every claim with `error` while `failing` is non-zero.
-struct ClaimsFail {
-    failing: AtomicU32,
-    error: StorageError,
-}
-
-#[async_trait]
-impl Hook for ClaimsFail {
-    async fn before(&self, op: Op) -> Flow {
-        if matches!(op, Op::JobClaim(_)) && self.failing.load(Ordering::SeqCst) > 0 {
-            self.failing.fetch_sub(1, Ordering::SeqCst);
-            return Flow::Answer(op.refuse(self.error.clone()));
-        }
-        Flow::Continue(op)
-    }
-}
-
 /// Guards "the error is logged at DEBUG only, /readyz stays 200": a claim
 /// that keeps failing must make the worker say why.
 #[tokio::test(start_paused = true)]
 async fn claims_that_keep_failing_make_the_worker_unhealthy_until_one_succeeds() {
     let world = World::new();
-    let hook = ClaimsFail {
-        failing: AtomicU32::new(4),
-        error: StorageError::Other("cannot convert infinity to bigint".into()),
-    };
-    let store: Arc<dyn Storage> = Arc::new(Hooked::new(world.store.clone(), hook));
+    let store = Refuse::first(
+        4,
+        |op| matches!(op, Op::JobClaim(_)),
+        StorageError::Other("cannot convert infinity to bigint".into()),
+    )
+    .around(world.store.clone());
     let worker = stuckless_core::Worker::builder("w1", store.clone())
         .clock(world.clock.clone())
         .poll_interval(Duration::from_secs(1))
@@ -337,20 +321,6 @@ async fn a_retry_is_claimed_when_it_is_due_not_at_the_next_poll() {
     );
 }
 
-/// Answers every `job_fail` with a transient error, as a database that is
-/// down would.
-struct FailsUnrecorded;
-
-#[async_trait]
-impl Hook for FailsUnrecorded {
-    async fn before(&self, op: Op) -> Flow {
-        if matches!(op, Op::JobFail(_)) {
-            return Flow::Answer(op.refuse(StorageError::Unavailable("connection refused".into())));
-        }
-        Flow::Continue(op)
-    }
-}
-
 /// Guards a cargo-mutants survivor (the failure path counting every storage
 /// error as a stale write): a failure the database never confirmed is an
 /// outage, not a zombie refused by the fence. Counted as stale it would
@@ -359,7 +329,11 @@ impl Hook for FailsUnrecorded {
 async fn an_unrecorded_failure_is_not_counted_as_a_stale_write() {
     let world = World::new();
     let id = world.insert("flaky", json!({})).await;
-    let store: Arc<dyn Storage> = Arc::new(Hooked::new(world.store.clone(), FailsUnrecorded));
+    let store = Refuse::every(
+        |op| matches!(op, Op::JobFail(_)),
+        unavailable("connection refused"),
+    )
+    .around(world.store.clone());
     let worker = world
         .worker_on("w1", store)
         .handler("flaky", |_: JobContext| async {
@@ -401,23 +375,6 @@ async fn a_reaped_job_is_claimed_at_once_not_at_the_next_poll() {
     assert_eq!((job.status, job.attempt), (JobStatus::Succeeded, 2));
 }
 
-/// Answers the first `worker_register` calls with a transient error, as a
-/// database still starting up would.
-struct RegisterFailsAtFirst(AtomicU32);
-
-#[async_trait]
-impl Hook for RegisterFailsAtFirst {
-    async fn before(&self, op: Op) -> Flow {
-        if matches!(op, Op::WorkerRegister(_)) && self.0.load(Ordering::SeqCst) > 0 {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-            return Flow::Answer(op.refuse(StorageError::Unavailable(
-                "the database system is starting up".into(),
-            )));
-        }
-        Flow::Continue(op)
-    }
-}
-
 /// Guards a cargo-mutants survivor (registration giving up on a transient
 /// error): a worker that starts before its database, as a deploy often
 /// does, waits for it and then works, instead of exiting.
@@ -425,28 +382,17 @@ impl Hook for RegisterFailsAtFirst {
 async fn a_worker_started_before_its_database_waits_for_it() {
     let world = World::new();
     let id = world.insert("ok", json!({})).await;
-    let store: Arc<dyn Storage> = Arc::new(Hooked::new(
-        world.store.clone(),
-        RegisterFailsAtFirst(AtomicU32::new(3)),
-    ));
+    let store = Refuse::first(
+        3,
+        |op| matches!(op, Op::WorkerRegister(_)),
+        unavailable("the database system is starting up"),
+    )
+    .around(world.store.clone());
     let worker = world.worker_on("w1", store).handler("ok", noop);
     let (job, report) = world
         .run_until_terminal(worker, id, Duration::from_secs(30))
         .await;
     assert_eq!((job.status, report.completed), (JobStatus::Succeeded, 1));
-}
-
-/// Answers the first `job_complete_many` with a transient error.
-struct FirstCompletionBatchFails(AtomicBool);
-
-#[async_trait]
-impl Hook for FirstCompletionBatchFails {
-    async fn before(&self, op: Op) -> Flow {
-        if matches!(op, Op::JobCompleteMany(_)) && !self.0.swap(true, Ordering::SeqCst) {
-            return Flow::Answer(op.refuse(StorageError::Unavailable("connection reset".into())));
-        }
-        Flow::Continue(op)
-    }
 }
 
 /// Guards a cargo-mutants survivor (the completer giving up on a transient
@@ -456,10 +402,12 @@ impl Hook for FirstCompletionBatchFails {
 async fn a_completion_that_met_a_blip_is_written_again() {
     let world = World::new();
     let id = world.insert("ok", json!({})).await;
-    let store: Arc<dyn Storage> = Arc::new(Hooked::new(
-        world.store.clone(),
-        FirstCompletionBatchFails(AtomicBool::new(false)),
-    ));
+    let store = Refuse::first(
+        1,
+        |op| matches!(op, Op::JobCompleteMany(_)),
+        unavailable("connection reset"),
+    )
+    .around(world.store.clone());
     let worker = world.worker_on("w1", store).handler("ok", noop);
     let (job, report) = world
         .run_until_terminal(worker, id, Duration::from_secs(30))

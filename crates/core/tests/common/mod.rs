@@ -2,13 +2,15 @@
 //! clock, workers with short leases, and a handler that sleeps.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stuckless_core::driver::{JobEvents, JobGet, Storage};
+use async_trait::async_trait;
+use stuckless_core::driver::{Flow, Hook, Hooked, JobEvents, JobGet, Op, Storage};
 use stuckless_core::{
-    Client, Clock, Job, JobContext, JobError, JobEventKind, JobId, MemStore, NewJob, RunReport, Timestamp,
-    TokioClock, Worker, WorkerBuilder,
+    Client, Clock, Job, JobContext, JobError, JobEventKind, JobId, MemStore, NewJob, RunReport, StorageError,
+    Timestamp, TokioClock, Worker, WorkerBuilder,
 };
 use tokio::task::JoinHandle;
 
@@ -127,4 +129,54 @@ pub async fn sleeper(ctx: JobContext) -> Result<(), JobError> {
         _ = ctx.cancelled() => Err(JobError::retryable("cancelled")),
         _ = tokio::time::sleep(Duration::from_secs(secs)) => Ok(()),
     }
+}
+
+/// A hook that answers the operations `picks` chooses with `error` instead
+/// of passing them to the store: the first `times` of them, then none.
+pub struct Refuse {
+    picks: fn(&Op) -> bool,
+    left: AtomicU32,
+    error: StorageError,
+}
+
+impl Refuse {
+    /// Refuses the first `times` operations `picks` chooses.
+    pub fn first(times: u32, picks: fn(&Op) -> bool, error: StorageError) -> Self {
+        Refuse {
+            picks,
+            left: AtomicU32::new(times),
+            error,
+        }
+    }
+
+    /// Refuses every operation `picks` chooses.
+    pub fn every(picks: fn(&Op) -> bool, error: StorageError) -> Self {
+        Self::first(u32::MAX, picks, error)
+    }
+
+    /// `store` behind this hook.
+    pub fn around(self, store: Arc<MemStore>) -> Arc<dyn Storage> {
+        Arc::new(Hooked::new(store, self))
+    }
+}
+
+#[async_trait]
+impl Hook for Refuse {
+    async fn before(&self, op: Op) -> Flow {
+        let take = |left: u32| (left > 0).then(|| if left == u32::MAX { left } else { left - 1 });
+        if (self.picks)(&op)
+            && self
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, take)
+                .is_ok()
+        {
+            return Flow::Answer(op.refuse(self.error.clone()));
+        }
+        Flow::Continue(op)
+    }
+}
+
+/// A transient error, as a database that did not answer gives.
+pub fn unavailable(why: &str) -> StorageError {
+    StorageError::Unavailable(why.to_owned())
 }
