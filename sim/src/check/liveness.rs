@@ -217,15 +217,16 @@ impl Liveness {
         model: &Model,
         now: Timestamp,
         jobs: &[JobRow],
-        (capacity, up): (bool, &[UpWorker]),
+        up: &[UpWorker],
         found: &mut Vec<Finding>,
     ) {
         self.workers(model, now, up);
-        // A worker whose clock stepped back owes no pickups until its excuse
-        // ends, after the heal too: its attempts judge their leases on its
-        // clock, so slots the db counts free can still hold attempts whose
-        // leases were reaped (seed 904: a 96.6 s step during a partition).
-        let capacity = capacity && up.iter().any(|w| owes_pickups(&self.stepped_back, w, now));
+        // Free capacity is a slot of a worker that owes pickups: one whose
+        // clock stepped back owes none until its excuse ends, after the heal
+        // too, since its attempts judge their leases on its clock and slots
+        // the db counts free can still hold attempts whose leases were reaped
+        // (seed 904: a 96.6 s step during a partition).
+        let capacity = up.iter().any(|w| owes_pickups(&self.stepped_back, w, now));
         for job in jobs {
             if !model.knows(job.id) {
                 continue;
@@ -337,12 +338,7 @@ impl Checker for Liveness {
                 fault: Fault::Skew { worker, offset_ms },
                 ..
             } => self.clock_step(*at, *worker, *offset_ms),
-            Observation::Sampled {
-                at,
-                jobs,
-                free_capacity,
-                up,
-            } => self.sample(model, *at, jobs, (*free_capacity, up), found),
+            Observation::Sampled { at, jobs, up, .. } => self.sample(model, *at, jobs, up, found),
             Observation::Reaped {
                 at,
                 job,
