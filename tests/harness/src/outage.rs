@@ -131,33 +131,46 @@ async fn reconnected(pool: &PgPool, application_name: &str, since_us: i64) -> an
     .context("reading pg_stat_activity")
 }
 
-/// Waits, up to [`RECONNECT_BOUND`], for every watched worker to have a new
-/// backend since `since_us` and (if it serves HTTP) to answer /readyz 200.
-/// Returns per worker how long it took, or `None` if it did not.
-pub async fn await_recovery(pool: &PgPool, watched: &[Watched], since_us: i64) -> Vec<Option<Duration>> {
+/// How one watched worker came back after an outage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// How long after the wait began it was back (new backend and, if it
+    /// serves HTTP, /readyz 200); `None` if not within [`RECONNECT_BOUND`].
+    pub took: Option<Duration>,
+    /// Whether a new backend of it was seen at all (tells a worker that never
+    /// reconnected from one whose /readyz stayed unready).
+    pub reconnected: bool,
+}
+
+/// Waits, up to [`RECONNECT_BOUND`], for every watched worker to have a
+/// backend that started at or after `since_us` (database clock) and, if it
+/// serves HTTP, to answer /readyz 200. Returns per worker how it came back.
+pub async fn await_recovery(pool: &PgPool, watched: &[Watched], since_us: i64) -> Vec<Recovery> {
     let started = Instant::now();
     let deadline = started + RECONNECT_BOUND;
-    let mut took: Vec<Option<Duration>> = vec![None; watched.len()];
-    while Instant::now() < deadline && took.iter().any(Option::is_none) {
-        for (w, t) in watched.iter().zip(took.iter_mut()) {
-            if t.is_some() {
+    let mut seen = vec![Recovery::default(); watched.len()];
+    while Instant::now() < deadline && seen.iter().any(|r| r.took.is_none()) {
+        for (w, r) in watched.iter().zip(seen.iter_mut()) {
+            if r.took.is_some() {
                 continue;
             }
             // A failed read (the harness's own pool reconnecting) is a "not yet".
-            let back = reconnected(pool, &w.application_name, since_us)
-                .await
-                .unwrap_or(false);
+            let back = r.reconnected
+                || reconnected(pool, &w.application_name, since_us)
+                    .await
+                    .unwrap_or(false);
+            r.reconnected = back;
             let ready = match w.http {
                 Some(addr) => back && readyz(addr).await == Probe::Status(200),
                 None => back,
             };
             if ready {
-                *t = Some(started.elapsed());
+                r.took = Some(started.elapsed());
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    took
+    seen
 }
 
 /// A worker's /readyz address, from the registry (`stuckless worker` puts it

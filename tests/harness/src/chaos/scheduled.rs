@@ -145,7 +145,13 @@ impl Run<'_> {
         let watched = self.watch_list().await;
         let from_us = self.db_clock();
         let began = Instant::now();
-        let (kind, readyz) = match planned {
+        // `new_since`: a worker backend that started at or after it is a
+        // reconnection. It must be taken before the server can accept
+        // connections: `back_us` comes after the last /readyz round, which can
+        // take seconds, and a worker that reconnected in between (LISTEN
+        // backoff, a claim) would then have no backend "after the return"
+        // while idle: the chaos_short failure of seed 20261129 under load.
+        let (kind, readyz, new_since) = match planned {
             Planned::Restart(mode, down_for) => {
                 let cluster = self
                     .cluster
@@ -159,6 +165,7 @@ impl Run<'_> {
                 let stop_probing = CancellationToken::new();
                 let probing = tokio::spawn(outage::probe_until(watched.clone(), stop_probing.clone()));
                 tokio::time::sleep_until((began + down_for).into()).await;
+                let starting_us = self.db_clock();
                 let cluster = self.cluster.take().expect("put back above");
                 let (cluster, started) = blocking(cluster, Cluster::start_again).await?;
                 self.cluster = Some(cluster);
@@ -169,21 +176,29 @@ impl Run<'_> {
                     StopMode::Fast => "restart_fast",
                     StopMode::Immediate => "restart_immediate",
                 };
-                (kind, seen)
+                (kind, seen, starting_us)
             }
             Planned::TerminateAll => {
+                // Every backend that existed when the statement ran is gone,
+                // so one that started after `from_us` and is there now is new.
                 self.db.terminate_all_but_harness().await?;
-                ("terminate_all", vec![Answers::default(); watched.len()])
+                ("terminate_all", vec![Answers::default(); watched.len()], from_us)
             }
         };
         let down = began.elapsed();
         let back_us = self.db_clock();
         self.outages.push(Outage { from_us, back_us });
-        let took = outage::await_recovery(self.db.pool(), &watched, back_us).await;
-        for (w, t) in watched.iter().zip(&took) {
-            if t.is_none() {
+        let recovery = outage::await_recovery(self.db.pool(), &watched, new_since).await;
+        let took: Vec<Option<Duration>> = recovery.iter().map(|r| r.took).collect();
+        for (w, r) in watched.iter().zip(&recovery) {
+            if r.took.is_none() {
+                let missing = if r.reconnected {
+                    "/readyz never answered 200"
+                } else {
+                    "no connection newer than the outage"
+                };
                 self.violations.push(format!(
-                    "reconnect: {} had no new connection (or /readyz 200) within {:?} after {kind}",
+                    "reconnect: {} not recovered within {:?} after {kind}: {missing}",
                     w.worker_id,
                     outage::RECONNECT_BOUND
                 ));
