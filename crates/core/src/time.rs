@@ -179,6 +179,36 @@ mod tests {
         );
     }
 
+    /// Every day from 1600 to 2500 against a calendar counted one day at a
+    /// time, century and 400-year leap rules included (cargo-mutants: two
+    /// operators of the year-of-era formula changed only dates near century
+    /// boundaries, which the known instants above do not reach).
+    #[test]
+    fn civil_dates_match_a_calendar_counted_day_by_day() {
+        let is_leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let month_len = |y: i64, m: u32| match m {
+            2 if is_leap(y) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        // 1600-01-01 is 135,140 days before 1970-01-01.
+        let (mut y, mut m, mut d) = (1600_i64, 1_u32, 1_u32);
+        for days in -135_140..194_000_i64 {
+            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            d += 1;
+            if d > month_len(y, m) {
+                d = 1;
+                m += 1;
+                if m > 12 {
+                    m = 1;
+                    y += 1;
+                }
+            }
+        }
+        assert_eq!(y, 2501, "the loop covers 1600 to 2500");
+    }
+
     #[test]
     fn human_durations_read_as_people_write_them() {
         let cases = [

@@ -511,3 +511,34 @@ async fn completion_batches_hold_at_most_the_batch_size() {
         "batches fill up to the size, not past it"
     );
 }
+
+/// Guards a cargo-mutants survivor (`JobContext::is_cancelled -> false`): a
+/// handler that polls `is_cancelled` between steps, instead of awaiting
+/// `cancelled()`, sees the shutdown at the end of the grace and stops, and
+/// its job is released rather than abandoned mid-step.
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_polls_is_cancelled_stops_at_the_end_of_the_grace() {
+    let world = World::new();
+    let id = world.insert("steps", json!({})).await;
+    let stopped = Arc::new(AtomicU32::new(0));
+    let seen = stopped.clone();
+    let steps = move |ctx: JobContext| {
+        let seen = seen.clone();
+        async move {
+            while !ctx.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            Err::<(), JobError>(JobError::retryable("stopped between steps"))
+        }
+    };
+    let worker = world.worker("w1").shutdown_grace(Duration::from_secs(2));
+    let (shutdown, running) = spawn(worker.handler("steps", steps).build().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stopped.load(Ordering::SeqCst), 0, "not cancelled while running");
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(stopped.load(Ordering::SeqCst), 1, "the handler saw the shutdown");
+    assert_eq!(report.released, 1, "{report:?}");
+    assert_eq!(world.job(id).await.status, JobStatus::Queued);
+}

@@ -599,4 +599,6 @@ async fn client_refuses_bad_input_before_the_storage() {
         .await
         .unwrap();
     assert_eq!(first.job.id, JobId(1), "refused input used no id");
+    // The count a test reads is the store's (a constant 0 passed before).
+    assert_eq!(world.store.job_count(), 1);
 }
