@@ -230,4 +230,47 @@ mod tests {
             assert_eq!(err.field, "retry_after");
         }
     }
+
+    /// The documented limits, by behaviour: a 1 MB payload or checkpoint
+    /// fits (1 MiB), a 99-year delay fits (100 years), a 128-byte name fits;
+    /// one byte more than a name's limit does not. Guards cargo-mutants
+    /// survivors that turned the limits' `*` into `+` and `>` into `>=`.
+    #[test]
+    fn the_documented_limits_hold_at_their_edges() {
+        use std::time::Duration;
+        let megabyte = Value::String("p".repeat(1_000_000));
+        assert!(validate_json("payload", &megabyte, limits::MAX_PAYLOAD_BYTES).is_ok());
+        assert!(validate_json("checkpoint", &megabyte, limits::MAX_CHECKPOINT_BYTES).is_ok());
+        let years_99 = Duration::from_secs(99 * 365 * 86_400);
+        assert!(validate_duration("retry_after", years_99).is_ok());
+        assert!(validate_name("kind", &"k".repeat(limits::MAX_NAME_BYTES)).is_ok());
+        let err = validate_name("kind", &"k".repeat(limits::MAX_NAME_BYTES + 1)).unwrap_err();
+        assert_eq!(err.field, "kind");
+    }
+
+    /// A NUL anywhere in the value is refused, inside arrays and object keys
+    /// too (cargo-mutants deleted the array arm and no test noticed).
+    #[test]
+    fn a_nul_is_found_at_any_depth() {
+        let nested = [
+            serde_json::json!(["ok", "x\u{0}y"]),
+            serde_json::json!({"a": [{"b": "\u{0}"}]}),
+            serde_json::json!({"k\u{0}": 1}),
+        ];
+        for value in nested {
+            let err = validate_json("payload", &value, limits::MAX_PAYLOAD_BYTES).unwrap_err();
+            assert_eq!(err.field, "payload", "{value}");
+        }
+        let clean = serde_json::json!({"a": ["x", {"b": "y"}]});
+        assert!(validate_json("payload", &clean, limits::MAX_PAYLOAD_BYTES).is_ok());
+    }
+
+    /// A name read back from the wire keeps its text, and one name is
+    /// leaked once (cargo-mutants: `intern -> ""` passed every test).
+    #[test]
+    fn interned_names_keep_their_text_and_are_shared() {
+        let first = intern(&String::from("complete"));
+        assert_eq!(first, "complete");
+        assert!(std::ptr::eq(first, intern("complete")));
+    }
 }
