@@ -268,9 +268,18 @@ async fn a_row_no_claim_can_read_is_buried_and_the_job_behind_it_runs() {
     assert!(world.store.unchecked_update(poison, |job| {
         job.run_at = stuckless_core::Timestamp::from_micros(i64::MIN);
     }));
+    // A row as unreadable in a queue this worker does not serve is not its
+    // to bury (a cargo-mutants survivor: `||` for `&&` in the filter).
+    let elsewhere = world
+        .enqueue(stuckless_core::NewJob::new("elsewhere", "ok", json!({})))
+        .await;
+    assert!(world.store.unchecked_update(elsewhere, |job| {
+        job.run_at = stuckless_core::Timestamp::from_micros(i64::MIN);
+    }));
     let fine = world.insert("ok", json!({})).await;
-    let worker = world.worker("w1").handler("ok", noop);
-    let (shutdown, running) = spawn(worker.build().unwrap());
+    let worker = world.worker("w1").handler("ok", noop).build().unwrap();
+    assert_eq!(worker.id(), "w1");
+    let (shutdown, running) = spawn(worker);
     assert_eq!(
         world.until_terminal(fine, Duration::from_secs(10)).await.status,
         JobStatus::Succeeded
@@ -280,6 +289,7 @@ async fn a_row_no_claim_can_read_is_buried_and_the_job_behind_it_runs() {
     let buried = world.job(poison).await;
     assert_eq!((buried.status, buried.attempt), (JobStatus::Dead, 0));
     assert!(buried.last_error.unwrap().contains("unreadable row: run_at"));
+    assert_eq!(world.job(elsewhere).await.status, JobStatus::Queued);
 }
 
 /// Guards a retry waiting for the next poll: no NOTIFY announces that a

@@ -176,3 +176,26 @@ pub fn requeue_detail(job: &Job, now: Timestamp, force: bool) -> Result<&'static
 pub fn is_reapable(job: &Job, now: Timestamp) -> bool {
     job.status == JobStatus::Running && job.lease_expires_at.is_some_and(|at| at <= now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reaper's count (logged, and what the worker's report adds up) is
+    /// both lists together (cargo-mutants: `-` for `+` passed every test).
+    #[test]
+    fn a_reap_counts_requeued_and_dead_jobs() {
+        let reaped = ReapOutcome {
+            requeued: vec![JobId(1), JobId(2)],
+            dead: vec![JobId(3)],
+        };
+        assert_eq!(reaped.len(), 3);
+        assert!(!reaped.is_empty());
+        let only_dead = ReapOutcome {
+            requeued: vec![],
+            dead: vec![JobId(4)],
+        };
+        assert_eq!(only_dead.len(), 1);
+        assert!(ReapOutcome::default().is_empty());
+    }
+}

@@ -277,6 +277,19 @@ async fn fail_retries_then_goes_dead_and_clamps_the_error(c: &Ctx) {
         .await
         .unwrap();
     let first = claim_one(&*s, "w1").await;
+    // A delay past the 100-year bound is refused before anything changes
+    // (a cargo-mutants survivor made `JobFail::validate` answer `Ok`).
+    let forever = Duration::from_secs(200 * 365 * 86_400);
+    let refused = s
+        .job_fail(fail(first.id(), first.epoch(), "later", Some(forever)))
+        .await
+        .unwrap_err();
+    assert_invalid(&refused, "retry_after");
+    let j = s.job_get(JobGet { id: first.id() }).await.unwrap().unwrap();
+    assert_eq!(
+        (j.status, j.epoch, j.attempt),
+        (JobStatus::Running, first.epoch(), 1)
+    );
     let now = c.now();
     let delay = Duration::from_micros(1_500_001);
     let out = s
