@@ -1,7 +1,9 @@
 //! Resumable jobs on the worker runtime: a handler that checkpoints after each
 //! section resumes after a crash or a release from its last acknowledged
 //! section, never redoing it; a zombie's checkpoint is refused and cancels
-//! its attempt; a checkpoint over the limit is refused without harm.
+//! its attempt; a checkpoint over the limit is refused without harm. And the
+//! heartbeats that carry progress come one interval apart, none for a job
+//! shorter than one interval.
 
 mod common;
 
@@ -230,4 +232,50 @@ async fn an_unconfirmed_checkpoint_keeps_the_lease_and_the_attempt_goes_on() {
     assert_eq!(job.last_error, None);
     assert_eq!((job.status, job.attempt), (JobStatus::Succeeded, 1));
     assert_eq!((report.completed, job.checkpoint), (1, Some(json!(2))));
+}
+
+/// Counts heartbeats per job.
+struct CountHeartbeats(Arc<Mutex<Vec<stuckless_core::JobId>>>);
+
+#[async_trait::async_trait]
+impl stuckless_core::driver::Hook for CountHeartbeats {
+    async fn before(&self, op: Op) -> stuckless_core::driver::Flow {
+        if let Op::JobHeartbeat(beat) = &op {
+            self.0.lock().unwrap().push(beat.id);
+        }
+        stuckless_core::driver::Flow::Continue(op)
+    }
+}
+
+/// Guards a cargo-mutants survivor (`-` for `+` in the first heartbeat's
+/// time): the first heartbeat is one interval after the start, so a job
+/// shorter than the interval costs no heartbeat at all (at thousands of
+/// short jobs a second, one more write each), and a 5 s job with a 2 s
+/// interval sends two.
+#[tokio::test(start_paused = true)]
+async fn the_first_heartbeat_comes_one_interval_after_the_start() {
+    let world = World::new();
+    let short = world.insert("sleep", json!({"secs": 1})).await;
+    let long = world.insert("sleep", json!({"secs": 5})).await;
+    let beats = Arc::new(Mutex::new(Vec::new()));
+    let hook = CountHeartbeats(beats.clone());
+    let store: Arc<dyn Storage> = Arc::new(stuckless_core::driver::Hooked::new(world.store.clone(), hook));
+    let worker = world
+        .worker_on("w1", store)
+        .concurrency(2)
+        .handler("sleep", sleeper);
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    for id in [short, long] {
+        let job = world.until_terminal(id, Duration::from_secs(30)).await;
+        assert_eq!(job.status, JobStatus::Succeeded);
+    }
+    shutdown.graceful();
+    running.await.unwrap();
+    let beats = beats.lock().unwrap();
+    let of = |id| beats.iter().filter(|b| **b == id).count();
+    assert_eq!(
+        (of(short), of(long)),
+        (0, 5 / HEARTBEAT.as_secs() as usize),
+        "{beats:?}"
+    );
 }
