@@ -139,6 +139,8 @@ struct SlowClaims {
     now: Mutex<(usize, u32)>,
     peak_claims: AtomicUsize,
     peak_asked: AtomicU32,
+    /// The fewest jobs a claim asked for while another was in flight.
+    least_second_asked: AtomicU32,
 }
 
 impl SlowClaims {
@@ -148,6 +150,7 @@ impl SlowClaims {
             now: Mutex::new((0, 0)),
             peak_claims: AtomicUsize::new(0),
             peak_asked: AtomicU32::new(0),
+            least_second_asked: AtomicU32::new(u32::MAX),
         }
     }
 }
@@ -161,6 +164,9 @@ impl Hook for SlowClaims {
         };
         {
             let mut now = self.now.lock().unwrap();
+            if now.0 > 0 {
+                self.least_second_asked.fetch_min(limit, Ordering::SeqCst);
+            }
             *now = (now.0 + 1, now.1 + limit);
             self.peak_claims.fetch_max(now.0, Ordering::SeqCst);
             self.peak_asked.fetch_max(now.1, Ordering::SeqCst);
@@ -210,12 +216,15 @@ async fn run_behind_slow_claims(
 
 /// Guards the throughput fix: a worker that claims ahead sends its next
 /// claim while one is still unanswered (one claim at a time capped the
-/// bench at one batch per claim round trip), and the claims in flight never
-/// ask for more than `concurrency + prefetch` jobs together.
+/// bench at one batch per claim round trip), only for a refill of at least
+/// half the buffer, and the claims in flight never ask for more than
+/// `concurrency + prefetch` jobs together.
 #[tokio::test(start_paused = true)]
 async fn with_prefetch_a_second_claim_goes_out_while_one_is_unanswered() {
     let slow = run_behind_slow_claims(12, 4).await;
     assert_eq!(slow.hook().peak_claims.load(Ordering::SeqCst), 2);
+    let least = slow.hook().least_second_asked.load(Ordering::SeqCst);
+    assert!(least >= 4 / 2, "a second claim asked for {least} jobs");
     assert!(
         slow.hook().peak_asked.load(Ordering::SeqCst) <= 2 + 4,
         "asked for {} jobs at once, more than concurrency + prefetch",
