@@ -1,8 +1,10 @@
-//! How an attempt reads the storage's answer to its last write (a failure
-//! recorded, a job released at shutdown): a transient error is tried again
-//! until the lease deadline, a fencing refusal is a stale write and is never
-//! tried again. Each test guards survivors of the full cargo-mutants run,
-//! which found both classifications unpinned for these two writes.
+//! How the worker reads the storage's answers to its writes (a failure
+//! recorded, a job released at shutdown, a completion batch, its own
+//! registration): a transient error is tried again, with backoff, until the
+//! lease deadline; a fencing refusal is a stale write and is never tried
+//! again; any other error is given up at once. And a crash loses the writes
+//! still in flight, as a real one does. Each test guards survivors of the
+//! full cargo-mutants run, which found these classifications unpinned.
 
 mod common;
 
@@ -10,10 +12,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use common::*;
 use serde_json::json;
-use stuckless_core::driver::Op;
-use stuckless_core::{Epoch, JobContext, JobError, JobEventKind, JobId, JobStatus, StorageError};
+use stuckless_core::driver::{Hook, Hooked, Op, Reply, Storage};
+use stuckless_core::{
+    Epoch, JobContext, JobError, JobEventKind, JobId, JobStatus, StorageError, WorkerError,
+};
 
 /// A fencing refusal, as a storage gives a write whose epoch is not current.
 fn stale() -> StorageError {
@@ -109,4 +114,198 @@ async fn a_fenced_release_is_a_stale_write() {
 async fn an_unconfirmed_release_is_not_a_stale_write() {
     let report = release_answered_with(unavailable("connection refused")).await;
     assert_eq!((report.released, report.stale_writes), (0, 0), "{report:?}");
+}
+
+/// Answers the operations `picks` chooses after `delay`, with `error` (or
+/// the store's answer), counting the calls and the most in flight at once.
+struct Scripted {
+    picks: fn(&Op) -> bool,
+    error: Option<StorageError>,
+    delay: Duration,
+    calls: AtomicU32,
+    now: AtomicU32,
+    peak: AtomicU32,
+}
+
+impl Scripted {
+    fn new(picks: fn(&Op) -> bool, error: Option<StorageError>, delay: Duration) -> Self {
+        Scripted {
+            picks,
+            error,
+            delay,
+            calls: AtomicU32::new(0),
+            now: AtomicU32::new(0),
+            peak: AtomicU32::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Hook for Scripted {
+    async fn call(&self, inner: &dyn Storage, op: Op) -> Reply {
+        if !(self.picks)(&op) {
+            return op.apply(inner).await;
+        }
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        match &self.error {
+            Some(error) => op.refuse(error.clone()),
+            None => op.apply(inner).await,
+        }
+    }
+}
+
+fn completes(op: &Op) -> bool {
+    matches!(op, Op::JobCompleteMany(_) | Op::JobComplete(_))
+}
+
+/// Runs one quick job on a worker whose completion writes `hook` answers,
+/// for `secs` seconds, then shuts it down; returns the hook and the report.
+async fn completing_behind(
+    hook: Scripted,
+    secs: u64,
+) -> (
+    Arc<Hooked<Arc<stuckless_core::MemStore>, Scripted>>,
+    stuckless_core::RunReport,
+) {
+    let world = World::new();
+    world.insert("ok", json!({})).await;
+    let store = Arc::new(Hooked::new(world.store.clone(), hook));
+    let worker = world.worker_on("w1", store.clone()).handler("ok", noop);
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    shutdown.immediate();
+    (store, running.await.unwrap())
+}
+
+/// A completion the storage fences out is a stale write (`is_lease_lost`
+/// guard → `false` in the completer's `record`).
+#[tokio::test(start_paused = true)]
+async fn a_fenced_completion_is_a_stale_write() {
+    let (_, report) = completing_behind(Scripted::new(completes, Some(stale()), Duration::ZERO), 1).await;
+    assert_eq!((report.completed, report.stale_writes), (0, 1), "{report:?}");
+}
+
+/// A completion refused for another reason is given up at once (the
+/// reaper reruns the job), not tried again until the lease deadline
+/// (`is_transient` guard → `true` in `record`).
+#[tokio::test(start_paused = true)]
+async fn a_completion_refused_for_good_is_written_once() {
+    let other = StorageError::Other("constraint violated".into());
+    let (store, report) = completing_behind(Scripted::new(completes, Some(other), Duration::ZERO), 3).await;
+    assert_eq!(store.hook().calls.load(Ordering::SeqCst), 1, "{report:?}");
+}
+
+/// A completion that keeps meeting blips is retried with a doubling pause:
+/// a handful of writes in three seconds, not a stream (`/` for `*` in the
+/// pause made it shrink to nothing).
+#[tokio::test(start_paused = true)]
+async fn completion_retries_back_off() {
+    // Each answer takes a millisecond, so a pause that shrank to nothing
+    // shows as thousands of calls instead of a loop that never yields.
+    let hook = Scripted::new(completes, Some(unavailable("reset")), Duration::from_millis(1));
+    let (store, _) = completing_behind(hook, 3).await;
+    let calls = store.hook().calls.load(Ordering::SeqCst);
+    assert!((3..=10).contains(&calls), "{calls} completion writes in 3 s");
+}
+
+/// With a pipeline of one, one completion batch is in flight at a time
+/// (`<=` for `<` in the completer's loop let a second start).
+#[tokio::test(start_paused = true)]
+async fn the_completion_pipeline_bounds_batches_in_flight() {
+    let world = World::new();
+    for _ in 0..6 {
+        world.insert("ok", json!({})).await;
+    }
+    let hook = Scripted::new(completes, None, Duration::from_millis(500));
+    let store = Arc::new(Hooked::new(world.store.clone(), hook));
+    let worker = world
+        .worker_on("w1", store.clone())
+        .complete_batch(1)
+        .complete_pipeline(1)
+        .handler("ok", noop);
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    shutdown.graceful();
+    assert_eq!(running.await.unwrap().completed, 6);
+    assert_eq!(store.hook().peak.load(Ordering::SeqCst), 1);
+}
+
+/// A crash (the worker's future dropped) takes its completer with it: a
+/// completion still being written is lost, and the job comes back through
+/// the reaper (`AbortOnDrop::drop` → `()` let the completer outlive the
+/// crash, a gentler crash than the simulator claims to inject).
+#[tokio::test(start_paused = true)]
+async fn a_crash_loses_the_completion_in_flight() {
+    let world = World::new();
+    let id = world.insert("ok", json!({})).await;
+    let hook = Scripted::new(completes, None, Duration::from_secs(2));
+    let store = Arc::new(Hooked::new(world.store.clone(), hook));
+    let worker = world.worker_on("w1", store.clone()).handler("ok", noop);
+    let (_, running) = spawn(worker.build().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        store.hook().now.load(Ordering::SeqCst),
+        1,
+        "the completion is in flight"
+    );
+    running.abort();
+    let _ = running.await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let job = world.job(id).await;
+    assert_eq!(
+        job.status,
+        JobStatus::Running,
+        "the crashed worker's completion landed: {job:?}"
+    );
+}
+
+/// A registration refused for good ends the worker with the error instead
+/// of retrying forever (`is_transient` guard → `true` in `register`).
+#[tokio::test(start_paused = true)]
+async fn a_registration_refused_for_good_stops_the_worker() {
+    let world = World::new();
+    let store = Refuse::every(
+        |op| matches!(op, Op::WorkerRegister(_)),
+        StorageError::Other("permission denied".into()),
+    )
+    .around(world.store.clone());
+    let worker = world.worker_on("w1", store).handler("ok", noop).build().unwrap();
+    let running = tokio::spawn(worker.run());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        running.is_finished(),
+        "still retrying a refusal that will not change"
+    );
+    let ended = running.await.unwrap();
+    assert!(matches!(ended, Err(WorkerError::Register(_))), "{ended:?}");
+}
+
+/// A database that is down at start is asked again with a doubling pause
+/// up to the poll interval: a handful of registrations in three seconds
+/// (`/` for `*` made the pause shrink to nothing).
+#[tokio::test(start_paused = true)]
+async fn registration_retries_back_off() {
+    let world = World::new();
+    let hook = Scripted::new(
+        |op| matches!(op, Op::WorkerRegister(_)),
+        Some(unavailable("refused")),
+        Duration::from_millis(1),
+    );
+    let store = Arc::new(Hooked::new(world.store.clone(), hook));
+    let (shutdown, running) = spawn(
+        world
+            .worker_on("w1", store.clone())
+            .handler("ok", noop)
+            .build()
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    shutdown.immediate();
+    let _ = running.await;
+    let calls = store.hook().calls.load(Ordering::SeqCst);
+    assert!((3..=12).contains(&calls), "{calls} registrations in 3 s");
 }
