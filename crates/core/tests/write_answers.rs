@@ -309,3 +309,93 @@ async fn registration_retries_back_off() {
     let calls = store.hook().calls.load(Ordering::SeqCst);
     assert!((3..=12).contains(&calls), "{calls} registrations in 3 s");
 }
+
+/// A failure is written with the retry policy's delay (at least half the
+/// nominal 1 s after a first attempt, by its jitter), not for at once
+/// (`Shared::retry_delay -> Default::default()` passed every test).
+#[tokio::test(start_paused = true)]
+async fn a_failure_is_written_with_the_policys_delay() {
+    let world = World::new();
+    let id = world.insert("flaky", json!({})).await;
+    let worker = world.worker("w1").handler("flaky", |_: JobContext| async {
+        Err::<(), _>(JobError::retryable("upstream 503"))
+    });
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    let mut job = world.job(id).await;
+    while job.attempt == 0 || job.status != JobStatus::Queued {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        job = world.job(id).await;
+    }
+    let failed_at = job.updated_at;
+    assert!(
+        job.run_at >= failed_at + Duration::from_millis(500),
+        "retry due {:?} after the failure",
+        job.run_at.saturating_since(failed_at)
+    );
+    shutdown.immediate();
+    running.await.unwrap();
+}
+
+/// The registry hears from a running worker every interval, and a worker
+/// whose registration was deleted (an operator, or a cleanup of workers
+/// that looked dead) registers again at its next beat: otherwise a busy
+/// worker looks crashed (`registry_heartbeat -> ()` and the deleted
+/// `WorkerNotFound` arm passed every test).
+#[tokio::test(start_paused = true)]
+async fn the_registry_hears_from_a_running_worker_and_a_forgotten_one_registers_again() {
+    use stuckless_core::driver::{Storage, WorkerDeregister, WorkerList};
+    use stuckless_core::Clock;
+    let world = World::new();
+    let (shutdown, running) = spawn(world.worker("w1").handler("ok", noop).build().unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = world.clock.now();
+    tokio::time::sleep(HEARTBEAT * 2 + Duration::from_millis(100)).await;
+    let workers = world.store.worker_list(WorkerList {}).await.unwrap();
+    assert_eq!(workers.len(), 1);
+    assert!(workers[0].last_heartbeat_at >= started + HEARTBEAT, "{workers:?}");
+
+    world
+        .store
+        .worker_deregister(WorkerDeregister { id: "w1".into() })
+        .await
+        .unwrap();
+    tokio::time::sleep(HEARTBEAT + Duration::from_millis(100)).await;
+    let workers = world.store.worker_list(WorkerList {}).await.unwrap();
+    assert_eq!(workers.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["w1"]);
+    shutdown.graceful();
+    running.await.unwrap();
+}
+
+/// A prune that deleted a full batch is followed at once by the next, so a
+/// backlog of finished jobs goes in one pass, not one batch per interval
+/// (`<` for `>=` on the batch size passed every test).
+#[tokio::test(start_paused = true)]
+async fn a_full_prune_batch_is_followed_at_once_by_the_next() {
+    let world = World::new();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(world.insert("ok", json!({})).await);
+    }
+    let worker = world
+        .worker("w1")
+        .prune_interval(Duration::from_secs(3600))
+        .prune_batch(2)
+        // A day of simulated time: the other loops would only slow it.
+        .poll_interval(Duration::from_secs(3600))
+        .reap_interval(Duration::from_secs(3600))
+        .registry_heartbeat_interval(Duration::from_secs(3600))
+        .handler("ok", noop);
+    let (shutdown, running) = spawn(worker.build().unwrap());
+    for id in &ids {
+        world.until_terminal(*id, Duration::from_secs(60)).await;
+    }
+    // Past the one-day retention of succeeded jobs and the first pass
+    // (randomly placed within the interval), short of a second interval.
+    tokio::time::sleep(Duration::from_secs(86_400 + 3600 + 60)).await;
+    for id in ids {
+        assert!(world.find(id).await.is_none(), "job {id} left for a later pass");
+    }
+    shutdown.graceful();
+    let report = running.await.unwrap();
+    assert_eq!(report.pruned, 5, "{report:?}");
+}

@@ -176,3 +176,26 @@ impl Shared {
         self.clock.now()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::ReapOutcome;
+    use crate::job::JobId;
+
+    /// A report adds up every pass's jobs (`*=` for `+=` on reaped jobs
+    /// left the count at zero and passed every test).
+    #[test]
+    fn reaps_add_up_in_the_report() {
+        let mut report = RunReport::default();
+        for _ in 0..2 {
+            report.count(&WorkerEvent::Reaped {
+                outcome: ReapOutcome {
+                    requeued: vec![JobId(1), JobId(2)],
+                    dead: vec![JobId(3)],
+                },
+            });
+        }
+        assert_eq!(report.reaped, 6);
+    }
+}

@@ -70,3 +70,34 @@ impl ShutdownHandle {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first signal starts a graceful shutdown and the second makes it
+    /// immediate; a shutdown never steps back, and asking for the phase it
+    /// is already in wakes nobody. Guards survivors of the full mutants run
+    /// (`escalate`'s first arm deleted, `is_requested` constant or
+    /// inverted, `>=` for `>` in `advance`).
+    #[test]
+    fn signals_escalate_and_never_step_back() {
+        let handle = ShutdownHandle::new();
+        let mut seen = handle.subscribe();
+        assert!(!handle.is_requested());
+        handle.escalate();
+        assert!(handle.is_requested());
+        assert_eq!(
+            *seen.borrow_and_update(),
+            Phase::Graceful,
+            "the first signal is graceful"
+        );
+        handle.graceful();
+        assert!(!seen.has_changed().unwrap(), "the same phase again wakes nobody");
+        handle.escalate();
+        assert_eq!(*seen.borrow_and_update(), Phase::Immediate);
+        handle.graceful();
+        assert_eq!(*handle.phase.borrow(), Phase::Immediate, "never back to graceful");
+        assert!(!seen.has_changed().unwrap());
+    }
+}
