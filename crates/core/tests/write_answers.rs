@@ -17,7 +17,7 @@ use common::*;
 use serde_json::json;
 use stuckless_core::driver::{Hook, Hooked, Op, Reply, Storage};
 use stuckless_core::{
-    Epoch, JobContext, JobError, JobEventKind, JobId, JobStatus, StorageError, WorkerError,
+    Clock, Epoch, JobContext, JobError, JobEventKind, JobId, JobStatus, StorageError, WorkerError,
 };
 
 /// A fencing refusal, as a storage gives a write whose epoch is not current.
@@ -321,8 +321,10 @@ async fn a_failure_is_written_with_the_policys_delay() {
         Err::<(), _>(JobError::retryable("upstream 503"))
     });
     let (shutdown, running) = spawn(worker.build().unwrap());
+    let deadline = world.clock.now() + Duration::from_secs(30);
     let mut job = world.job(id).await;
     while job.attempt == 0 || job.status != JobStatus::Queued {
+        assert!(world.clock.now() < deadline, "no retry waiting: {job:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
         job = world.job(id).await;
     }
@@ -344,7 +346,6 @@ async fn a_failure_is_written_with_the_policys_delay() {
 #[tokio::test(start_paused = true)]
 async fn the_registry_hears_from_a_running_worker_and_a_forgotten_one_registers_again() {
     use stuckless_core::driver::{Storage, WorkerDeregister, WorkerList};
-    use stuckless_core::Clock;
     let world = World::new();
     let (shutdown, running) = spawn(world.worker("w1").handler("ok", noop).build().unwrap());
     tokio::time::sleep(Duration::from_millis(100)).await;
