@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::*;
 use serde_json::json;
-use stuckless_core::driver::{Hook, Hooked, Op, Reply, Storage};
+use stuckless_core::driver::{Hook, Hooked, Op, Reply, Storage, WorkerDeregister, WorkerList};
 use stuckless_core::{
     Clock, Epoch, JobContext, JobError, JobEventKind, JobId, JobStatus, StorageError, WorkerError,
 };
@@ -345,7 +345,6 @@ async fn a_failure_is_written_with_the_policys_delay() {
 /// `WorkerNotFound` arm passed every test).
 #[tokio::test(start_paused = true)]
 async fn the_registry_hears_from_a_running_worker_and_a_forgotten_one_registers_again() {
-    use stuckless_core::driver::{Storage, WorkerDeregister, WorkerList};
     let world = World::new();
     let (shutdown, running) = spawn(world.worker("w1").handler("ok", noop).build().unwrap());
     tokio::time::sleep(Duration::from_millis(100)).await;
